@@ -1,0 +1,185 @@
+//! The command-line interface, declared with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// DP2PTCS: decentralized, end-to-end encrypted messaging for tactical teams.
+///
+/// Start with `dp2ptcs init`, show your identity with `dp2ptcs id`, add people with
+/// `dp2ptcs contact add`, and compare safety numbers with `dp2ptcs verify`.
+#[derive(Debug, Parser)]
+#[command(name = "dp2ptcs", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Data directory [default: $DP2PTCS_HOME, else the platform data directory, e.g.
+    /// ~/.local/share/dp2ptcs]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Read the passphrase from FILE (one trailing newline is ignored). Otherwise
+    /// $DP2PTCS_PASSPHRASE, otherwise an interactive prompt.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a new identity (Ed25519 key pair) in the data directory.
+    Init(InitArgs),
+    /// Show your node id, public key and contact URI, as text and as a QR code.
+    Id(IdArgs),
+    /// Add, list, show and remove contacts.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Show the safety number shared with a contact, or check theirs and mark them verified.
+    Verify(VerifyArgs),
+    /// Re-encrypt the key file under a new passphrase.
+    ChangePassphrase(ChangePassphraseArgs),
+}
+
+/// Argon2id cost options (advanced).
+#[derive(Debug, Args, Clone, Copy)]
+pub(crate) struct KdfArgs {
+    /// Argon2id memory in KiB [default: 65536 = 64 MiB, RFC 9106's second recommendation]
+    #[arg(long, value_name = "KIB", help_heading = "Key derivation (advanced)")]
+    pub(crate) kdf_memory: Option<u32>,
+    /// Argon2id passes over memory [default: 3]
+    #[arg(long, value_name = "N", help_heading = "Key derivation (advanced)")]
+    pub(crate) kdf_iterations: Option<u32>,
+    /// Argon2id lanes [default: 4]
+    #[arg(long, value_name = "N", help_heading = "Key derivation (advanced)")]
+    pub(crate) kdf_parallelism: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InitArgs {
+    /// Replace an existing identity (the old key file and address book are kept as backups).
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Accept a passphrase that the strength estimate finds weak.
+    #[arg(long)]
+    pub(crate) allow_weak_passphrase: bool,
+    /// The display name put in your contact URI.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    #[command(flatten)]
+    pub(crate) kdf: KdfArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    /// Also write the contact URI's QR code as a PNG image to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) qr_png: Option<PathBuf>,
+    /// Do not draw the QR code in the terminal.
+    #[arg(long)]
+    pub(crate) no_qr: bool,
+    /// Put this display name in the URI instead of the one chosen at init.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// Put this address hint (IP:port) in the URI; repeatable.
+    #[arg(long = "address", value_name = "IP:PORT")]
+    pub(crate) addresses: Vec<std::net::SocketAddr>,
+    /// Print {"node_id", "public_key", "contact_uri"} as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ContactCommand {
+    /// Add a contact from their contact URI or a photo/screenshot of their QR code.
+    Add(ContactAddArgs),
+    /// List contacts and whether each is verified.
+    List(JsonArg),
+    /// Show one contact.
+    Show(ContactRefArgs),
+    /// Remove a contact.
+    Remove(ContactRefArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JsonArg {
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ContactAddArgs {
+    /// The contact URI (dp2ptcs://contact?...).
+    #[arg(
+        value_name = "URI",
+        required_unless_present = "qr_image",
+        conflicts_with = "qr_image"
+    )]
+    pub(crate) uri: Option<String>,
+    /// A PNG or JPEG image (photo or screenshot) of their QR code.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) qr_image: Option<PathBuf>,
+    /// The name to file them under [default: the name in their URI].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ContactRefArgs {
+    /// The contact's name, or at least 8 hex digits of its node id.
+    #[arg(value_name = "CONTACT")]
+    pub(crate) contact: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The contact's name, or at least 8 hex digits of its node id.
+    #[arg(value_name = "CONTACT")]
+    pub(crate) contact: String,
+    /// An image of the safety-number QR code shown on the contact's device; on a match the
+    /// contact is marked verified.
+    #[arg(long, value_name = "FILE", conflicts_with = "digits")]
+    pub(crate) scan: Option<PathBuf>,
+    /// The 60 digits the contact reads out (spaces allowed); on a match the contact is marked
+    /// verified.
+    #[arg(long, value_name = "DIGITS")]
+    pub(crate) digits: Option<String>,
+    /// Also write the safety-number QR code as a PNG image to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) qr_png: Option<PathBuf>,
+    /// Do not draw the QR code in the terminal.
+    #[arg(long)]
+    pub(crate) no_qr: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChangePassphraseArgs {
+    /// Read the new passphrase from FILE. Otherwise $DP2PTCS_NEW_PASSPHRASE, otherwise a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) new_passphrase_file: Option<PathBuf>,
+    /// Accept a new passphrase that the strength estimate finds weak.
+    #[arg(long)]
+    pub(crate) allow_weak_passphrase: bool,
+    #[command(flatten)]
+    pub(crate) kdf: KdfArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

@@ -1,0 +1,98 @@
+//! `dp2ptcs init`: create an identity.
+
+use std::fs;
+
+use anyhow::{bail, Context, Result};
+use dp2ptcs_crypto::contact_uri::validate_display_name;
+use dp2ptcs_crypto::{ContactUri, KdfParams, UnlockedKeystore};
+use serde_json::json;
+
+use super::{kdf_params, now_unix, print_json};
+use crate::cli::{Global, InitArgs};
+use crate::contacts::{self, Book};
+use crate::datadir::{key_path, resolve};
+use crate::fsutil::{ensure_private_dir, shell_quote, write_atomic, DirLock};
+use crate::passphrase::{self, require_strong};
+
+pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
+    if let Some(name) = &args.name {
+        validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let params = kdf_params(&args.kdf, KdfParams::default())?;
+    let dir = resolve(global)?;
+    ensure_private_dir(&dir)?;
+    let _lock = DirLock::acquire(&dir)?;
+    let path = key_path(&dir);
+    if path.exists() && !args.force {
+        bail!(
+            "an identity already exists in {}; nothing was changed.\n\
+             To replace it (the old one is kept as a backup), run again with --force.",
+            shell_quote(&dir)
+        );
+    }
+
+    let pass = passphrase::read(
+        passphrase::Source {
+            file: global.passphrase_file.as_deref(),
+            env_var: passphrase::ENV_PASSPHRASE,
+            prompt: "New passphrase",
+        },
+        true,
+    )?;
+    require_strong(&pass, args.allow_weak_passphrase)?;
+
+    let keystore = UnlockedKeystore::generate(&mut rand_core::OsRng);
+    let file = keystore.encrypt(pass.as_bytes(), params, &mut rand_core::OsRng)?;
+
+    let mut backups = Vec::new();
+    if path.exists() {
+        // Keep the old identity: hard-link it to a backup name before the new file replaces it,
+        // so there is no moment without a node.key.
+        let stamp = now_unix();
+        let backup = dir.join(format!("node.key.{stamp}.bak"));
+        fs::hard_link(&path, &backup).with_context(|| {
+            format!("cannot back up {} to {}", path.display(), backup.display())
+        })?;
+        backups.push(backup);
+        let book = contacts::path(&dir);
+        if book.exists() {
+            // The address book is sealed under the old identity's database key.
+            let book_backup = dir.join(format!("{}.{stamp}.bak", contacts::FILE_NAME));
+            fs::rename(&book, &book_backup)
+                .with_context(|| format!("cannot back up {}", book.display()))?;
+            backups.push(book_backup);
+        }
+    }
+    write_atomic(&path, &file, 0o600)?;
+
+    let book = Book {
+        profile: contacts::Profile {
+            name: args.name.clone(),
+            addresses: Vec::new(),
+        },
+        contacts: Vec::new(),
+    };
+    book.save(&dir, keystore.database_key())?;
+
+    let identity = keystore.identity();
+    let uri = ContactUri::new(identity, args.name.as_deref(), &[])?;
+    if args.json {
+        print_json(&json!({
+            "node_id": identity.node_id().to_hex(),
+            "public_key": hex::encode(identity.public().to_bytes()),
+            "contact_uri": uri.to_string(),
+            "key_file": path,
+            "backups": backups,
+        }));
+    } else {
+        println!("Created a new identity in {}", dir.display());
+        println!("Node ID  {}", identity.node_id());
+        for b in &backups {
+            println!("Backup   {}", b.display());
+        }
+        println!();
+        println!("Next: `dp2ptcs id` shows your contact URI and QR code for others to scan.");
+        println!("Keep your passphrase safe: without it this identity cannot be recovered.");
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! One module per command.
+
+mod change_passphrase;
+mod contact;
+mod id;
+mod init;
+mod verify;
+
+use anyhow::Result;
+use dp2ptcs_crypto::KdfParams;
+
+use crate::cli::{Cli, Command, KdfArgs};
+
+/// Runs the parsed command.
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init(args) => init::run(&cli.global, &args),
+        Command::Id(args) => id::run(&cli.global, &args),
+        Command::Contact(cmd) => contact::run(&cli.global, cmd),
+        Command::Verify(args) => verify::run(&cli.global, &args),
+        Command::ChangePassphrase(args) => change_passphrase::run(&cli.global, &args),
+    }
+}
+
+/// Argon2id parameters from the flags, each defaulting to `base`.
+fn kdf_params(args: &KdfArgs, base: KdfParams) -> Result<KdfParams> {
+    let params = KdfParams {
+        m_cost: args.kdf_memory.unwrap_or(base.m_cost),
+        t_cost: args.kdf_iterations.unwrap_or(base.t_cost),
+        p_cost: args.kdf_parallelism.unwrap_or(base.p_cost),
+    };
+    params.validate().map_err(|_| {
+        anyhow::anyhow!(
+            "invalid key-derivation parameters: --kdf-parallelism must be 1..={}, --kdf-iterations \
+             1..={}, --kdf-memory between 8 x parallelism and {} KiB",
+            dp2ptcs_crypto::keystore::MAX_P_COST,
+            dp2ptcs_crypto::keystore::MAX_T_COST,
+            dp2ptcs_crypto::keystore::MAX_M_COST_KIB
+        )
+    })?;
+    if !params.is_at_least_default() {
+        eprintln!(
+            "warning: key-derivation parameters below the default (64 MiB, 3 passes) make a \
+             stolen key file faster to attack"
+        );
+    }
+    Ok(params)
+}
+
+/// Seconds since the Unix epoch.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Prints a JSON value on one line.
+fn print_json(value: &serde_json::Value) {
+    println!("{value}");
+}

@@ -1,0 +1,112 @@
+//! `dp2ptcs verify`: safety numbers.
+
+use anyhow::{bail, Result};
+use dp2ptcs_crypto::{SafetyNumber, SafetyNumberError};
+use serde_json::json;
+
+use super::{now_unix, print_json};
+use crate::cli::{Global, VerifyArgs};
+use crate::contacts::Book;
+use crate::datadir::unlock;
+use crate::fsutil::DirLock;
+use crate::{qr, ExitError, EXIT_MISMATCH};
+
+pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
+    if let Some(path) = &args.qr_png {
+        qr::check_output_path(path)?;
+    }
+    // Read the scanned image before asking for the passphrase: a bad file fails fast.
+    let scanned = args.scan.as_deref().map(qr::scan_file).transpose()?;
+
+    let unlocked = unlock(global)?;
+    let _lock = DirLock::acquire(&unlocked.dir)?;
+    let key = unlocked.keystore.database_key();
+    let mut book = Book::load(&unlocked.dir, key)?;
+    let idx = book.find(&args.contact)?;
+    let remote = book.contacts[idx].public_identity()?;
+    let local = unlocked.keystore.identity().public();
+    let sn = SafetyNumber::new(&local, &remote);
+    let name = book.contacts[idx].name.clone();
+
+    if let Some(path) = &args.qr_png {
+        qr::write_png(path, &sn.qr_text())?;
+    }
+
+    let check = match (&scanned, &args.digits) {
+        (Some(text), _) => Some(sn.check_scanned(text)),
+        (None, Some(digits)) => Some(sn.check_digits(digits)),
+        (None, None) => None,
+    };
+    match check {
+        None => {
+            let c = &book.contacts[idx];
+            if args.json {
+                print_json(&json!({
+                    "contact": c.name,
+                    "node_id": c.node_id,
+                    "safety_number": sn.digits(),
+                    "qr_text": sn.qr_text(),
+                    "verified": c.verified,
+                }));
+                return Ok(());
+            }
+            println!("Safety number with {name}:\n");
+            let grouped = sn.grouped();
+            let words: Vec<&str> = grouped.split(' ').collect();
+            for line in words.chunks(4) {
+                println!("    {}", line.join(" "));
+            }
+            if !args.no_qr {
+                println!();
+                print!("{}", qr::to_terminal(&sn.qr_text())?);
+            }
+            println!();
+            println!(
+                "Compare these digits with {name}'s screen, in person or over a trusted voice line. \
+                 Then mark them verified with `dp2ptcs verify {} --scan PHOTO` (a picture of the code \
+                 on their screen) or `--digits \"...\"`.",
+                super::contact::shell_word(&name)
+            );
+            println!(
+                "Status: {}",
+                if c.verified {
+                    "verified"
+                } else {
+                    "NOT verified"
+                }
+            );
+            Ok(())
+        }
+        Some(Ok(())) => {
+            let c = &mut book.contacts[idx];
+            c.verified = true;
+            c.verified_at = Some(now_unix());
+            book.save(&unlocked.dir, key)?;
+            if args.json {
+                print_json(&json!({ "contact": name, "match": true, "verified": true }));
+            } else {
+                println!("Safety numbers match: {name} is now verified.");
+            }
+            Ok(())
+        }
+        Some(Err(SafetyNumberError::Mismatch)) => {
+            if args.json {
+                print_json(
+                    &json!({ "contact": name, "match": false, "verified": book.contacts[idx].verified }),
+                );
+            }
+            Err(ExitError {
+                code: EXIT_MISMATCH,
+                message: format!(
+                    "\n!!! WARNING: SAFETY NUMBERS DO NOT MATCH !!!\n\n\
+                     The key you hold for {name} is not the key their device holds. Someone may be \
+                     intercepting your communication, or one of you has a new identity.\n\
+                     Do not trust this contact until you have re-added their contact URI in person and \
+                     compared again. {name} was NOT marked verified."
+                ),
+            }
+            .into())
+        }
+        Some(Err(e)) => bail!("{e}"),
+    }
+}

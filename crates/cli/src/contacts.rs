@@ -1,0 +1,312 @@
+//! The address book: contacts and our own profile, sealed under the database key.
+//!
+//! Stored in `contacts.sealed` in the data directory as JSON sealed with XChaCha20-Poly1305 under
+//! the database key from `node.key` (see `dp2ptcs_crypto::seal`, context `"dp2ptcs contacts v1"`).
+//! Without the passphrase the file reveals neither names nor keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use dp2ptcs_crypto::contact_uri::validate_display_name;
+use dp2ptcs_crypto::{seal, ContactUri, PublicIdentity};
+use dp2ptcs_types::limits::{MAX_ADDRESS_HINTS, MAX_CONTACTS};
+use dp2ptcs_types::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::{read_limited, write_atomic};
+
+/// File name in the data directory.
+pub(crate) const FILE_NAME: &str = "contacts.sealed";
+/// Seal context, so the blob cannot be confused with any other sealed data.
+const SEAL_CONTEXT: &[u8] = b"dp2ptcs contacts v1";
+/// Version of the JSON inside.
+const BOOK_VERSION: u32 = 1;
+/// Largest sealed file read (each contact is well under 1 KiB).
+const MAX_FILE_LEN: u64 = (MAX_CONTACTS as u64) * 1024 + 64 * 1024;
+/// Shortest node-id prefix accepted to name a contact.
+pub(crate) const MIN_ID_PREFIX: usize = 8;
+
+/// One contact.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Contact {
+    /// The name we call them by (unique in the book).
+    pub(crate) name: String,
+    /// Their Ed25519 public key, 64 hex digits.
+    pub(crate) public_key: String,
+    /// Their node id, 64 hex digits (derived from the key; checked on load).
+    pub(crate) node_id: String,
+    /// Address hints from their contact URI.
+    #[serde(default)]
+    pub(crate) addresses: Vec<SocketAddr>,
+    /// Whether the safety number has been compared and matched.
+    #[serde(default)]
+    pub(crate) verified: bool,
+    /// When it was verified (Unix seconds).
+    #[serde(default)]
+    pub(crate) verified_at: Option<u64>,
+    /// When the contact was added (Unix seconds).
+    #[serde(default)]
+    pub(crate) added_at: u64,
+}
+
+impl Contact {
+    pub(crate) fn public_identity(&self) -> Result<PublicIdentity> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&self.public_key, &mut bytes)
+            .context("damaged address book: a public key is not 64 hex digits")?;
+        PublicIdentity::from_bytes(&bytes)
+            .map_err(|e| anyhow::anyhow!("damaged address book: contact {:?}: {e}", self.name))
+    }
+}
+
+/// Our own profile: the display name and address hints put in our contact URI.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Profile {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) addresses: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct BookJson {
+    version: u32,
+    #[serde(default)]
+    profile: Profile,
+    #[serde(default)]
+    contacts: Vec<Contact>,
+}
+
+/// What `add` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AddOutcome {
+    Added,
+    /// The contact was known under this name; its address hints were refreshed.
+    AddressesUpdated,
+    /// The contact was known under this name, nothing changed.
+    Unchanged,
+}
+
+/// The address book, loaded and validated.
+#[derive(Debug, Default)]
+pub(crate) struct Book {
+    pub(crate) profile: Profile,
+    pub(crate) contacts: Vec<Contact>,
+}
+
+pub(crate) fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE_NAME)
+}
+
+impl Book {
+    /// Loads the book; an absent file is an empty book.
+    pub(crate) fn load(dir: &Path, key: &[u8; 32]) -> Result<Self> {
+        let path = path(dir);
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        crate::fsutil::check_private_file(&path)?;
+        let sealed = read_limited(&path, MAX_FILE_LEN)?;
+        let plain = seal::open(key, SEAL_CONTEXT, &sealed)
+            .map_err(|e| anyhow::anyhow!("cannot open the address book {}: {e}", path.display()))?;
+        let json: BookJson = serde_json::from_slice(&plain)
+            .with_context(|| format!("the address book {} is damaged", path.display()))?;
+        if json.version != BOOK_VERSION {
+            bail!(
+                "the address book has version {}, this program reads {BOOK_VERSION}",
+                json.version
+            );
+        }
+        let book = Self {
+            profile: json.profile,
+            contacts: json.contacts,
+        };
+        book.validate()
+            .with_context(|| format!("the address book {} is damaged", path.display()))?;
+        Ok(book)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.contacts.len() > MAX_CONTACTS {
+            bail!("{} contacts, at most {MAX_CONTACTS}", self.contacts.len());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.contacts {
+            validate_display_name(&c.name)?;
+            let id = c.public_identity()?.node_id();
+            if id.to_hex() != c.node_id {
+                bail!("contact {:?}: node id does not match its key", c.name);
+            }
+            if !names.insert(c.name.as_str()) || !ids.insert(id) {
+                bail!("contact {:?} appears twice", c.name);
+            }
+            if c.addresses.len() > MAX_ADDRESS_HINTS {
+                bail!("contact {:?} has too many addresses", c.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals and writes the book atomically.
+    pub(crate) fn save(&self, dir: &Path, key: &[u8; 32]) -> Result<()> {
+        let json = BookJson {
+            version: BOOK_VERSION,
+            profile: self.profile.clone(),
+            contacts: self.contacts.clone(),
+        };
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&json)?);
+        let sealed = seal::seal(key, SEAL_CONTEXT, &plain, &mut rand_core::OsRng);
+        write_atomic(&path(dir), &sealed, 0o600)
+    }
+
+    /// Adds a contact from its URI under `name`. Never replaces a contact of the same name whose
+    /// key differs, and never files one key under two names.
+    pub(crate) fn add(&mut self, uri: &ContactUri, name: &str, now: u64) -> Result<AddOutcome> {
+        validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let key = uri.public_identity();
+        let id = key.node_id();
+        let key_hex = hex::encode(key.to_bytes());
+        if let Some(existing) = self.contacts.iter_mut().find(|c| c.name == name) {
+            if existing.public_key != key_hex {
+                bail!(
+                    "a contact named {name:?} already exists with a DIFFERENT key\n  \
+                     known:    node id {}\n  \
+                     this URI: node id {}\n\
+                     Nothing was changed. If {name} really has a new identity, confirm it with them in \
+                     person, then run `dp2ptcs contact remove {name:?}` and add the new URI; \
+                     otherwise add it under another --name.",
+                    existing.node_id,
+                    id.to_hex()
+                );
+            }
+            if existing.addresses == uri.addresses() {
+                return Ok(AddOutcome::Unchanged);
+            }
+            existing.addresses = uri.addresses().to_vec();
+            return Ok(AddOutcome::AddressesUpdated);
+        }
+        if let Some(existing) = self.contacts.iter().find(|c| c.public_key == key_hex) {
+            bail!(
+                "this key is already a contact, named {:?} (node id {}); nothing was changed",
+                existing.name,
+                existing.node_id
+            );
+        }
+        if self.contacts.len() >= MAX_CONTACTS {
+            bail!("the address book is full ({MAX_CONTACTS} contacts)");
+        }
+        self.contacts.push(Contact {
+            name: name.to_owned(),
+            public_key: key_hex,
+            node_id: id.to_hex(),
+            addresses: uri.addresses().to_vec(),
+            verified: false,
+            verified_at: None,
+            added_at: now,
+        });
+        Ok(AddOutcome::Added)
+    }
+
+    /// Finds a contact by exact name, or by node id (whole, or a prefix of at least
+    /// [`MIN_ID_PREFIX`] hex digits that matches only one contact).
+    pub(crate) fn find(&self, query: &str) -> Result<usize> {
+        if let Some(i) = self.contacts.iter().position(|c| c.name == query) {
+            return Ok(i);
+        }
+        let q = query.to_ascii_lowercase();
+        if q.len() >= MIN_ID_PREFIX
+            && q.len() <= NodeId::LEN * 2
+            && q.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let matches: Vec<usize> = self
+                .contacts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.node_id.starts_with(&q))
+                .map(|(i, _)| i)
+                .collect();
+            match matches.as_slice() {
+                [one] => return Ok(*one),
+                [] => {}
+                _ => bail!(
+                    "{query:?} matches {} contacts; give more digits of the node id",
+                    matches.len()
+                ),
+            }
+        }
+        bail!(
+            "no contact {query:?}; `dp2ptcs contact list` shows your contacts \
+             (name one by its name or by at least {MIN_ID_PREFIX} digits of its node id)"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dp2ptcs_crypto::Identity;
+
+    fn uri(seed: u8, addr: Option<&str>) -> ContactUri {
+        let addrs: Vec<SocketAddr> = addr.map(|a| a.parse().unwrap()).into_iter().collect();
+        ContactUri::new(&Identity::from_seed(&[seed; 32]), None, &addrs).unwrap()
+    }
+
+    #[test]
+    fn same_name_different_key_is_never_replaced() {
+        let mut book = Book::default();
+        assert_eq!(
+            book.add(&uri(1, None), "bob", 0).unwrap(),
+            AddOutcome::Added
+        );
+        let err = book.add(&uri(2, None), "bob", 0).unwrap_err().to_string();
+        assert!(err.contains("DIFFERENT key"), "{err}");
+        assert_eq!(book.contacts.len(), 1);
+        assert_eq!(
+            book.contacts[0].node_id,
+            Identity::from_seed(&[1; 32]).node_id().to_hex()
+        );
+    }
+
+    #[test]
+    fn same_key_twice() {
+        let mut book = Book::default();
+        book.add(&uri(1, None), "bob", 0).unwrap();
+        assert_eq!(
+            book.add(&uri(1, None), "bob", 0).unwrap(),
+            AddOutcome::Unchanged
+        );
+        assert_eq!(
+            book.add(&uri(1, Some("127.0.0.1:9")), "bob", 0).unwrap(),
+            AddOutcome::AddressesUpdated
+        );
+        assert!(book.add(&uri(1, None), "robert", 0).is_err());
+    }
+
+    #[test]
+    fn find_by_name_or_id_prefix() {
+        let mut book = Book::default();
+        book.add(&uri(1, None), "bob", 0).unwrap();
+        book.add(&uri(2, None), "carol", 0).unwrap();
+        assert_eq!(book.find("carol").unwrap(), 1);
+        let id = book.contacts[0].node_id.clone();
+        assert_eq!(book.find(&id[..8]).unwrap(), 0);
+        assert_eq!(book.find(&id.to_uppercase()).unwrap(), 0);
+        assert!(book.find(&id[..7]).is_err());
+        assert!(book.find("dave").is_err());
+    }
+
+    #[test]
+    fn sealed_round_trip_and_wrong_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = Book::default();
+        book.add(&uri(1, Some("[::1]:5")), "bob", 7).unwrap();
+        book.save(dir.path(), &[3; 32]).unwrap();
+        let raw = std::fs::read(path(dir.path())).unwrap();
+        assert!(!raw.windows(3).any(|w| w == b"bob"));
+        let back = Book::load(dir.path(), &[3; 32]).unwrap();
+        assert_eq!(back.contacts, book.contacts);
+        assert!(Book::load(dir.path(), &[4; 32]).is_err());
+    }
+}

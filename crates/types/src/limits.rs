@@ -1,0 +1,28 @@
+//! Limits every decoder checks before it allocates or accepts input.
+//!
+//! Each bound is named here once so that the encoder, the decoder, the documentation in
+//! `PROTOCOL.md` and the tests all agree.
+
+/// Longest contact URI accepted, in bytes.
+pub const MAX_CONTACT_URI_LEN: usize = 2048;
+
+/// Longest display name, in bytes of UTF-8.
+pub const MAX_DISPLAY_NAME_LEN: usize = 64;
+
+/// Most address hints a contact URI may carry.
+pub const MAX_ADDRESS_HINTS: usize = 8;
+
+/// Longest single address hint (`host:port` text), in bytes.
+pub const MAX_ADDRESS_HINT_LEN: usize = 128;
+
+/// Largest `node.key` file accepted, in bytes. A real one is well under 1 KiB.
+pub const MAX_KEYSTORE_FILE_LEN: usize = 64 * 1024;
+
+/// Largest image (PNG or JPEG) decoded when scanning a QR code, in bytes on disk.
+pub const MAX_QR_IMAGE_FILE_LEN: u64 = 32 * 1024 * 1024;
+
+/// Largest image decoded when scanning a QR code, in pixels per side.
+pub const MAX_QR_IMAGE_SIDE: u32 = 8192;
+
+/// Most contacts an address book holds.
+pub const MAX_CONTACTS: usize = 10_000;
