@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""An independent implementation of the foundation parts of PROTOCOL.md, checked against the
+vectors in testdata/ that the Rust implementation generated.
+
+Written from PROTOCOL.md alone, with Python's hashlib plus the `cryptography` and `argon2-cffi`
+packages (`python3 -m pip install cryptography argon2-cffi`). It re-derives: node ids, the
+safety number and its QR text, the contact URI (byte for byte, signature included), and the
+node.key file (decrypts it, and re-encrypts it with the recorded salt and nonce to the same bytes).
+Exit code 0 when everything matches.
+"""
+import base64
+import hashlib
+import json
+import pathlib
+import struct
+import sys
+import urllib.parse
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import serialization
+
+TESTDATA = pathlib.Path(__file__).resolve().parent.parent / "testdata"
+failures = []
+
+
+def check(what, got, want):
+    if got != want:
+        failures.append(what)
+        print(f"MISMATCH {what}:\n  got  {got!r}\n  want {want!r}")
+    else:
+        print(f"ok  {what}")
+
+
+def public_key(seed: bytes) -> bytes:
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def node_id(pk: bytes) -> bytes:
+    return hashlib.sha256(pk).digest()
+
+
+# --- Safety number -------------------------------------------------------------------------
+def fingerprint(pk: bytes) -> bytes:
+    h = hashlib.sha512(b"\x00\x00" + pk + node_id(pk)).digest()
+    for _ in range(1, 5200):
+        h = hashlib.sha512(h + pk).digest()
+    return h
+
+
+def digits(fp: bytes) -> str:
+    return "".join("%05d" % (int.from_bytes(fp[i * 5:i * 5 + 5], "big") % 100000) for i in range(6))
+
+
+sn = json.loads((TESTDATA / "safety_number.json").read_text())
+pk_a = public_key(bytes.fromhex(sn["seed_a"]))
+pk_b = public_key(bytes.fromhex(sn["seed_b"]))
+check("public key A", pk_a.hex(), sn["public_key_a"])
+check("node id A", node_id(pk_a).hex(), sn["node_id_a"])
+check("node id B", node_id(pk_b).hex(), sn["node_id_b"])
+fa, fb = fingerprint(pk_a), fingerprint(pk_b)
+number = "".join(sorted([digits(fa), digits(fb)]))
+check("safety number", " ".join(number[i:i + 5] for i in range(0, 60, 5)), sn["safety_number"])
+check("safety number QR text", "DP2PTCS-SN:1:" + fa[:32].hex().upper() + ":" + fb[:32].hex().upper(),
+      sn["qr_text_from_a"])
+
+
+# --- Contact URI ---------------------------------------------------------------------------
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def pct(text: str) -> str:
+    return urllib.parse.quote(text, safe="-._~")
+
+
+def contact_uri(seed: bytes, name, addrs) -> str:
+    pk = public_key(seed)
+    signed = b"dp2ptcs contact v1\x00" + pk
+    n = (name or "").encode()
+    signed += bytes([len(n)]) + n + bytes([len(addrs)])
+    for a in addrs:
+        signed += bytes([len(a.encode())]) + a.encode()
+    sig = Ed25519PrivateKey.from_private_bytes(seed).sign(signed)
+    uri = "dp2ptcs://contact?v=1&key=" + b64url(pk)
+    if name is not None:
+        uri += "&name=" + pct(name)
+    for a in addrs:
+        uri += "&addr=" + pct(a)
+    return uri + "&sig=" + b64url(sig)
+
+
+cu = json.loads((TESTDATA / "contact_uri.json").read_text())
+check("contact URI A", contact_uri(bytes.fromhex(cu["seed_a"]), "Alpha 1",
+                                   ["192.0.2.7:4433", "[2001:db8::7]:4433"]), cu["uri_a"])
+check("contact URI B", contact_uri(bytes.fromhex(cu["seed_b"]), None, []), cu["uri_b"])
+# The signature verifies with an independent Ed25519 implementation.
+q = urllib.parse.parse_qs(cu["uri_a"].split("?", 1)[1])
+pad = lambda s: s + "=" * (-len(s) % 4)
+Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(pad(q["key"][0])))
+
+# --- node.key ------------------------------------------------------------------------------
+ks = json.loads((TESTDATA / "keystore.json").read_text())
+f = json.loads(ks["file"])
+kdf = f["kdf"]
+salt, nonce = base64.b64decode(f["salt"]), base64.b64decode(f["nonce"])
+key = hash_secret_raw(ks["passphrase"].encode(), salt, time_cost=kdf["t_cost"], memory_cost=kdf["m_cost"],
+                      parallelism=kdf["p_cost"], hash_len=32, type=Type.ID, version=19)
+plain = AESGCM(key).decrypt(nonce, base64.b64decode(f["ciphertext"]), b"dp2ptcs node.key v1")
+check("keystore seed", plain[:32].hex(), ks["ed25519_seed"])
+check("keystore database key", plain[32:].hex(), ks["database_key"])
+again = AESGCM(key).encrypt(nonce, plain, b"dp2ptcs node.key v1")
+rebuilt = json.dumps({
+    "version": 1,
+    "kdf": {"algorithm": "argon2id", "version": 19, "m_cost": kdf["m_cost"], "t_cost": kdf["t_cost"],
+            "p_cost": kdf["p_cost"]},
+    "salt": base64.b64encode(salt).decode(),
+    "nonce": base64.b64encode(nonce).decode(),
+    "ciphertext": base64.b64encode(again).decode(),
+}, indent=2) + "\n"
+check("keystore file bytes", rebuilt, ks["file"])
+
+if failures:
+    print(f"{len(failures)} checks failed: {', '.join(failures)}")
+    sys.exit(1)
+print("all foundation vectors match an independent implementation")
