@@ -3,6 +3,8 @@
 //! bare Argon2id derivation with the same parameters. The ratio is the cost of everything the
 //! keystore adds (JSON parsing, validation, AES-256-GCM); `tools/bench-ratios.py` prints it.
 
+#![allow(missing_docs)] // criterion_group! generates an undocumented public function.
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use dp2ptcs_crypto::keystore::{bench_derive_key, ParsedKeystore};
 use dp2ptcs_crypto::{KdfParams, UnlockedKeystore};
