@@ -45,6 +45,7 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
     let file = keystore.encrypt(pass.as_bytes(), params, &mut rand_core::OsRng)?;
 
     let mut backups = Vec::new();
+    let mut moved_book = None;
     if path.exists() {
         // Keep the old identity: hard-link it to a backup name before the new file replaces it,
         // so there is no moment without a node.key.
@@ -60,10 +61,17 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
             let book_backup = dir.join(format!("{}.{stamp}.bak", contacts::FILE_NAME));
             fs::rename(&book, &book_backup)
                 .with_context(|| format!("cannot back up {}", book.display()))?;
+            moved_book = Some((book_backup.clone(), book));
             backups.push(book_backup);
         }
     }
-    write_atomic(&path, &file, 0o600)?;
+    if let Err(e) = write_atomic(&path, &file, 0o600) {
+        // The old identity is still in place: put its address book back beside it.
+        if let Some((backup, book)) = moved_book {
+            let _ = fs::rename(backup, book);
+        }
+        return Err(e);
+    }
 
     let book = Book {
         profile: contacts::Profile {
