@@ -17,7 +17,15 @@ pub mod keystore;
 pub mod safety_number;
 pub mod seal;
 
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod ratchet;
+pub mod x3dh;
+
 pub use contact_uri::{ContactUri, ContactUriError};
 pub use identity::{Identity, PublicIdentity, PublicKeyError};
 pub use keystore::{KdfParams, KeystoreError, UnlockedKeystore};
 pub use safety_number::{SafetyNumber, SafetyNumberError};
+
+pub use ratchet::{RatchetMessage, Session, SharedSession};
+pub use x3dh::{PreKeyBundle, PreKeyStore};

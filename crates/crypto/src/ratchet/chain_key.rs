@@ -1,0 +1,55 @@
+//! Chain keys and `KDF_CK`.
+//!
+//! ```text
+//! message key    = HMAC-SHA-256(key = ck, data = 0x01)
+//! next chain key = HMAC-SHA-256(key = ck, data = 0x02)
+//! ```
+
+use hmac::digest::FixedOutput;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use super::message_key::MessageKey;
+
+/// `KDF_CK` input byte for the message key.
+pub const MESSAGE_KEY_SEED: u8 = 0x01;
+/// `KDF_CK` input byte for the next chain key.
+pub const CHAIN_KEY_SEED: u8 = 0x02;
+
+/// `CKs` / `CKr`: 32 secret bytes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct ChainKey([u8; 32]);
+
+impl ChainKey {
+    pub(crate) fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// `KDF_CK(self)` = (next chain key, message key).
+    pub(crate) fn step(&self) -> (ChainKey, MessageKey) {
+        let mut next = [0u8; 32];
+        let mut mk = [0u8; 32];
+        // Cannot fail: HMAC takes keys of any length.
+        if let Ok(keyed) = Hmac::<Sha256>::new_from_slice(&self.0) {
+            let mut mac = keyed.clone();
+            mac.update(&[MESSAGE_KEY_SEED]);
+            FixedOutput::finalize_into(mac, (&mut mk).into());
+            let mut mac = keyed;
+            mac.update(&[CHAIN_KEY_SEED]);
+            FixedOutput::finalize_into(mac, (&mut next).into());
+        }
+        (ChainKey(next), MessageKey::new(mk))
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self(_) = self;
+        f.write_str("ChainKey(<redacted>)")
+    }
+}
