@@ -121,19 +121,20 @@ impl Store {
         )? > 0)
     }
 
-    /// Adds contacts and profile values in one transaction, replacing records with the same
-    /// node id or key (used to import the address book of earlier versions).
-    pub fn import_contacts(
+    /// Replaces every contact and the given profile values in one transaction: either all of it
+    /// is stored or none.
+    pub fn replace_contacts(
         &mut self,
         contacts: &[ContactRecord],
-        profile: &[(&str, &str)],
+        profile: &[(&str, Option<&str>)],
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM contacts", [])?;
         for c in contacts {
             let addresses = serde_json::to_string(&c.addresses)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             tx.execute(
-                &format!("INSERT OR REPLACE INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                &format!("INSERT INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                 params![
                     c.node_id.as_bytes().as_slice(),
                     c.public_key.as_slice(),
@@ -143,13 +144,24 @@ impl Store {
                     c.verified_at.map(|v| v as i64),
                     c.added_at as i64,
                 ],
-            )?;
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::DuplicateName(c.name.clone())
+                }
+                other => StoreError::Sqlite(other),
+            })?;
         }
         for (k, v) in profile {
-            tx.execute(
-                "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
-                params![k, v],
-            )?;
+            match v {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?,
+                None => tx.execute("DELETE FROM profile WHERE key = ?1", params![k])?,
+            };
         }
         tx.commit()?;
         Ok(())
@@ -209,6 +221,21 @@ mod tests {
         assert!(store.remove_contact(&bob.node_id).unwrap());
         assert!(!store.remove_contact(&bob.node_id).unwrap());
         store.set_profile("name", "Alpha").unwrap();
-        assert_eq!(store.profile("name").unwrap().as_deref(), Some("Alpha"));
+        let mut store = store;
+        store
+            .replace_contacts(&[contact(5, "eve")], &[("name", None)])
+            .unwrap();
+        assert_eq!(store.contacts().unwrap(), [contact(5, "eve")]);
+        assert_eq!(store.profile("name").unwrap(), None);
+        let dup = [contact(6, "x"), contact(7, "x")];
+        assert!(matches!(
+            store.replace_contacts(&dup, &[]),
+            Err(StoreError::DuplicateName(_))
+        ));
+        assert_eq!(
+            store.contacts().unwrap(),
+            [contact(5, "eve")],
+            "a failed replace changes nothing"
+        );
     }
 }

@@ -60,6 +60,9 @@ impl Store {
     }
 
     fn init(conn: Connection, key: &[u8; 32]) -> Result<Self, StoreError> {
+        // SQLCipher would print its own error lines to stderr on a wrong key; errors are returned
+        // as values instead.
+        conn.execute_batch("PRAGMA cipher_log_level = NONE;").ok();
         // Raw key form: x'<64 hex digits>' uses the key as is, without PBKDF2.
         let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", hex::encode(key)));
         conn.execute_batch(&pragma)?;
