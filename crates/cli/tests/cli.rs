@@ -944,8 +944,5 @@ fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
         node.json(&["contact", "show", "Charlie 3", "--json"])["addresses"][0],
         "192.0.2.5:4433"
     );
-    assert_eq!(
-        stdout(&node.run_ok(&["id"])).contains("Name         Alpha"),
-        true
-    );
+    assert!(stdout(&node.run_ok(&["id"])).contains("Name         Alpha"));
 }
