@@ -1,23 +1,29 @@
-//! The address book: contacts and our own profile, sealed under the database key.
+//! The address book: contacts and our own profile.
 //!
-//! Stored in `contacts.sealed` in the data directory as JSON sealed with XChaCha20-Poly1305 under
-//! the database key from `node.key` (see `dp2ptcs_crypto::seal`, context `"dp2ptcs contacts v1"`).
-//! Without the passphrase the file reveals neither names nor keys.
+//! Kept in the node's SQLCipher database (`node.db`, see `dp2ptcs-store`), keyed by the database
+//! key from `node.key`. Earlier versions kept it in `contacts.sealed` (JSON sealed with
+//! XChaCha20-Poly1305 under the same key, context `"dp2ptcs contacts v1"`); such a file is
+//! imported into the database the first time it is opened, then removed.
 
+use std::fs;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use dp2ptcs_crypto::contact_uri::validate_display_name;
 use dp2ptcs_crypto::{seal, ContactUri, PublicIdentity};
+use dp2ptcs_store::{ContactRecord, Store};
 use dp2ptcs_types::limits::{MAX_ADDRESS_HINTS, MAX_CONTACTS};
 use dp2ptcs_types::NodeId;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{read_limited, write_atomic};
+use crate::fsutil::read_limited;
 
-/// File name in the data directory.
-pub(crate) const FILE_NAME: &str = "contacts.sealed";
+/// The legacy address book file, imported into the database when found.
+pub(crate) const LEGACY_FILE_NAME: &str = "contacts.sealed";
+/// The database file in the data directory.
+pub(crate) const DB_FILE_NAME: &str = dp2ptcs_store::DB_FILE;
 /// Seal context, so the blob cannot be confused with any other sealed data.
 const SEAL_CONTEXT: &[u8] = b"dp2ptcs contacts v1";
 /// Version of the JSON inside.
@@ -95,17 +101,118 @@ pub(crate) struct Book {
     pub(crate) contacts: Vec<Contact>,
 }
 
-pub(crate) fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE_NAME)
+pub(crate) fn legacy_path(dir: &Path) -> PathBuf {
+    dir.join(LEGACY_FILE_NAME)
+}
+
+/// The database and its write-ahead-log companions.
+pub(crate) fn db_files(dir: &Path) -> [PathBuf; 3] {
+    [
+        dir.join(DB_FILE_NAME),
+        dir.join(format!("{DB_FILE_NAME}-wal")),
+        dir.join(format!("{DB_FILE_NAME}-shm")),
+    ]
+}
+
+/// Opens the node database, keeping its files private to the owner.
+pub(crate) fn open_store(dir: &Path, key: &[u8; 32]) -> Result<Store> {
+    let [db, ..] = db_files(dir);
+    let store =
+        Store::open(&db, key).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", db.display()))?;
+    for file in db_files(dir) {
+        if file.exists() {
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {}", file.display()))?;
+        }
+    }
+    Ok(store)
+}
+
+fn to_record(c: &Contact) -> Result<ContactRecord> {
+    let key = c.public_identity()?;
+    Ok(ContactRecord {
+        node_id: key.node_id(),
+        public_key: key.to_bytes(),
+        name: c.name.clone(),
+        addresses: c.addresses.clone(),
+        verified: c.verified,
+        verified_at: c.verified_at,
+        added_at: c.added_at,
+    })
+}
+
+fn from_record(r: ContactRecord) -> Contact {
+    Contact {
+        name: r.name,
+        public_key: hex::encode(r.public_key),
+        node_id: r.node_id.to_hex(),
+        addresses: r.addresses,
+        verified: r.verified,
+        verified_at: r.verified_at,
+        added_at: r.added_at,
+    }
 }
 
 impl Book {
-    /// Loads the book; an absent file is an empty book.
+    /// Loads the book from the database, importing a legacy `contacts.sealed` first if present.
     pub(crate) fn load(dir: &Path, key: &[u8; 32]) -> Result<Self> {
-        let path = path(dir);
-        if !path.exists() {
-            return Ok(Self::default());
+        let mut store = open_store(dir, key)?;
+        if legacy_path(dir).exists() {
+            let legacy = Self::load_legacy(dir, key)?;
+            if store.contacts()?.is_empty() {
+                legacy.write_to(&mut store)?;
+            }
+            // The database transaction is durable (synchronous = FULL): the old file can go.
+            fs::remove_file(legacy_path(dir)).with_context(|| {
+                format!(
+                    "imported {} but cannot remove it",
+                    legacy_path(dir).display()
+                )
+            })?;
+            fs::File::open(dir)?.sync_all()?;
         }
+        let addresses = match store.profile("addresses")? {
+            Some(json) => serde_json::from_str(&json).context("damaged profile addresses")?,
+            None => Vec::new(),
+        };
+        let book = Self {
+            profile: Profile {
+                name: store.profile("name")?,
+                addresses,
+            },
+            contacts: store.contacts()?.into_iter().map(from_record).collect(),
+        };
+        book.validate()
+            .context("the address book in the database is damaged")?;
+        Ok(book)
+    }
+
+    /// Saves the whole book to the database in one transaction.
+    pub(crate) fn save(&self, dir: &Path, key: &[u8; 32]) -> Result<()> {
+        let mut store = open_store(dir, key)?;
+        self.write_to(&mut store)
+    }
+
+    fn write_to(&self, store: &mut Store) -> Result<()> {
+        let records = self
+            .contacts
+            .iter()
+            .map(to_record)
+            .collect::<Result<Vec<_>>>()?;
+        let addresses = serde_json::to_string(&self.profile.addresses)?;
+        store.replace_contacts(
+            &records,
+            &[
+                ("name", self.profile.name.as_deref()),
+                ("addresses", Some(&addresses)),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Reads a legacy `contacts.sealed` file.
+    fn load_legacy(dir: &Path, key: &[u8; 32]) -> Result<Self> {
+        let path = legacy_path(dir);
         crate::fsutil::check_private_file(&path)?;
         let sealed = read_limited(&path, MAX_FILE_LEN)?;
         let plain = seal::open(key, SEAL_CONTEXT, &sealed)
@@ -147,18 +254,6 @@ impl Book {
             }
         }
         Ok(())
-    }
-
-    /// Seals and writes the book atomically.
-    pub(crate) fn save(&self, dir: &Path, key: &[u8; 32]) -> Result<()> {
-        let json = BookJson {
-            version: BOOK_VERSION,
-            profile: self.profile.clone(),
-            contacts: self.contacts.clone(),
-        };
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&json)?);
-        let sealed = seal::seal(key, SEAL_CONTEXT, &plain, &mut rand_core::OsRng);
-        write_atomic(&path(dir), &sealed, 0o600)
     }
 
     /// Adds a contact from its URI under `name`. Never replaces a contact of the same name whose
@@ -298,15 +393,17 @@ mod tests {
     }
 
     #[test]
-    fn sealed_round_trip_and_wrong_key() {
+    fn database_round_trip_and_wrong_key() {
         let dir = tempfile::tempdir().unwrap();
         let mut book = Book::default();
         book.add(&uri(1, Some("[::1]:5")), "bob", 7).unwrap();
+        book.profile.name = Some("me".into());
         book.save(dir.path(), &[3; 32]).unwrap();
-        let raw = std::fs::read(path(dir.path())).unwrap();
+        let raw = std::fs::read(dir.path().join(DB_FILE_NAME)).unwrap();
         assert!(!raw.windows(3).any(|w| w == b"bob"));
         let back = Book::load(dir.path(), &[3; 32]).unwrap();
         assert_eq!(back.contacts, book.contacts);
+        assert_eq!(back.profile, book.profile);
         assert!(Book::load(dir.path(), &[4; 32]).is_err());
     }
 }

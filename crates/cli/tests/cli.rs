@@ -148,6 +148,7 @@ fn init_creates_a_private_identity_and_id_shows_it() {
     .unwrap();
     assert_eq!(mode(&node.dir), 0o700);
     assert_eq!(mode(&node.key_file()), 0o600);
+    assert_eq!(mode(&node.dir.join("node.db")), 0o600);
     let key: Value = serde_json::from_slice(&fs::read(node.key_file()).unwrap()).unwrap();
     assert_eq!(key["version"], 1);
     assert_eq!(key["kdf"]["algorithm"], "argon2id");
@@ -591,10 +592,10 @@ fn a_different_key_under_a_known_name_never_replaces_it() {
     let bob = Node::init("Bob");
     let mallory = Node::init("Bob");
     alice.run_ok(&["contact", "add", &bob.uri()]);
-    let before = fs::read(alice.dir.join("contacts.sealed")).unwrap();
+    let before = alice.json(&["contact", "list", "--json"]);
     let err = alice.run_err(&["contact", "add", &mallory.uri()]);
     assert!(err.contains("DIFFERENT key"), "{err}");
-    assert_eq!(fs::read(alice.dir.join("contacts.sealed")).unwrap(), before);
+    assert_eq!(alice.json(&["contact", "list", "--json"]), before);
     let list = alice.json(&["contact", "list", "--json"]);
     assert_eq!(list[0]["node_id"], bob.json(&["id", "--json"])["node_id"]);
     // Under another name it is fine.
@@ -915,4 +916,33 @@ fn arbitrary_arguments_never_panic() {
     }
     // The identity survived all of it.
     node.run_ok(&["id", "--json"]);
+}
+
+#[test]
+fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
+    // A data directory written by the first release: node.key + contacts.sealed.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v1-sealed");
+    let expected: Value =
+        serde_json::from_str(&fs::read_to_string(fixture.with_extension("expected.json")).unwrap())
+            .unwrap();
+    let node = Node::new();
+    fs::create_dir(&node.dir).unwrap();
+    fs::set_permissions(&node.dir, fs::Permissions::from_mode(0o700)).unwrap();
+    for file in ["node.key", "contacts.sealed"] {
+        fs::copy(fixture.join(file), node.dir.join(file)).unwrap();
+        fs::set_permissions(node.dir.join(file), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    assert_eq!(node.json(&["contact", "list", "--json"]), expected);
+    assert!(
+        !node.dir.join("contacts.sealed").exists(),
+        "the old file is removed once imported"
+    );
+    assert!(node.dir.join("node.db").exists());
+    // Verification state and names survived; later commands read the database.
+    assert_eq!(node.json(&["contact", "list", "--json"]), expected);
+    assert_eq!(
+        node.json(&["contact", "show", "Charlie 3", "--json"])["addresses"][0],
+        "192.0.2.5:4433"
+    );
+    assert!(stdout(&node.run_ok(&["id"])).contains("Name         Alpha"));
 }

@@ -1,6 +1,7 @@
 //! `dp2ptcs init`: create an identity.
 
 use std::fs;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use dp2ptcs_crypto::contact_uri::validate_display_name;
@@ -45,7 +46,7 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
     let file = keystore.encrypt(pass.as_bytes(), params, &mut rand_core::OsRng)?;
 
     let mut backups = Vec::new();
-    let mut moved_book = None;
+    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
     if path.exists() {
         // Keep the old identity: hard-link it to a backup name before the new file replaces it,
         // so there is no moment without a node.key.
@@ -55,20 +56,25 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
             format!("cannot back up {} to {}", path.display(), backup.display())
         })?;
         backups.push(backup);
-        let book = contacts::path(&dir);
-        if book.exists() {
-            // The address book is sealed under the old identity's database key.
-            let book_backup = dir.join(format!("{}.{stamp}.bak", contacts::FILE_NAME));
-            fs::rename(&book, &book_backup)
-                .with_context(|| format!("cannot back up {}", book.display()))?;
-            moved_book = Some((book_backup.clone(), book));
-            backups.push(book_backup);
+        // The address book and database are sealed under the old identity's database key.
+        let mut olds: Vec<PathBuf> = contacts::db_files(&dir).to_vec();
+        olds.push(contacts::legacy_path(&dir));
+        for old in olds.into_iter().filter(|p| p.exists()) {
+            let name = old
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let backup = dir.join(format!("{name}.{stamp}.bak"));
+            fs::rename(&old, &backup)
+                .with_context(|| format!("cannot back up {}", old.display()))?;
+            moved.push((backup.clone(), old));
+            backups.push(backup);
         }
     }
     if let Err(e) = write_atomic(&path, &file, 0o600) {
-        // The old identity is still in place: put its address book back beside it.
-        if let Some((backup, book)) = moved_book {
-            let _ = fs::rename(backup, book);
+        // The old identity is still in place: put its database back beside it.
+        for (backup, original) in moved {
+            let _ = fs::rename(backup, original);
         }
         return Err(e);
     }

@@ -1,0 +1,241 @@
+//! Contacts.
+
+use std::net::SocketAddr;
+
+use dp2ptcs_types::NodeId;
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{Store, StoreError};
+
+/// A contact as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRecord {
+    /// Their node id (SHA-256 of `public_key`; the caller guarantees it).
+    pub node_id: NodeId,
+    /// Their Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// The name we call them by (unique).
+    pub name: String,
+    /// Address hints.
+    pub addresses: Vec<SocketAddr>,
+    /// Whether the safety number was compared and matched.
+    pub verified: bool,
+    /// When it was verified (Unix seconds).
+    pub verified_at: Option<u64>,
+    /// When the contact was added (Unix seconds).
+    pub added_at: u64,
+}
+
+fn blob32(row: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
+    let v: Vec<u8> = row.get(idx)?;
+    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            "not 32 bytes".into(),
+        )
+    })
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<ContactRecord> {
+    let addresses: String = row.get(3)?;
+    let addresses = serde_json::from_str(&addresses).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(ContactRecord {
+        node_id: NodeId::from_bytes(blob32(row, 0)?),
+        public_key: blob32(row, 1)?,
+        name: row.get(2)?,
+        addresses,
+        verified: row.get(4)?,
+        verified_at: row.get::<_, Option<i64>>(5)?.map(|v| v.max(0) as u64),
+        added_at: row.get::<_, i64>(6)?.max(0) as u64,
+    })
+}
+
+const COLUMNS: &str = "node_id, public_key, name, addresses, verified, verified_at, added_at";
+
+impl Store {
+    /// Inserts a contact, or replaces the one with the same node id. A different contact with
+    /// the same name is an error ([`StoreError::DuplicateName`]).
+    pub fn put_contact(&self, c: &ContactRecord) -> Result<(), StoreError> {
+        let taken: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT node_id FROM contacts WHERE name = ?1",
+                [&c.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if matches!(&taken, Some(id) if id.as_slice() != c.node_id.as_bytes()) {
+            return Err(StoreError::DuplicateName(c.name.clone()));
+        }
+        let addresses =
+            serde_json::to_string(&c.addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            &format!(
+                "INSERT INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (node_id) DO UPDATE SET public_key = excluded.public_key,
+                   name = excluded.name, addresses = excluded.addresses,
+                   verified = excluded.verified, verified_at = excluded.verified_at"
+            ),
+            params![
+                c.node_id.as_bytes().as_slice(),
+                c.public_key.as_slice(),
+                c.name,
+                addresses,
+                c.verified,
+                c.verified_at.map(|v| v as i64),
+                c.added_at as i64,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// All contacts, in the order they were added.
+    pub fn contacts(&self) -> Result<Vec<ContactRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM contacts ORDER BY added_at, rowid"
+        ))?;
+        let rows = stmt.query_map([], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The contact with this node id.
+    pub fn contact(&self, id: &NodeId) -> Result<Option<ContactRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM contacts WHERE node_id = ?1"),
+                [id.as_bytes().as_slice()],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// Removes a contact; returns whether it existed.
+    pub fn remove_contact(&self, id: &NodeId) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM contacts WHERE node_id = ?1",
+            [id.as_bytes().as_slice()],
+        )? > 0)
+    }
+
+    /// Replaces every contact and the given profile values in one transaction: either all of it
+    /// is stored or none.
+    pub fn replace_contacts(
+        &mut self,
+        contacts: &[ContactRecord],
+        profile: &[(&str, Option<&str>)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM contacts", [])?;
+        for c in contacts {
+            let addresses = serde_json::to_string(&c.addresses)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.execute(
+                &format!("INSERT INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    c.node_id.as_bytes().as_slice(),
+                    c.public_key.as_slice(),
+                    c.name,
+                    addresses,
+                    c.verified,
+                    c.verified_at.map(|v| v as i64),
+                    c.added_at as i64,
+                ],
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::DuplicateName(c.name.clone())
+                }
+                other => StoreError::Sqlite(other),
+            })?;
+        }
+        for (k, v) in profile {
+            match v {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?,
+                None => tx.execute("DELETE FROM profile WHERE key = ?1", params![k])?,
+            };
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A profile value (our display name, ...).
+    pub fn profile(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM profile WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Sets a profile value.
+    pub fn set_profile(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(seed: u8, name: &str) -> ContactRecord {
+        ContactRecord {
+            node_id: NodeId::from_bytes([seed; 32]),
+            public_key: [seed; 32],
+            name: name.into(),
+            addresses: vec!["127.0.0.1:4433".parse().unwrap()],
+            verified: false,
+            verified_at: None,
+            added_at: u64::from(seed),
+        }
+    }
+
+    #[test]
+    fn contacts_crud() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        store.put_contact(&contact(1, "bob")).unwrap();
+        store.put_contact(&contact(2, "carol")).unwrap();
+        assert!(matches!(
+            store.put_contact(&contact(3, "bob")),
+            Err(StoreError::DuplicateName(_))
+        ));
+        let mut bob = contact(1, "bob");
+        bob.verified = true;
+        bob.verified_at = Some(9);
+        store.put_contact(&bob).unwrap();
+        assert_eq!(store.contact(&bob.node_id).unwrap(), Some(bob.clone()));
+        assert_eq!(store.contacts().unwrap().len(), 2);
+        assert!(store.remove_contact(&bob.node_id).unwrap());
+        assert!(!store.remove_contact(&bob.node_id).unwrap());
+        store.set_profile("name", "Alpha").unwrap();
+        let mut store = store;
+        store
+            .replace_contacts(&[contact(5, "eve")], &[("name", None)])
+            .unwrap();
+        assert_eq!(store.contacts().unwrap(), [contact(5, "eve")]);
+        assert_eq!(store.profile("name").unwrap(), None);
+        let dup = [contact(6, "x"), contact(7, "x")];
+        assert!(matches!(
+            store.replace_contacts(&dup, &[]),
+            Err(StoreError::DuplicateName(_))
+        ));
+        assert_eq!(
+            store.contacts().unwrap(),
+            [contact(5, "eve")],
+            "a failed replace changes nothing"
+        );
+    }
+}

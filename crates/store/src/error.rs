@@ -1,0 +1,28 @@
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database key does not open the file (or the file is not a DP2PTCS database).
+    #[error("the database key does not open this database (wrong key, or not a DP2PTCS database)")]
+    WrongKey,
+    /// The SQLite library in use has no encryption: refusing to store anything in clear.
+    #[error("this build's SQLite has no SQLCipher encryption; refusing to store data in clear")]
+    NotEncrypted,
+    /// The database was written by a newer version of DP2PTCS.
+    #[error("the database has schema version {found}, this program knows up to {known}: upgrade DP2PTCS")]
+    NewerSchema {
+        /// Version in the file.
+        found: u32,
+        /// Newest version this program knows.
+        known: u32,
+    },
+    /// A name is already used by another contact.
+    #[error("a contact named {0:?} already exists")]
+    DuplicateName(String),
+    /// A stored value does not decode (damage or a bug).
+    #[error("damaged database record: {0}")]
+    Corrupt(String),
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

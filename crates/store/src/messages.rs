@@ -1,0 +1,272 @@
+//! Message history: what was sent and received, with delivery state.
+
+use std::fmt;
+use std::str::FromStr;
+
+use dp2ptcs_types::{MessageId, NodeId};
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{Store, StoreError};
+
+/// Sent or received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We sent it.
+    Outgoing,
+    /// We received it.
+    Incoming,
+}
+
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageState {
+    /// Outgoing, waiting to be sent.
+    Queued,
+    /// Outgoing, handed to the peer (or a mailbox), no receipt yet.
+    Sent,
+    /// Outgoing, the end-to-end receipt arrived.
+    Delivered,
+    /// Outgoing, its time to live ran out before delivery.
+    Expired,
+    /// Incoming.
+    Received,
+}
+
+impl MessageState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Expired => "expired",
+            Self::Received => "received",
+        }
+    }
+}
+
+impl fmt::Display for MessageState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MessageState {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "sent" => Self::Sent,
+            "delivered" => Self::Delivered,
+            "expired" => Self::Expired,
+            "received" => Self::Received,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown message state {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+/// One message in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    /// Position in the history (increasing).
+    pub seq: i64,
+    /// End-to-end id.
+    pub id: MessageId,
+    /// The other party.
+    pub peer: NodeId,
+    /// Sent or received.
+    pub direction: Direction,
+    /// The text.
+    pub body: String,
+    /// The sender's clock at sending, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// Delivery state.
+    pub state: MessageState,
+    /// When the state last changed, Unix milliseconds.
+    pub state_at_ms: u64,
+}
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    let conv = |idx: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Blob,
+            what.to_owned().into(),
+        )
+    };
+    let id: Vec<u8> = row.get(1)?;
+    let peer: Vec<u8> = row.get(2)?;
+    let state: String = row.get(6)?;
+    Ok(MessageRecord {
+        seq: row.get(0)?,
+        id: MessageId::from_bytes(<[u8; 16]>::try_from(id.as_slice()).map_err(|_| conv(1, "id"))?),
+        peer: NodeId::from_bytes(
+            <[u8; 32]>::try_from(peer.as_slice()).map_err(|_| conv(2, "peer"))?,
+        ),
+        direction: if row.get::<_, i64>(3)? == 0 {
+            Direction::Outgoing
+        } else {
+            Direction::Incoming
+        },
+        body: row.get(4)?,
+        sent_at_ms: row.get::<_, i64>(5)?.max(0) as u64,
+        state: state.parse().map_err(|_| conv(6, "state"))?,
+        state_at_ms: row.get::<_, i64>(7)?.max(0) as u64,
+    })
+}
+
+/// A message to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    /// End-to-end id.
+    pub id: &'a MessageId,
+    /// The other party.
+    pub peer: &'a NodeId,
+    /// Sent or received.
+    pub direction: Direction,
+    /// The text.
+    pub body: &'a str,
+    /// The sender's clock at sending, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// Initial state.
+    pub state: MessageState,
+}
+
+const COLUMNS: &str = "seq, id, peer, direction, body, sent_at_ms, state, state_at_ms";
+
+impl Store {
+    /// Records a message. Returns `false` (and changes nothing) if a message with this id is
+    /// already recorded: receivers deduplicate by id.
+    pub fn insert_message(&self, m: &NewMessage<'_>, now_ms: u64) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "INSERT OR IGNORE INTO messages (id, peer, direction, body, sent_at_ms, state, state_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                m.id.as_bytes().as_slice(),
+                m.peer.as_bytes().as_slice(),
+                matches!(m.direction, Direction::Incoming) as i64,
+                m.body,
+                m.sent_at_ms as i64,
+                m.state.as_str(),
+                now_ms as i64,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Moves a message to `state`; returns whether it exists.
+    pub fn set_message_state(
+        &self,
+        id: &MessageId,
+        state: MessageState,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE messages SET state = ?2, state_at_ms = ?3 WHERE id = ?1",
+            params![id.as_bytes().as_slice(), state.as_str(), now_ms as i64],
+        )? == 1)
+    }
+
+    /// One message by id.
+    pub fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"),
+                [id.as_bytes().as_slice()],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// The history after `after_seq` (0 for everything), oldest first, at most `limit` messages,
+    /// optionally only with one peer.
+    pub fn history(
+        &self,
+        peer: Option<&NodeId>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages
+             WHERE seq > ?1 AND (?2 IS NULL OR peer = ?2) ORDER BY seq LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                after_seq,
+                peer.map(|p| p.as_bytes().to_vec()),
+                i64::from(limit)
+            ],
+            from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Outgoing messages in `state`, oldest first (the outbox when `state` is `Queued`/`Sent`).
+    pub fn outgoing_in_state(
+        &self,
+        state: MessageState,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE direction = 0 AND state = ?1 ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![state.as_str(), i64::from(limit)], from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_dedup_and_states() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let bob = NodeId::from_bytes([2; 32]);
+        let carol = NodeId::from_bytes([3; 32]);
+        let m1 = MessageId::from_bytes([1; 16]);
+        let m2 = MessageId::from_bytes([2; 16]);
+        let out = NewMessage {
+            id: &m1,
+            peer: &bob,
+            direction: Direction::Outgoing,
+            body: "hi",
+            sent_at_ms: 10,
+            state: MessageState::Queued,
+        };
+        let inc = NewMessage {
+            id: &m2,
+            peer: &carol,
+            direction: Direction::Incoming,
+            body: "yo",
+            sent_at_ms: 11,
+            state: MessageState::Received,
+        };
+        assert!(store.insert_message(&out, 10).unwrap());
+        assert!(store.insert_message(&inc, 12).unwrap());
+        // The same id again is ignored: delivered once.
+        assert!(!store.insert_message(&inc, 13).unwrap());
+        assert_eq!(store.history(None, 0, 100).unwrap().len(), 2);
+        assert_eq!(store.history(Some(&bob), 0, 100).unwrap()[0].body, "hi");
+        assert_eq!(
+            store
+                .outgoing_in_state(MessageState::Queued, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store
+            .set_message_state(&m1, MessageState::Delivered, 20)
+            .unwrap());
+        let m = store.message(&m1).unwrap().unwrap();
+        assert_eq!((m.state, m.state_at_ms), (MessageState::Delivered, 20));
+        let first = store.history(None, 0, 1).unwrap();
+        assert_eq!(store.history(None, first[0].seq, 10).unwrap()[0].id, m2);
+    }
+}
