@@ -5,7 +5,7 @@
 use std::fmt;
 
 use dp2ptcs_types::NodeId;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
@@ -53,7 +53,6 @@ impl Identity {
     }
 
     /// The underlying dalek signing key, for the protocol modules of this crate.
-    #[allow(dead_code)]
     pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.signing
     }
@@ -110,12 +109,10 @@ impl PublicIdentity {
     /// Checks an Ed25519 signature by this key over `message` (strict verification: rejects
     /// non-canonical and malleable signatures).
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        let sig = Signature::from_bytes(signature);
-        self.key.verify_strict(message, &sig).is_ok() && self.key.verify(message, &sig).is_ok()
+        self.key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
     }
 
     /// The underlying dalek verifying key, for the protocol modules of this crate.
-    #[allow(dead_code)]
     pub(crate) fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }

@@ -6,6 +6,10 @@
 //! - [`ContactUri`]: the self-signed `dp2ptcs://contact` URI people exchange as text or QR code.
 //! - [`SafetyNumber`]: the 60-digit numeric fingerprint two people compare face to face.
 //! - [`seal`]: authenticated encryption of local state under a 32-byte key.
+//! - [`x3dh`]: the X3DH key agreement (signed prekey bundles, one-time prekeys, initiator and
+//!   responder).
+//! - [`ratchet`]: the Double Ratchet ([`Session`], [`SharedSession`] for concurrent use) and its
+//!   versioned, sealable pickles.
 //!
 //! The crate is pure: it never touches a file, a socket or the clock, and takes randomness from
 //! the caller. Reading and writing files is the caller's job; this crate only turns bytes into
