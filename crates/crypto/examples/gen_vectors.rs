@@ -109,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// X3DH and Double Ratchet vectors (docs/protocol-e2e.md).
+// X3DH and Double Ratchet vectors (PROTOCOL.md section 7).
 
 use dp2ptcs_crypto::fuzzing::FixedKeys;
 use dp2ptcs_crypto::ratchet::{RatchetKeyPair, RatchetMessage, Session};
@@ -174,7 +174,7 @@ fn x3dh_vectors(dir: &Path) -> Result<SessionInputs, Box<dyn std::error::Error>>
         dir,
         "x3dh.json",
         json!({
-            "description": "X3DH (docs/protocol-e2e.md) between A (seed 01*32, initiator) and B (seed 02*32). Private keys are X25519 secrets before clamping.",
+            "description": "X3DH (PROTOCOL.md section 7) between A (seed 01*32, initiator) and B (seed 02*32). Private keys are X25519 secrets before clamping.",
             "info": String::from_utf8_lossy(x3dh::X3DH_INFO),
             "cases": cases,
         }),
@@ -301,7 +301,7 @@ fn ratchet_transcript(
         dir,
         "ratchet_transcript.json",
         json!({
-            "description": "Double Ratchet transcript (docs/protocol-e2e.md) from the with_one_time_prekey case of x3dh.json. Alice starts with RatchetInitAlice(SK, SPK_B) and ratchet key alice_initial_ratchet_private; Bob with RatchetInitBob(SK, SPK_B). Each DH ratchet step draws the party's next key from its list, in order. chain_key is the sending chain key the message key was derived from.",
+            "description": "Double Ratchet transcript (PROTOCOL.md section 7) from the with_one_time_prekey case of x3dh.json. Alice starts with RatchetInitAlice(SK, SPK_B) and ratchet key alice_initial_ratchet_private; Bob with RatchetInitBob(SK, SPK_B). Each DH ratchet step draws the party's next key from its list, in order. chain_key is the sending chain key the message key was derived from.",
             "shared_secret": hex::encode(inputs.shared_secret),
             "associated_data": hex::encode(inputs.associated_data),
             "bob_signed_prekey_private": hex::encode(inputs.bob_signed_prekey_private),

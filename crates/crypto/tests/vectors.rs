@@ -1,6 +1,6 @@
 //! Re-derives every value of `testdata/x3dh.json` and `testdata/ratchet_transcript.json` from
 //! the recorded inputs, twice: through this crate, and independently from the primitives as
-//! `docs/protocol-e2e.md` specifies them.
+//! `PROTOCOL.md section 7` specifies them.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers abort on failure
 

@@ -1,5 +1,5 @@
 //! The Double Ratchet, exactly as in Signal's Double Ratchet specification (revision 1,
-//! 2016-11-20), section 3 (no header encryption). `docs/protocol-e2e.md` ("Double Ratchet") is the
+//! 2016-11-20), section 3 (no header encryption). `PROTOCOL.md` (section 7.2, "Double Ratchet") is the
 //! normative text; this is a summary.
 //!
 //! ```text

@@ -1,5 +1,5 @@
 //! X3DH key agreement, exactly as in Signal's X3DH specification (revision 1, 2016-11-04), with
-//! the choices below. `docs/protocol-e2e.md` ("X3DH") is the normative text; this is a summary.
+//! the choices below. `PROTOCOL.md` (section 7.1, "X3DH") is the normative text; this is a summary.
 //!
 //! # Parameters
 //!
