@@ -454,3 +454,54 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Contact URI decoder: never panics; whatever parses re-encodes to a URI that parses to the same
+/// value (the canonical form is a fixed point).
+pub fn contact_uri(data: &[u8]) -> Result<(), String> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Ok(());
+    };
+    if let Ok(uri) = text.parse::<crate::ContactUri>() {
+        let again: crate::ContactUri = uri
+            .to_string()
+            .parse()
+            .map_err(|e| format!("a parsed URI does not re-parse: {e}"))?;
+        if again != uri {
+            return Err("a parsed URI re-parses to a different value".into());
+        }
+    }
+    Ok(())
+}
+
+/// Key file decoder: never panics, and what it accepts is within the documented bounds. (No
+/// decryption: a valid file may ask Argon2id for up to 2 GiB.)
+pub fn keystore_file(data: &[u8]) -> Result<(), String> {
+    if let Ok(parsed) = crate::keystore::ParsedKeystore::parse(data) {
+        parsed
+            .params
+            .validate()
+            .map_err(|e| format!("accepted bad parameters: {e}"))?;
+        if parsed.ciphertext.len() != crate::keystore::PLAINTEXT_LEN + crate::keystore::TAG_LEN {
+            return Err("accepted a ciphertext of the wrong length".into());
+        }
+    }
+    Ok(())
+}
+
+/// Safety-number checks on scanned or typed text: never panic, and random text never matches.
+pub fn safety_number_text(data: &[u8]) -> Result<(), String> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Ok(());
+    };
+    let a = Identity::from_seed(&[1; 32]).public();
+    let b = Identity::from_seed(&[2; 32]).public();
+    let sn = crate::SafetyNumber::new(&a, &b);
+    let genuine = crate::SafetyNumber::new(&b, &a).qr_text();
+    if sn.check_scanned(text).is_ok() && text.trim() != genuine {
+        return Err(format!(
+            "text other than the genuine code matched: {text:?}"
+        ));
+    }
+    let _ = sn.check_digits(text);
+    Ok(())
+}

@@ -109,7 +109,9 @@ impl PublicIdentity {
     /// Checks an Ed25519 signature by this key over `message` (strict verification: rejects
     /// non-canonical and malleable signatures).
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        self.key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
+        self.key
+            .verify_strict(message, &Signature::from_bytes(signature))
+            .is_ok()
     }
 
     /// The underlying dalek verifying key, for the protocol modules of this crate.

@@ -57,3 +57,18 @@ fn corpus_decoders_accept_the_valid_seeds() {
         );
     }
 }
+
+#[test]
+fn contact_uri_corpus() {
+    replay("contact_uri", fuzzing::contact_uri);
+}
+
+#[test]
+fn keystore_file_corpus() {
+    replay("keystore_file", fuzzing::keystore_file);
+}
+
+#[test]
+fn safety_number_text_corpus() {
+    replay("safety_number_text", fuzzing::safety_number_text);
+}
