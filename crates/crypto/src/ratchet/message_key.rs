@@ -9,7 +9,10 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use std::sync::OnceLock;
+
 use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -19,6 +22,12 @@ pub const MESSAGE_KEY_INFO: &[u8] = b"DP2PTCS_MessageKeys_v1";
 pub const TAG_LEN: usize = 16;
 
 /// `mk`: 32 secret bytes, used for one message and then dropped (zeroized).
+/// The HMAC-SHA-256 state keyed with HKDF's all-zero salt (a public constant).
+fn zero_salt_hmac() -> &'static Hmac<Sha256> {
+    static STATE: OnceLock<Hmac<Sha256>> = OnceLock::new();
+    STATE.get_or_init(|| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()))
+}
+
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct MessageKey([u8; 32]);
 
@@ -37,10 +46,17 @@ impl MessageKey {
 
     /// The ChaCha20-Poly1305 key and nonce.
     pub(crate) fn aead_key_nonce(&self) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
-        let hk = Hkdf::<Sha256>::new(Some(&[0u8; 32]), &self.0);
+        // HKDF-Extract(salt = 0x00 * 32, mk) = HMAC-SHA-256(key = 0x00 * 32, mk). The HMAC state
+        // keyed with the constant zero salt is computed once and cloned (a 32-byte key is
+        // zero-padded to the 64-byte block, so it is the state for a 64-byte zero key).
+        let mut extract = zero_salt_hmac().clone();
+        extract.update(&self.0);
+        let prk = Zeroizing::new(<[u8; 32]>::from(extract.finalize().into_bytes()));
         let mut okm = Zeroizing::new([0u8; 44]);
-        // Cannot fail: 44 <= 255 * 32.
-        let _ = hk.expand(MESSAGE_KEY_INFO, okm.as_mut());
+        // Cannot fail: the PRK is one hash length and 44 <= 255 * 32.
+        if let Ok(hk) = Hkdf::<Sha256>::from_prk(prk.as_ref()) {
+            let _ = hk.expand(MESSAGE_KEY_INFO, okm.as_mut());
+        }
         let mut key = Zeroizing::new([0u8; 32]);
         let mut nonce = [0u8; 12];
         key.copy_from_slice(&okm[..32]);
