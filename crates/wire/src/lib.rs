@@ -4,7 +4,8 @@
 //!   protobuf message; the declared length is checked against a maximum before anything is
 //!   allocated. [`FrameDecoder`] is an incremental, bounded decoder for byte streams.
 //! - Validated domain types: [`Envelope`] (the `TacticalMessage`), [`RatchetHeader`], [`Chat`],
-//!   [`Receipt`], [`ErrorReport`], [`PrekeyBundle`], [`HandshakeInit`], [`HandshakeOffer`]. Each
+//!   [`Receipt`], [`ErrorReport`], [`PrekeyBundle`], [`HandshakeInit`], [`HandshakeOffer`],
+//!   [`Hello`] and [`HelloReply`] (the transport handshake). Each
 //!   decodes with `TryFrom<&[u8]>`-style constructors that check every length and enum, so the rest
 //!   of the program never sees a 31-byte key or an unknown message type.
 //!
@@ -34,7 +35,7 @@ mod proto {
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, MAX_FRAME_LEN};
 pub use message::{
-    Chat, DecodeError, Envelope, ErrorReport, HandshakeInit, HandshakeOffer, MessageKind,
-    PrekeyBundle, RatchetHeader, Receipt, WireErrorCode, MAX_CHAT_BODY_LEN, MAX_ERROR_REASON_LEN,
-    MAX_PAYLOAD_LEN, MAX_RECEIPT_IDS,
+    Chat, DecodeError, Envelope, ErrorReport, HandshakeInit, HandshakeOffer, Hello, HelloBody,
+    HelloReply, MessageKind, PrekeyBundle, RatchetHeader, Receipt, WireErrorCode,
+    MAX_CHAT_BODY_LEN, MAX_ERROR_REASON_LEN, MAX_PAYLOAD_LEN, MAX_RECEIPT_IDS,
 };

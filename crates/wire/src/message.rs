@@ -289,6 +289,10 @@ pub struct ErrorReport {
 impl ErrorReport {
     /// The protobuf encoding; an over-long reason is cut at a character boundary.
     pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
+    }
+
+    fn to_proto(&self) -> proto::ErrorReport {
         let mut reason = self.reason.clone();
         if reason.len() > MAX_ERROR_REASON_LEN {
             let mut cut = MAX_ERROR_REASON_LEN;
@@ -301,12 +305,14 @@ impl ErrorReport {
             code: self.code,
             reason,
         }
-        .encode_to_vec()
     }
 
     /// Decodes and validates an error report.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let m: proto::ErrorReport = decode_proto(bytes)?;
+        Self::from_proto(decode_proto(bytes)?)
+    }
+
+    fn from_proto(m: proto::ErrorReport) -> Result<Self, DecodeError> {
         bounded("reason", m.reason.len(), MAX_ERROR_REASON_LEN)?;
         Ok(Self {
             code: m.code,
@@ -394,8 +400,7 @@ pub struct HandshakeInit {
 }
 
 impl HandshakeInit {
-    /// The protobuf encoding.
-    pub fn encode(&self) -> Vec<u8> {
+    fn to_proto(&self) -> proto::HandshakeInit {
         proto::HandshakeInit {
             identity_key: self.identity_key.to_vec(),
             ephemeral_key: self.ephemeral_key.to_vec(),
@@ -403,12 +408,19 @@ impl HandshakeInit {
             one_time_prekey_id: self.one_time_prekey_id,
             first_message: Some(self.first_message.to_proto()),
         }
-        .encode_to_vec()
+    }
+
+    /// The protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
     }
 
     /// Decodes and validates a handshake message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let m: proto::HandshakeInit = decode_proto(bytes)?;
+        Self::from_proto(decode_proto(bytes)?)
+    }
+
+    fn from_proto(m: proto::HandshakeInit) -> Result<Self, DecodeError> {
         let first = m
             .first_message
             .ok_or(DecodeError::MissingField("first_message"))?;
@@ -430,21 +442,127 @@ pub struct HandshakeOffer {
 }
 
 impl HandshakeOffer {
-    /// The protobuf encoding.
-    pub fn encode(&self) -> Vec<u8> {
+    fn to_proto(&self) -> proto::HandshakeOffer {
         proto::HandshakeOffer {
             bundle: Some(self.bundle.to_proto()),
         }
-        .encode_to_vec()
+    }
+
+    /// The protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        self.to_proto().encode_to_vec()
     }
 
     /// Decodes and validates an offer.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let m: proto::HandshakeOffer = decode_proto(bytes)?;
+        Self::from_proto(decode_proto(bytes)?)
+    }
+
+    fn from_proto(m: proto::HandshakeOffer) -> Result<Self, DecodeError> {
         let bundle = m.bundle.ok_or(DecodeError::MissingField("bundle"))?;
         Ok(Self {
             bundle: PrekeyBundle::from_proto(bundle)?,
         })
+    }
+}
+
+/// The dialer's frame on a connection's handshake stream (PROTOCOL.md section 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The dialer's Ed25519 identity public key.
+    pub identity_key: [u8; 32],
+    /// The node the dialer means to reach.
+    pub responder_id: NodeId,
+    /// What the hello carries.
+    pub body: HelloBody,
+}
+
+/// What a [`Hello`] carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HelloBody {
+    /// Nothing: a request for the responder's prekey bundle.
+    BundleRequest,
+    /// A session-proof envelope under the existing session.
+    Proof(Envelope),
+    /// The X3DH initial message with the first ratchet message.
+    Handshake(HandshakeInit),
+}
+
+impl Hello {
+    /// The protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let (proof, handshake) = match &self.body {
+            HelloBody::BundleRequest => (None, None),
+            HelloBody::Proof(e) => (Some(e.to_proto()), None),
+            HelloBody::Handshake(h) => (None, Some(h.to_proto())),
+        };
+        proto::Hello {
+            identity_key: self.identity_key.to_vec(),
+            responder_id: self.responder_id.as_bytes().to_vec(),
+            proof,
+            handshake,
+        }
+        .encode_to_vec()
+    }
+
+    /// Decodes and validates a hello; `proof` and `handshake` together are refused.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let m: proto::Hello = decode_proto(bytes)?;
+        let body = match (m.proof, m.handshake) {
+            (None, None) => HelloBody::BundleRequest,
+            (Some(p), None) => HelloBody::Proof(Envelope::from_proto(p)?),
+            (None, Some(h)) => HelloBody::Handshake(HandshakeInit::from_proto(h)?),
+            (Some(_), Some(_)) => {
+                return Err(DecodeError::Inconsistent(
+                    "hello carries both proof and handshake",
+                ))
+            }
+        };
+        Ok(Self {
+            identity_key: fixed::<32>("identity_key", &m.identity_key)?,
+            responder_id: NodeId::from_bytes(fixed::<32>("responder_id", &m.responder_id)?),
+            body,
+        })
+    }
+}
+
+/// The responder's answer on the handshake stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HelloReply {
+    /// Run X3DH against this bundle.
+    Offer(HandshakeOffer),
+    /// A session-proof envelope: the handshake is complete.
+    Proof(Envelope),
+    /// Refused.
+    Error(ErrorReport),
+}
+
+impl HelloReply {
+    /// The protobuf encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut m = proto::HelloReply::default();
+        match self {
+            Self::Offer(o) => m.offer = Some(o.to_proto()),
+            Self::Proof(e) => m.proof = Some(e.to_proto()),
+            Self::Error(e) => m.error = Some(e.to_proto()),
+        }
+        m.encode_to_vec()
+    }
+
+    /// Decodes and validates a reply: exactly one field must be set.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let m: proto::HelloReply = decode_proto(bytes)?;
+        match (m.offer, m.proof, m.error) {
+            (Some(o), None, None) => Ok(Self::Offer(HandshakeOffer::from_proto(o)?)),
+            (None, Some(p), None) => Ok(Self::Proof(Envelope::from_proto(p)?)),
+            (None, None, Some(e)) => Ok(Self::Error(ErrorReport::from_proto(e)?)),
+            (None, None, None) => Err(DecodeError::MissingField("offer, proof or error")),
+            _ => Err(DecodeError::Inconsistent(
+                "hello reply sets more than one field",
+            )),
+        }
     }
 }
 
@@ -581,6 +699,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hello_and_reply_round_trip() {
+        let hello = Hello {
+            identity_key: [1; 32],
+            responder_id: NodeId::from_bytes([2; 32]),
+            body: HelloBody::BundleRequest,
+        };
+        assert_eq!(Hello::decode(&hello.encode()).unwrap(), hello);
+        let proof = Hello {
+            body: HelloBody::Proof(envelope()),
+            ..hello.clone()
+        };
+        assert_eq!(Hello::decode(&proof.encode()).unwrap(), proof);
+        let mut both = proto::Hello::decode(proof.encode().as_slice()).unwrap();
+        both.handshake = Some(proto::HandshakeInit::default());
+        assert!(matches!(
+            Hello::decode(&both.encode_to_vec()),
+            Err(DecodeError::Inconsistent(_))
+        ));
+        let reply = HelloReply::Error(ErrorReport {
+            code: 3,
+            reason: "no".into(),
+        });
+        assert_eq!(HelloReply::decode(&reply.encode()).unwrap(), reply);
+        let reply = HelloReply::Proof(envelope());
+        assert_eq!(HelloReply::decode(&reply.encode()).unwrap(), reply);
+        assert!(matches!(
+            HelloReply::decode(&[]),
+            Err(DecodeError::MissingField(_))
+        ));
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
@@ -591,6 +741,8 @@ mod tests {
             let _ = PrekeyBundle::decode(&bytes);
             let _ = HandshakeInit::decode(&bytes);
             let _ = HandshakeOffer::decode(&bytes);
+            let _ = Hello::decode(&bytes);
+            let _ = HelloReply::decode(&bytes);
         }
 
         #[test]

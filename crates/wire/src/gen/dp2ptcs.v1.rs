@@ -94,6 +94,36 @@ pub struct ErrorReport {
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
 }
+/// First frame(s) the dialer sends on the handshake stream of a new connection (PROTOCOL.md
+/// section 9). With neither `proof` nor `handshake` it asks for the responder's prekey bundle.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Hello {
+    /// 32 bytes: the dialer's Ed25519 public key
+    #[prost(bytes = "vec", tag = "1")]
+    pub identity_key: ::prost::alloc::vec::Vec<u8>,
+    /// 32 bytes: the NodeId the dialer means to reach
+    #[prost(bytes = "vec", tag = "2")]
+    pub responder_id: ::prost::alloc::vec::Vec<u8>,
+    /// a SESSION_PROOF envelope under the existing session
+    #[prost(message, optional, tag = "3")]
+    pub proof: ::core::option::Option<TacticalMessage>,
+    /// X3DH initial message + first ratchet message (SESSION_PROOF)
+    #[prost(message, optional, tag = "4")]
+    pub handshake: ::core::option::Option<HandshakeInit>,
+}
+/// The responder's answer to a Hello: exactly one of the fields is set.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HelloReply {
+    /// run X3DH against this bundle, then send Hello{handshake}
+    #[prost(message, optional, tag = "1")]
+    pub offer: ::core::option::Option<HandshakeOffer>,
+    /// SESSION_PROOF envelope under the session: handshake done
+    #[prost(message, optional, tag = "2")]
+    pub proof: ::core::option::Option<TacticalMessage>,
+    /// refused; the stream and connection close with `code`
+    #[prost(message, optional, tag = "3")]
+    pub error: ::core::option::Option<ErrorReport>,
+}
 /// What an envelope's (decrypted) payload holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

@@ -1,0 +1,59 @@
+//! Node configuration: every bound is a field here, with a documented default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How a [`Node`](crate::Node) runs and what it bounds.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// UDP address to bind (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Most connections open at once, in and out (default 256).
+    pub max_connections: usize,
+    /// Most inbound connections from one IP address (default 8); more are refused before the
+    /// QUIC handshake.
+    pub max_connections_per_ip: usize,
+    /// Most concurrent bidirectional streams a peer may open on a connection (default 64).
+    pub max_streams_per_connection: u32,
+    /// Most requests handled at once across all peers (default 1024); beyond it a stream is
+    /// refused with `LimitExceeded`.
+    pub max_in_flight: usize,
+    /// Requests per second a peer may sustain (token bucket refill rate; default 100).
+    pub peer_rate_per_sec: u32,
+    /// Requests a peer may send in a burst (token bucket capacity; default 200).
+    pub peer_burst: u32,
+    /// Time allowed for the QUIC + transport handshake of a connection (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Time allowed for one request stream, from open to reply (default 10 s).
+    pub request_timeout: Duration,
+    /// A connection idle this long is closed (default 60 s).
+    pub idle_timeout: Duration,
+    /// Dial attempts before giving up (default 4).
+    pub dial_attempts: u32,
+    /// First backoff between dial attempts; doubles each time, with ±50 % jitter (default
+    /// 100 ms).
+    pub dial_backoff: Duration,
+    /// Capacity of the event broadcast channel (default 1024); a subscriber that lags behind
+    /// loses the oldest events (the history in the store keeps everything).
+    pub event_capacity: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            max_connections: 256,
+            max_connections_per_ip: 8,
+            max_streams_per_connection: 64,
+            max_in_flight: 1024,
+            peer_rate_per_sec: 100,
+            peer_burst: 200,
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            dial_attempts: 4,
+            dial_backoff: Duration::from_millis(100),
+            event_capacity: 1024,
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The node's error type and its mapping to wire error codes.
+
+use dp2ptcs_wire::{DecodeError, FrameError, WireErrorCode};
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Binding or socket IO failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS or QUIC configuration failed.
+    #[error("tls configuration: {0}")]
+    Tls(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] dp2ptcs_store::StoreError),
+    /// The contact has no address to dial, or dialing failed after every attempt.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The connection was lost.
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// Reading or writing a stream failed.
+    #[error("stream: {0}")]
+    Stream(String),
+    /// A frame's length prefix is invalid or too large.
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    /// A frame does not decode.
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// Bytes followed the one frame a stream may carry.
+    #[error("junk after the frame")]
+    JunkAfterFrame,
+    /// The peer did not prove its identity, or a message did not authenticate.
+    #[error("authentication failed: {0}")]
+    Authentication(&'static str),
+    /// The peer is not a contact.
+    #[error("not a contact")]
+    NotAContact,
+    /// The peer refused with a wire error code.
+    #[error("refused by peer: code {code}: {reason}")]
+    Refused {
+        /// The wire error code.
+        code: u32,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// A bound was hit.
+    #[error("limit exceeded: {0}")]
+    Limit(&'static str),
+    /// Something took too long.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// The node is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// An internal failure (a task panicked, an encoding failed).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    /// The code with which a stream or connection is closed because of this error.
+    pub fn wire_code(&self) -> WireErrorCode {
+        match self {
+            Self::Frame(_) | Self::JunkAfterFrame => WireErrorCode::MalformedFrame,
+            Self::Decode(e) => e.wire_code(),
+            Self::Authentication(_) | Self::NotAContact => WireErrorCode::AuthenticationFailed,
+            Self::Limit(_) | Self::Timeout(_) => WireErrorCode::LimitExceeded,
+            Self::ShuttingDown => WireErrorCode::ShuttingDown,
+            Self::Refused { .. } | Self::Connection(_) | Self::Stream(_) => WireErrorCode::NoError,
+            _ => WireErrorCode::Internal,
+        }
+    }
+
+    /// Whether the peer caused it (a protocol violation that closes the connection).
+    pub(crate) fn is_peer_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::Frame(_)
+                | Self::JunkAfterFrame
+                | Self::Decode(_)
+                | Self::Authentication(_)
+                | Self::NotAContact
+        )
+    }
+}

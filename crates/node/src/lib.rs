@@ -1,0 +1,32 @@
+//! The DP2PTCS node: QUIC transport, the transport handshake, the session manager, a router of
+//! typed messages, and end-to-end messaging with receipts.
+//!
+//! - [`Node::start`] binds a quinn endpoint (ALPN `dp2ptcs/1`, an ephemeral self-signed
+//!   certificate made at start) and serves it; [`Node::send_chat`] sends a chat message to a
+//!   contact and waits for its end-to-end receipt; [`Node::subscribe`] streams [`NodeEvent`]s;
+//!   [`Node::shutdown`] stops gracefully.
+//! - Peer identity is never taken from TLS: it is proven by X3DH on the first stream of a
+//!   connection, or by a frame that decrypts under the existing session (`PROTOCOL.md`
+//!   section 9). See [`tls`] for why the client accepts any certificate.
+//! - Every queue, map and rate a peer can grow is bounded by a field of [`NodeConfig`].
+//!
+//! This crate is the async shell around the pure cores (`dp2ptcs-crypto`, `dp2ptcs-wire`): it
+//! owns the sockets, the clock and the randomness.
+
+mod config;
+mod error;
+mod frames;
+mod handshake;
+mod limits;
+mod node;
+mod sessions;
+pub mod tls;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use node::{Node, NodeEvent};
+
+/// The QUIC ALPN protocol id.
+pub const ALPN: &[u8] = b"dp2ptcs/1";
+/// The TLS server name dialers use (identity is proven by the handshake, not by it).
+pub const SERVER_NAME: &str = "dp2ptcs";

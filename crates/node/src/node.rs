@@ -1,0 +1,586 @@
+//! The public [`Node`] handle: endpoint, connection pool, router and messaging.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dp2ptcs_crypto::x3dh::PreKeyStore;
+use dp2ptcs_crypto::{Identity, UnlockedKeystore};
+use dp2ptcs_store::{ContactRecord, Direction, MessageRecord, MessageState, NewMessage, Store};
+use dp2ptcs_types::{MessageId, NodeId};
+use dp2ptcs_wire::{Chat, Envelope, MessageKind, Receipt, WireErrorCode};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use rand::rngs::OsRng;
+use rand::Rng;
+use tokio::sync::{broadcast, watch, Semaphore};
+use zeroize::Zeroizing;
+
+use crate::frames::{write_frame, FrameReader};
+use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
+use crate::sessions::{blocking, lock, now_ms, SessionManager};
+use crate::{tls, NodeConfig, NodeError, SERVER_NAME};
+
+/// Something that happened, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A new chat message arrived (each message id is reported once).
+    Message {
+        /// Its end-to-end id.
+        id: MessageId,
+        /// The sender.
+        from: NodeId,
+        /// The sender's clock when sent, Unix milliseconds.
+        sent_at_ms: u64,
+        /// The text.
+        body: String,
+    },
+    /// The end-to-end receipt for a message we sent arrived.
+    Delivered {
+        /// The message.
+        id: MessageId,
+        /// Who received it.
+        to: NodeId,
+    },
+}
+
+fn code(c: WireErrorCode) -> VarInt {
+    VarInt::from_u32(c.code())
+}
+
+/// The state every task of a node shares.
+pub(crate) struct Inner {
+    pub(crate) config: NodeConfig,
+    pub(crate) identity: Identity,
+    pub(crate) node_id: NodeId,
+    pub(crate) store: Arc<Mutex<Store>>,
+    pub(crate) sessions: Arc<SessionManager>,
+    pub(crate) prekeys: Mutex<PreKeyStore>,
+    endpoint: Endpoint,
+    /// One pooled connection per authenticated peer (bounded by `max_connections`).
+    pool: Mutex<HashMap<NodeId, Connection>>,
+    /// One dial at a time per peer (entries only for contacts we send to).
+    dial_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Request rate per authenticated peer.
+    buckets: Mutex<HashMap<NodeId, TokenBucket>>,
+    limiter: ConnectionLimiter,
+    in_flight: Arc<Semaphore>,
+    events: broadcast::Sender<NodeEvent>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running node. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl Node {
+    /// Binds the endpoint and starts serving. `keys` gives the identity and the database key
+    /// (from which the session pickle key is derived); `store` is the node database.
+    pub async fn start(
+        config: NodeConfig,
+        keys: &UnlockedKeystore,
+        store: Store,
+    ) -> Result<Node, NodeError> {
+        let identity = keys.identity().clone();
+        let node_id = identity.node_id();
+        let store = Arc::new(Mutex::new(store));
+        let sessions = Arc::new(SessionManager::new(
+            store.clone(),
+            keys.database_key(),
+            node_id,
+        ));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
+            .max_concurrent_uni_streams(VarInt::from_u32(0))
+            .max_idle_timeout(Some(
+                quinn::IdleTimeout::try_from(config.idle_timeout)
+                    .map_err(|e| NodeError::Tls(e.to_string()))?,
+            ))
+            .keep_alive_interval(Some(config.idle_timeout / 3));
+        let transport = Arc::new(transport);
+        let server_crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto()?)
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server.transport_config(transport.clone());
+        let client_crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto()?)
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client.transport_config(transport);
+        let mut endpoint = Endpoint::server(server, config.listen)?;
+        endpoint.set_default_client_config(client);
+        let prekeys = PreKeyStore::new(&mut OsRng, &identity);
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+            identity,
+            node_id,
+            store,
+            sessions,
+            prekeys: Mutex::new(prekeys),
+            endpoint,
+            pool: Mutex::new(HashMap::new()),
+            dial_locks: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            limiter: ConnectionLimiter::default(),
+            events,
+            shutdown,
+        });
+        tokio::spawn(inner.clone().accept_loop());
+        tracing::info!(node = %node_id.short(8), addr = ?inner.endpoint.local_addr().ok(), "node started");
+        Ok(Node { inner })
+    }
+
+    /// Our node id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
+        Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// A new subscription to node events (bounded; a lagging subscriber loses the oldest).
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Records and sends a chat message to `contact`, and waits for its end-to-end receipt.
+    /// Returns the message id once the receipt arrived; on error the message stays in the
+    /// history as `queued` or `sent`.
+    pub async fn send_chat(
+        &self,
+        contact: &ContactRecord,
+        text: &str,
+    ) -> Result<MessageId, NodeError> {
+        self.inner.send_chat(contact, text).await
+    }
+
+    /// Adds or replaces a contact (only contacts may handshake with this node).
+    pub async fn put_contact(&self, contact: &ContactRecord) -> Result<(), NodeError> {
+        let store = self.inner.store.clone();
+        let c = contact.clone();
+        blocking(move || Ok(lock(&store).put_contact(&c)?)).await
+    }
+
+    /// A message of the history by id.
+    pub async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, NodeError> {
+        let store = self.inner.store.clone();
+        let id = *id;
+        blocking(move || Ok(lock(&store).message(&id)?)).await
+    }
+
+    /// Graceful shutdown: stops accepting, lets in-flight requests finish within `deadline`,
+    /// closes every connection with `ShuttingDown`, and flushes the store.
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), NodeError> {
+        let inner = &self.inner;
+        let end = Instant::now() + deadline;
+        let _ = inner.shutdown.send(true);
+        inner.endpoint.set_server_config(None);
+        let max = u32::try_from(inner.config.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        let drained =
+            tokio::time::timeout_at(end.into(), inner.in_flight.clone().acquire_many_owned(max))
+                .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown deadline passed with requests in flight");
+        }
+        inner.in_flight.close();
+        inner
+            .endpoint
+            .close(code(WireErrorCode::ShuttingDown), b"shutting down");
+        lock(&inner.pool).clear();
+        let _ = tokio::time::timeout_at(end.into(), inner.endpoint.wait_idle()).await;
+        let store = inner.store.clone();
+        blocking(move || Ok(lock(&store).checkpoint()?)).await
+    }
+}
+
+impl Inner {
+    fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let incoming = tokio::select! {
+                i = self.endpoint.accept() => i,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(incoming) = incoming else { break };
+            let ip = incoming.remote_address().ip();
+            let Some(slot) = self.limiter.try_acquire(
+                Some(ip),
+                self.config.max_connections,
+                self.config.max_connections_per_ip,
+            ) else {
+                tracing::debug!(%ip, "connection refused: limit");
+                incoming.refuse();
+                continue;
+            };
+            tokio::spawn(self.clone().serve_incoming(incoming, slot));
+        }
+    }
+
+    async fn serve_incoming(self: Arc<Self>, incoming: quinn::Incoming, slot: ConnectionSlot) {
+        let timeout = self.config.handshake_timeout;
+        let this = self.clone();
+        let handshake = async move {
+            let conn = incoming.await?;
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            match this.accept_handshake(&mut send, &mut recv).await {
+                Ok(peer) => Ok((conn, peer)),
+                Err(e) => {
+                    conn.close(code(e.wire_code()), b"handshake failed");
+                    Err(e)
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok((conn, peer))) => {
+                lock(&self.pool).insert(peer, conn.clone());
+                self.serve_connection(conn, peer, slot).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "inbound handshake failed"),
+            Err(_) => tracing::debug!("inbound handshake timed out"),
+        }
+    }
+
+    /// Accepts request streams from an authenticated peer until the connection ends.
+    async fn serve_connection(
+        self: Arc<Self>,
+        conn: Connection,
+        peer: NodeId,
+        _slot: ConnectionSlot,
+    ) {
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => break,
+            };
+            let allowed = {
+                let mut buckets = lock(&self.buckets);
+                buckets
+                    .entry(peer)
+                    .or_insert_with(|| {
+                        TokenBucket::new(
+                            self.config.peer_burst,
+                            self.config.peer_rate_per_sec,
+                            Instant::now(),
+                        )
+                    })
+                    .try_take(Instant::now())
+            };
+            let permit = if allowed && !self.is_shutting_down() {
+                self.in_flight.clone().try_acquire_owned().ok()
+            } else {
+                None
+            };
+            let Some(permit) = permit else {
+                refuse_stream(send, recv, WireErrorCode::LimitExceeded);
+                continue;
+            };
+            let this = self.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let timeout = this.config.request_timeout;
+                let r = tokio::time::timeout(timeout, this.handle_stream(peer, send, recv)).await;
+                let r = r.unwrap_or(Err(NodeError::Timeout("request")));
+                if let Err(e) = r {
+                    if e.is_peer_fault() {
+                        tracing::debug!(error = %e, peer = %peer.short(8), "closing connection");
+                        conn.close(code(e.wire_code()), b"protocol violation");
+                    }
+                }
+            });
+        }
+        let mut pool = lock(&self.pool);
+        if pool
+            .get(&peer)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            pool.remove(&peer);
+        }
+    }
+
+    /// The router: one request stream carries one envelope; a chat gets a receipt back.
+    async fn handle_stream(
+        self: &Arc<Self>,
+        peer: NodeId,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Result<(), NodeError> {
+        let mut reader = FrameReader::new();
+        let frame = reader.expect(&mut recv).await?;
+        reader.expect_end(&mut recv).await?;
+        let env = Envelope::decode(&frame)?;
+        if env.sender != peer {
+            return Err(NodeError::Authentication(
+                "sender is not the connection's peer",
+            ));
+        }
+        let (handle, plaintext) = self.sessions.decrypt(peer, &env).await?;
+        match env.kind {
+            MessageKind::Chat => {
+                let chat = Chat::decode(&plaintext)?;
+                let store = self.store.clone();
+                let c = chat.clone();
+                let fresh = blocking(move || {
+                    Ok(lock(&store).insert_message(
+                        &NewMessage {
+                            id: &c.id,
+                            peer: &peer,
+                            direction: Direction::Incoming,
+                            body: &c.body,
+                            sent_at_ms: c.sent_at_ms,
+                            state: MessageState::Received,
+                        },
+                        now_ms(),
+                    )?)
+                })
+                .await?;
+                if fresh {
+                    let _ = self.events.send(NodeEvent::Message {
+                        id: chat.id,
+                        from: peer,
+                        sent_at_ms: chat.sent_at_ms,
+                        body: chat.body,
+                    });
+                }
+                // A duplicate is acknowledged again: the sender may have missed the receipt.
+                let receipt = Receipt { ids: vec![chat.id] }.encode()?;
+                let reply = self
+                    .sessions
+                    .encrypt(peer, &handle, MessageKind::Receipt, Zeroizing::new(receipt))
+                    .await?;
+                write_frame(&mut send, &reply.encode()).await?;
+            }
+            MessageKind::Receipt => {
+                let receipt = Receipt::decode(&plaintext)?;
+                self.apply_receipt(peer, receipt).await?;
+            }
+            MessageKind::Error | MessageKind::SessionProof => {}
+            _ => return Err(NodeError::Authentication("unexpected message kind")),
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+
+    async fn apply_receipt(
+        self: &Arc<Self>,
+        peer: NodeId,
+        receipt: Receipt,
+    ) -> Result<(), NodeError> {
+        let store = self.store.clone();
+        let delivered = blocking(move || {
+            let store = lock(&store);
+            let mut out = Vec::new();
+            for id in receipt.ids {
+                if let Some(m) = store.message(&id)? {
+                    if m.peer == peer
+                        && m.direction == Direction::Outgoing
+                        && m.state != MessageState::Delivered
+                    {
+                        store.set_message_state(&id, MessageState::Delivered, now_ms())?;
+                        out.push(id);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+        for id in delivered {
+            let _ = self.events.send(NodeEvent::Delivered { id, to: peer });
+        }
+        Ok(())
+    }
+
+    /// The pooled connection to `contact`, dialing (with backoff and jitter) if there is none.
+    async fn connection(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+    ) -> Result<Connection, NodeError> {
+        let peer = contact.node_id;
+        let pooled = |this: &Self| {
+            lock(&this.pool)
+                .get(&peer)
+                .filter(|c| c.close_reason().is_none())
+                .cloned()
+        };
+        if let Some(c) = pooled(self) {
+            return Ok(c);
+        }
+        let dial_lock = lock(&self.dial_locks).entry(peer).or_default().clone();
+        let _guard = dial_lock.lock().await;
+        if let Some(c) = pooled(self) {
+            return Ok(c);
+        }
+        let addr = *contact
+            .addresses
+            .first()
+            .ok_or(NodeError::Connect("contact has no address".into()))?;
+        let mut backoff = self.config.dial_backoff;
+        let mut last = NodeError::Connect("no attempt".into());
+        for attempt in 0..self.config.dial_attempts.max(1) {
+            if self.is_shutting_down() {
+                return Err(NodeError::ShuttingDown);
+            }
+            if attempt > 0 {
+                let jitter = OsRng.gen_range(0.5..1.5);
+                tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                backoff = backoff.saturating_mul(2).min(Duration::from_secs(30));
+            }
+            match self.dial_once(contact, addr).await {
+                Ok(c) => return Ok(c),
+                // A refusal or a failed proof will not improve by retrying.
+                Err(e @ (NodeError::Refused { .. } | NodeError::Authentication(_))) => {
+                    return Err(e)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, attempt, "dial failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn dial_once(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        addr: SocketAddr,
+    ) -> Result<Connection, NodeError> {
+        let slot = self
+            .limiter
+            .try_acquire(None, self.config.max_connections, usize::MAX)
+            .ok_or(NodeError::Limit("connections"))?;
+        let this = self.clone();
+        let c = contact.clone();
+        let dial = async move {
+            let conn = this
+                .endpoint
+                .connect(addr, SERVER_NAME)
+                .map_err(|e| NodeError::Connect(e.to_string()))?
+                .await?;
+            let (mut send, mut recv) = conn.open_bi().await?;
+            if let Err(e) = this.dial_handshake(&mut send, &mut recv, &c).await {
+                conn.close(code(e.wire_code()), b"handshake failed");
+                return Err(e);
+            }
+            Ok(conn)
+        };
+        let conn = tokio::time::timeout(self.config.handshake_timeout, dial)
+            .await
+            .map_err(|_| NodeError::Timeout("dial"))??;
+        lock(&self.pool).insert(contact.node_id, conn.clone());
+        tokio::spawn(
+            self.clone()
+                .serve_connection(conn.clone(), contact.node_id, slot),
+        );
+        Ok(conn)
+    }
+
+    async fn send_chat(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        text: &str,
+    ) -> Result<MessageId, NodeError> {
+        if self.is_shutting_down() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let _permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        let peer = contact.node_id;
+        let chat = Chat {
+            id: MessageId::random(&mut OsRng),
+            sent_at_ms: now_ms(),
+            body: text.to_owned(),
+        };
+        let payload = Zeroizing::new(chat.encode()?);
+        let store = self.store.clone();
+        let c = chat.clone();
+        blocking(move || {
+            lock(&store).insert_message(
+                &NewMessage {
+                    id: &c.id,
+                    peer: &peer,
+                    direction: Direction::Outgoing,
+                    body: &c.body,
+                    sent_at_ms: c.sent_at_ms,
+                    state: MessageState::Queued,
+                },
+                now_ms(),
+            )?;
+            Ok(())
+        })
+        .await?;
+        let conn = self.connection(contact).await?;
+        let handle = self
+            .sessions
+            .current(peer)
+            .await?
+            .ok_or(NodeError::Internal("no session after handshake".into()))?;
+        let env = self
+            .sessions
+            .encrypt(peer, &handle, MessageKind::Chat, payload)
+            .await?;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_frame(&mut send, &env.encode()).await?;
+            let _ = send.finish();
+            let mut reader = FrameReader::new();
+            let frame = reader.expect(&mut recv).await?;
+            let reply = Envelope::decode(&frame)?;
+            if reply.sender != peer || reply.kind != MessageKind::Receipt {
+                return Err(NodeError::Authentication("reply is not a receipt"));
+            }
+            let (_, plaintext) = self.sessions.decrypt(peer, &reply).await?;
+            Receipt::decode(&plaintext).map_err(NodeError::from)
+        };
+        let result = tokio::time::timeout(self.config.request_timeout, exchange)
+            .await
+            .unwrap_or(Err(NodeError::Timeout("request")));
+        match result {
+            Ok(receipt) => {
+                self.apply_receipt(peer, receipt).await?;
+                Ok(chat.id)
+            }
+            Err(e) => {
+                let store = self.store.clone();
+                let id = chat.id;
+                blocking(move || {
+                    lock(&store).set_message_state(&id, MessageState::Sent, now_ms())?;
+                    Ok(())
+                })
+                .await?;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn refuse_stream(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {
+    let _ = send.reset(code(c));
+    let _ = recv.stop(code(c));
+}

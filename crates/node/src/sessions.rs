@@ -1,0 +1,269 @@
+//! The session manager: one current Double Ratchet session per contact, persisted (sealed) before
+//! any ciphertext made with it leaves the node, plus the session that lost a crossing, kept in
+//! memory to decrypt messages already in flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dp2ptcs_crypto::ratchet::{resolve_crossing, CrossingResolution, Header, RatchetPublicKey};
+use dp2ptcs_crypto::{RatchetMessage, Session, SharedSession};
+use dp2ptcs_store::Store;
+use dp2ptcs_types::NodeId;
+use dp2ptcs_wire::{Envelope, MessageKind, RatchetHeader};
+use hkdf::Hkdf;
+use rand::rngs::OsRng;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::NodeError;
+
+/// HKDF info of the key that seals session pickles (derived from the database key).
+pub(crate) const PICKLE_KEY_INFO: &[u8] = b"DP2PTCS session pickle key v1";
+/// Version byte of a stored session record.
+const RECORD_VERSION: u8 = 1;
+
+/// A session and a process-unique id to tell sessions apart.
+#[derive(Debug, Clone)]
+pub(crate) struct Handle {
+    id: u64,
+    session: SharedSession,
+}
+
+#[derive(Debug, Clone)]
+struct PeerSessions {
+    current: Handle,
+    /// Whether we initiated `current`.
+    ours: bool,
+    /// The session that lost a crossing, or the one `current` replaced: decryption only.
+    previous: Option<Handle>,
+}
+
+/// Sessions with contacts. The map holds one entry per contact (contacts are bounded by
+/// `MAX_CONTACTS`); only authenticated contacts ever get an entry.
+pub(crate) struct SessionManager {
+    store: Arc<Mutex<Store>>,
+    pickle_key: Zeroizing<[u8; 32]>,
+    our_id: NodeId,
+    peers: Mutex<HashMap<NodeId, PeerSessions>>,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("our_id", &self.our_id)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?
+}
+
+pub(crate) fn to_ratchet(env: &Envelope) -> RatchetMessage {
+    RatchetMessage {
+        header: Header {
+            ratchet_key: RatchetPublicKey::from_bytes(env.header.dh_public_key),
+            previous_chain_length: env.header.previous_chain_length,
+            message_number: env.header.message_number,
+        },
+        ciphertext: env.payload.clone(),
+    }
+}
+
+impl SessionManager {
+    pub(crate) fn new(store: Arc<Mutex<Store>>, database_key: &[u8; 32], our_id: NodeId) -> Self {
+        let mut key = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA-256 output length.
+        let _ = Hkdf::<Sha256>::new(None, database_key).expand(PICKLE_KEY_INFO, key.as_mut());
+        Self {
+            store,
+            pickle_key: key,
+            our_id,
+            peers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn handle(&self, session: Session) -> Handle {
+        Handle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            session: SharedSession::new(session),
+        }
+    }
+
+    /// The current session with `peer`, loading it from the store if needed.
+    pub(crate) async fn current(
+        self: &Arc<Self>,
+        peer: NodeId,
+    ) -> Result<Option<Handle>, NodeError> {
+        if let Some(ps) = lock(&self.peers).get(&peer) {
+            return Ok(Some(ps.current.clone()));
+        }
+        let this = self.clone();
+        blocking(move || {
+            let Some(blob) = lock(&this.store).load_session(&peer)? else {
+                return Ok(None);
+            };
+            let (ours, sealed) = match blob.as_slice() {
+                [RECORD_VERSION, flag @ (0 | 1), sealed @ ..] => (*flag == 0, sealed),
+                _ => return Err(NodeError::Internal("unknown session record".into())),
+            };
+            let session = Session::open_sealed(&this.pickle_key, sealed)
+                .map_err(|e| NodeError::Internal(format!("session pickle: {e}")))?;
+            let mut peers = lock(&this.peers);
+            let ps = peers.entry(peer).or_insert_with(|| PeerSessions {
+                current: this.handle(session),
+                ours,
+                previous: None,
+            });
+            Ok(Some(ps.current.clone()))
+        })
+        .await
+    }
+
+    /// Seals and saves `session` as the current one with `peer`.
+    fn persist(&self, peer: &NodeId, session: &Session, ours: bool) -> Result<(), NodeError> {
+        let mut blob = vec![RECORD_VERSION, if ours { 0 } else { 1 }];
+        blob.extend(session.seal(&self.pickle_key, &mut OsRng));
+        lock(&self.store).save_session(peer, &blob, now_ms())?;
+        Ok(())
+    }
+
+    /// Adds a new session (`ours`: we initiated it). If it becomes current it is saved before
+    /// this returns. Crossing sessions (one initiated by each side) resolve with
+    /// [`resolve_crossing`]: the loser stays for decryption only.
+    pub(crate) async fn install(
+        self: &Arc<Self>,
+        peer: NodeId,
+        session: Session,
+        ours: bool,
+    ) -> Result<Handle, NodeError> {
+        // Make sure a stored session is loaded first, so the rule sees it.
+        self.current(peer).await?;
+        let this = self.clone();
+        blocking(move || {
+            let new = this.handle(session);
+            let mut peers = lock(&this.peers);
+            let becomes_current = match peers.get(&peer) {
+                None => true,
+                Some(ps) if ps.ours == ours => true,
+                Some(_) => {
+                    let we_win =
+                        resolve_crossing(&this.our_id, &peer) == CrossingResolution::KeepOurs;
+                    ours == we_win
+                }
+            };
+            if becomes_current {
+                new.session.with(|s| this.persist(&peer, s, ours))?;
+                let previous = peers.get(&peer).map(|ps| ps.current.clone());
+                peers.insert(
+                    peer,
+                    PeerSessions {
+                        current: new.clone(),
+                        ours,
+                        previous,
+                    },
+                );
+            } else if let Some(ps) = peers.get_mut(&peer) {
+                ps.previous = Some(new.clone());
+            }
+            Ok(new)
+        })
+        .await
+    }
+
+    fn is_current(&self, peer: &NodeId, h: &Handle) -> Option<bool> {
+        lock(&self.peers)
+            .get(peer)
+            .filter(|ps| ps.current.id == h.id)
+            .map(|ps| ps.ours)
+    }
+
+    /// Encrypts `plaintext` as a `kind` envelope with session `h`, saving the new state before
+    /// returning if `h` is the current session.
+    pub(crate) async fn encrypt(
+        self: &Arc<Self>,
+        peer: NodeId,
+        h: &Handle,
+        kind: MessageKind,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Envelope, NodeError> {
+        let this = self.clone();
+        let h = h.clone();
+        blocking(move || {
+            let persist = this.is_current(&peer, &h);
+            h.session.with(|s| {
+                let m = s
+                    .encrypt(&plaintext)
+                    .map_err(|e| NodeError::Internal(format!("encrypt: {e}")))?;
+                if let Some(ours) = persist {
+                    this.persist(&peer, s, ours)?;
+                }
+                Ok(Envelope {
+                    sender: this.our_id,
+                    kind,
+                    header: RatchetHeader {
+                        dh_public_key: *m.header.ratchet_key.as_bytes(),
+                        previous_chain_length: m.header.previous_chain_length,
+                        message_number: m.header.message_number,
+                    },
+                    payload: m.ciphertext,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Decrypts an envelope from `peer` with the current session or the previous one; the
+    /// current one's new state is saved before this returns.
+    pub(crate) async fn decrypt(
+        self: &Arc<Self>,
+        peer: NodeId,
+        env: &Envelope,
+    ) -> Result<(Handle, Zeroizing<Vec<u8>>), NodeError> {
+        self.current(peer).await?;
+        let candidates: Vec<Handle> = match lock(&self.peers).get(&peer) {
+            Some(ps) => std::iter::once(ps.current.clone())
+                .chain(ps.previous.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        let this = self.clone();
+        let msg = to_ratchet(env);
+        blocking(move || {
+            for h in candidates {
+                let persist = this.is_current(&peer, &h);
+                let out = h.session.with(|s| match s.decrypt(&mut OsRng, &msg) {
+                    Ok(p) => {
+                        if let Some(ours) = persist {
+                            this.persist(&peer, s, ours)?;
+                        }
+                        Ok(Some(p))
+                    }
+                    Err(_) => Ok::<_, NodeError>(None),
+                })?;
+                if let Some(p) = out {
+                    return Ok((h, p));
+                }
+            }
+            Err(NodeError::Authentication("message does not decrypt"))
+        })
+        .await
+    }
+}

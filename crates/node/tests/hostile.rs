@@ -1,0 +1,132 @@
+//! Misbehaving peers are cut off; well-behaved ones keep messaging.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use dp2ptcs_node::{tls, NodeConfig, SERVER_NAME};
+use dp2ptcs_wire::{encode_frame, Hello, HelloBody, WireErrorCode, MAX_FRAME_LEN};
+use quinn::{ConnectionError, Endpoint};
+
+fn raw_client(ip: [u8; 4]) -> Endpoint {
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto().unwrap()).unwrap();
+    let mut ep = Endpoint::client(SocketAddr::from((ip, 0))).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    ep
+}
+
+/// Connects, opens the first stream, sends `bytes`, and returns the code the node closed with.
+async fn close_code_after(ep: &Endpoint, addr: SocketAddr, bytes: &[u8]) -> u64 {
+    let conn = ep.connect(addr, SERVER_NAME).unwrap().await.unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let _ = send.finish();
+    match conn.closed().await {
+        ConnectionError::ApplicationClosed(c) => c.error_code.into_inner(),
+        other => panic!("unexpected close {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversize_unknown_and_junk_close_the_connection_others_unaffected() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
+    let b = start(db.path(), &kb, test_config([127, 0, 0, 1])).await;
+    let b_contact = contact_of("b", &kb, &b);
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    a.send_chat(&b_contact, "hello before").await.unwrap();
+
+    let ep = raw_client([127, 0, 0, 1]);
+    let addr = b.local_addr().unwrap();
+    let malformed = WireErrorCode::MalformedFrame.code() as u64;
+
+    // Not protobuf at all.
+    let garbage = encode_frame(&[0xff; 40], MAX_FRAME_LEN).unwrap();
+    assert_eq!(close_code_after(&ep, addr, &garbage).await, malformed);
+    // A length prefix far above the maximum (refused before allocating).
+    let mut oversize = Vec::new();
+    dp2ptcs_wire::frame::write_varint(u64::MAX / 3, &mut oversize);
+    oversize.extend_from_slice(&[0; 16]);
+    assert_eq!(close_code_after(&ep, addr, &oversize).await, malformed);
+    // A non-minimal length prefix.
+    assert_eq!(close_code_after(&ep, addr, &[0x80, 0x00]).await, malformed);
+    // An envelope of unknown type inside the hello: TacticalMessage{type = 99}.
+    let mut tm = vec![0x0a, 32];
+    tm.extend([7u8; 32]);
+    tm.extend([0x10, 99, 0x1a, 32]);
+    tm.extend([9u8; 32]);
+    let mut hello = vec![0x0a, 32];
+    hello.extend([1u8; 32]);
+    hello.extend([0x12, 32]);
+    hello.extend(b.node_id().as_bytes());
+    hello.extend([0x1a, tm.len() as u8]);
+    hello.extend(&tm);
+    let unknown = encode_frame(&hello, MAX_FRAME_LEN).unwrap();
+    assert_eq!(
+        close_code_after(&ep, addr, &unknown).await,
+        WireErrorCode::UnknownType.code() as u64
+    );
+    // A well-formed hello from a stranger, followed by junk.
+    let stranger = new_keys();
+    let hello = Hello {
+        identity_key: stranger.identity().public().to_bytes(),
+        responder_id: b.node_id(),
+        body: HelloBody::BundleRequest,
+    };
+    let mut junk = encode_frame(&hello.encode(), MAX_FRAME_LEN).unwrap();
+    junk.extend_from_slice(b"\x05junk!");
+    assert_eq!(
+        close_code_after(&ep, addr, &junk).await,
+        WireErrorCode::AuthenticationFailed.code() as u64
+    );
+
+    // Meanwhile the contact keeps messaging both ways.
+    a.send_chat(&b_contact, "hello after").await.unwrap();
+    b.send_chat(&contact_of("a", &ka, &a), "still here")
+        .await
+        .unwrap();
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flood_from_one_ip_is_limited_and_a_peer_still_connects() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let limited = NodeConfig {
+        max_connections_per_ip: 4,
+        ..test_config([127, 0, 0, 1])
+    };
+    let b = start(db.path(), &kb, limited).await;
+    // The legitimate peer comes from another loopback address.
+    let a = start(da.path(), &ka, test_config([127, 0, 0, 2])).await;
+    let b_contact = contact_of("b", &kb, &b);
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+
+    let ep = raw_client([127, 0, 0, 1]);
+    let addr = b.local_addr().unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..16 {
+        match ep.connect(addr, SERVER_NAME).unwrap().await {
+            Ok(c) => held.push(c),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(held.len(), 4);
+    assert_eq!(refused, 12);
+
+    let id = a.send_chat(&b_contact, "through the flood").await.unwrap();
+    assert!(b.message(&id).await.unwrap().is_some());
+    drop(held);
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
