@@ -10,7 +10,7 @@
 //!   of the program never sees a 31-byte key or an unknown message type.
 //!
 //! The prost structs generated from `proto/dp2ptcs/v1/wire.proto` are private to this crate
-//! (regenerate them with `cargo run -p dp2ptcs-wire --example gen_proto`; no `protoc` needed).
+//! (regenerate them with `cargo run -p dp2ptcs-wire-codegen`; no `protoc` needed).
 //!
 //! No IO, no clock, no randomness: bytes in, values out, and back.
 
