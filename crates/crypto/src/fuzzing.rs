@@ -498,7 +498,10 @@ pub fn safety_number_text(data: &[u8]) -> Result<(), String> {
     let (sn, genuine) = PAIR.get_or_init(|| {
         let a = Identity::from_seed(&[1; 32]).public();
         let b = Identity::from_seed(&[2; 32]).public();
-        (crate::SafetyNumber::new(&a, &b), crate::SafetyNumber::new(&b, &a).qr_text())
+        (
+            crate::SafetyNumber::new(&a, &b),
+            crate::SafetyNumber::new(&b, &a).qr_text(),
+        )
     });
     if sn.check_scanned(text).is_ok() && text.trim() != genuine.as_str() {
         return Err(format!(
