@@ -179,11 +179,15 @@ impl Node {
         blocking(move || Ok(lock(&store).put_contact(&c)?)).await
     }
 
-    /// A message of the history by id.
-    pub async fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, NodeError> {
+    /// The message `id` exchanged with `peer`.
+    pub async fn message(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, NodeError> {
         let store = self.inner.store.clone();
-        let id = *id;
-        blocking(move || Ok(lock(&store).message(&id)?)).await
+        let (peer, id) = (*peer, *id);
+        blocking(move || Ok(lock(&store).message(&peer, &id)?)).await
     }
 
     /// Graceful shutdown: stops accepting, lets in-flight requests finish within `deadline`,
@@ -393,12 +397,9 @@ impl Inner {
             let store = lock(&store);
             let mut out = Vec::new();
             for id in receipt.ids {
-                if let Some(m) = store.message(&id)? {
-                    if m.peer == peer
-                        && m.direction == Direction::Outgoing
-                        && m.state != MessageState::Delivered
-                    {
-                        store.set_message_state(&id, MessageState::Delivered, now_ms())?;
+                if let Some(m) = store.message(&peer, &id)? {
+                    if m.direction == Direction::Outgoing && m.state != MessageState::Delivered {
+                        store.set_message_state(&peer, &id, MessageState::Delivered, now_ms())?;
                         out.push(id);
                     }
                 }
@@ -570,7 +571,7 @@ impl Inner {
                 let store = self.store.clone();
                 let id = chat.id;
                 blocking(move || {
-                    lock(&store).set_message_state(&id, MessageState::Sent, now_ms())?;
+                    lock(&store).set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
                     Ok(())
                 })
                 .await?;

@@ -125,7 +125,7 @@ async fn connection_flood_from_one_ip_is_limited_and_a_peer_still_connects() {
     assert_eq!(refused, 12);
 
     let id = a.send_chat(&b_contact, "through the flood").await.unwrap();
-    assert!(b.message(&id).await.unwrap().is_some());
+    assert!(b.message(&a.node_id(), &id).await.unwrap().is_some());
     drop(held);
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();

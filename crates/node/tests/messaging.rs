@@ -74,8 +74,8 @@ async fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts()
         assert!(events.try_recv().is_err(), "nothing more than once");
     }
     for id in &ids {
-        let sent_by_a = a.message(id).await.unwrap().unwrap();
-        let other = b.message(id).await.unwrap().unwrap();
+        let sent_by_a = a.message(&b.node_id(), id).await.unwrap().unwrap();
+        let other = b.message(&a.node_id(), id).await.unwrap().unwrap();
         let (out, inc) = if sent_by_a.direction == dp2ptcs_store::Direction::Outgoing {
             (sent_by_a, other)
         } else {
@@ -110,7 +110,11 @@ async fn session_survives_a_restart() {
     let b = start(db.path(), &kb, test_config([127, 0, 0, 1])).await;
     // The history survived, and the stored session still works both ways.
     assert_eq!(
-        b.message(&first).await.unwrap().unwrap().state,
+        b.message(&a.node_id(), &first)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         MessageState::Received
     );
     let b_contact = contact_of("b", &kb, &b);

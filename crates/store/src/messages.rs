@@ -141,7 +141,7 @@ const COLUMNS: &str = "seq, id, peer, direction, body, sent_at_ms, state, state_
 
 impl Store {
     /// Records a message. Returns `false` (and changes nothing) if a message with this id is
-    /// already recorded: receivers deduplicate by id.
+    /// already recorded with this peer: receivers deduplicate by (peer, id).
     pub fn insert_message(&self, m: &NewMessage<'_>, now_ms: u64) -> Result<bool, StoreError> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO messages (id, peer, direction, body, sent_at_ms, state, state_at_ms)
@@ -159,26 +159,36 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Moves a message to `state`; returns whether it exists.
+    /// Moves the message `id` exchanged with `peer` to `state`; returns whether it exists.
     pub fn set_message_state(
         &self,
+        peer: &NodeId,
         id: &MessageId,
         state: MessageState,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         Ok(self.conn.execute(
-            "UPDATE messages SET state = ?2, state_at_ms = ?3 WHERE id = ?1",
-            params![id.as_bytes().as_slice(), state.as_str(), now_ms as i64],
+            "UPDATE messages SET state = ?3, state_at_ms = ?4 WHERE peer = ?1 AND id = ?2",
+            params![
+                peer.as_bytes().as_slice(),
+                id.as_bytes().as_slice(),
+                state.as_str(),
+                now_ms as i64
+            ],
         )? == 1)
     }
 
-    /// One message by id.
-    pub fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+    /// The message `id` exchanged with `peer`.
+    pub fn message(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+    ) -> Result<Option<MessageRecord>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                &format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"),
-                [id.as_bytes().as_slice()],
+                &format!("SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND id = ?2"),
+                params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],
                 from_row,
             )
             .optional()?)
@@ -252,7 +262,12 @@ mod tests {
         assert!(store.insert_message(&inc, 12).unwrap());
         // The same id again is ignored: delivered once.
         assert!(!store.insert_message(&inc, 13).unwrap());
-        assert_eq!(store.history(None, 0, 100).unwrap().len(), 2);
+        // The same id from another peer is another message: one contact cannot suppress
+        // another's message by sending its id first.
+        let other = NewMessage { peer: &bob, ..inc };
+        assert!(store.insert_message(&other, 14).unwrap());
+        assert_eq!(store.message(&carol, &m2).unwrap().unwrap().body, "yo");
+        assert_eq!(store.history(None, 0, 100).unwrap().len(), 3);
         assert_eq!(store.history(Some(&bob), 0, 100).unwrap()[0].body, "hi");
         assert_eq!(
             store
@@ -262,9 +277,12 @@ mod tests {
             1
         );
         assert!(store
-            .set_message_state(&m1, MessageState::Delivered, 20)
+            .set_message_state(&bob, &m1, MessageState::Delivered, 20)
             .unwrap());
-        let m = store.message(&m1).unwrap().unwrap();
+        assert!(!store
+            .set_message_state(&carol, &m1, MessageState::Expired, 21)
+            .unwrap());
+        let m = store.message(&bob, &m1).unwrap().unwrap();
         assert_eq!((m.state, m.state_at_ms), (MessageState::Delivered, 20));
         let first = store.history(None, 0, 1).unwrap();
         assert_eq!(store.history(None, first[0].seq, 10).unwrap()[0].id, m2);

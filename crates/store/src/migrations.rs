@@ -28,7 +28,7 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE TABLE messages (
         seq            INTEGER PRIMARY KEY AUTOINCREMENT,
-        id             BLOB NOT NULL UNIQUE CHECK (length(id) = 16),
+        id             BLOB NOT NULL CHECK (length(id) = 16),
         peer           BLOB NOT NULL CHECK (length(peer) = 32),
         direction      INTEGER NOT NULL CHECK (direction IN (0, 1)),
         body           TEXT NOT NULL,
@@ -36,6 +36,9 @@ const MIGRATIONS: &[&str] = &[
         state          TEXT NOT NULL,
         state_at_ms    INTEGER NOT NULL
      );
+     -- Message ids are chosen by their sender: unique per conversation, not globally, so that
+     -- one contact cannot pre-empt another's message by reusing its id.
+     CREATE UNIQUE INDEX messages_by_peer_id ON messages (peer, id);
      CREATE INDEX messages_by_peer ON messages (peer, seq);",
 ];
 
