@@ -55,6 +55,30 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<ContactRecord> {
 
 const COLUMNS: &str = "node_id, public_key, name, addresses, verified, verified_at, added_at";
 
+/// `INSERT INTO contacts ... <on_conflict>` of one record.
+fn insert_contact(
+    conn: &rusqlite::Connection,
+    c: &ContactRecord,
+    on_conflict: &str,
+) -> Result<usize, rusqlite::Error> {
+    let addresses = serde_json::to_string(&c.addresses)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.execute(
+        &format!(
+            "INSERT INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) {on_conflict}"
+        ),
+        params![
+            c.node_id.as_bytes().as_slice(),
+            c.public_key.as_slice(),
+            c.name,
+            addresses,
+            c.verified,
+            c.verified_at.map(|v| v as i64),
+            c.added_at as i64,
+        ],
+    )
+}
+
 impl Store {
     /// Inserts a contact, or replaces the one with the same node id. A different contact with
     /// the same name is an error ([`StoreError::DuplicateName`]).
@@ -70,24 +94,12 @@ impl Store {
         if matches!(&taken, Some(id) if id.as_slice() != c.node_id.as_bytes()) {
             return Err(StoreError::DuplicateName(c.name.clone()));
         }
-        let addresses =
-            serde_json::to_string(&c.addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.conn.execute(
-            &format!(
-                "INSERT INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (node_id) DO UPDATE SET public_key = excluded.public_key,
-                   name = excluded.name, addresses = excluded.addresses,
-                   verified = excluded.verified, verified_at = excluded.verified_at"
-            ),
-            params![
-                c.node_id.as_bytes().as_slice(),
-                c.public_key.as_slice(),
-                c.name,
-                addresses,
-                c.verified,
-                c.verified_at.map(|v| v as i64),
-                c.added_at as i64,
-            ],
+        insert_contact(
+            &self.conn,
+            c,
+            "ON CONFLICT (node_id) DO UPDATE SET public_key = excluded.public_key,
+               name = excluded.name, addresses = excluded.addresses,
+               verified = excluded.verified, verified_at = excluded.verified_at",
         )?;
         Ok(())
     }
@@ -131,21 +143,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM contacts", [])?;
         for c in contacts {
-            let addresses = serde_json::to_string(&c.addresses)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.execute(
-                &format!("INSERT INTO contacts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![
-                    c.node_id.as_bytes().as_slice(),
-                    c.public_key.as_slice(),
-                    c.name,
-                    addresses,
-                    c.verified,
-                    c.verified_at.map(|v| v as i64),
-                    c.added_at as i64,
-                ],
-            )
-            .map_err(|e| match e {
+            insert_contact(&tx, c, "").map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _)
                     if f.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
