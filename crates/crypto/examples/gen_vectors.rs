@@ -7,35 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use dp2ptcs_crypto::{ContactUri, Identity, KdfParams, SafetyNumber, UnlockedKeystore};
-use rand_core::{CryptoRng, RngCore};
 use serde_json::json;
-
-/// A deterministic "RNG" that hands out fixed bytes, so the keystore vector is reproducible.
-struct FixedBytes(Vec<u8>, usize);
-
-impl RngCore for FixedBytes {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for d in dest {
-            *d = self.0[self.1 % self.0.len()];
-            self.1 += 1;
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for FixedBytes {}
 
 fn write(dir: &Path, name: &str, value: serde_json::Value) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(&value)?;
@@ -89,7 +61,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         p_cost: 1,
     };
     let ks = UnlockedKeystore::from_parts(Identity::from_seed(&[1; 32]), [0x42; 32]);
-    let mut rng = FixedBytes((0u8..=255).collect(), 0);
+    // Salt 00..0f, then nonce 10..1b.
+    let mut rng = dp2ptcs_crypto::fuzzing::FixedKeys::new(vec![core::array::from_fn(|i| i as u8)]);
     let file = ks.encrypt(b"correct horse battery staple", params, &mut rng)?;
     write(
         &dir,
