@@ -28,10 +28,12 @@ use zeroize::Zeroizing;
 
 pub use contacts::ContactRecord;
 pub use error::StoreError;
-pub use messages::{Direction, MessageRecord, MessageState, NewMessage};
+pub use messages::{Direction, HistoryQuery, MessageRecord, MessageState, NewMessage};
 
 /// The database file name in the data directory.
 pub const DB_FILE: &str = "node.db";
+/// How long a write waits for another connection's transaction before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An open, unlocked database.
 pub struct Store {
@@ -81,6 +83,9 @@ impl Store {
         if cipher.is_none() {
             return Err(StoreError::NotEncrypted);
         }
+        // The daemon and a command run beside it (say `contact add`) may write at the same time:
+        // wait for the other's transaction instead of failing at once.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;

@@ -194,40 +194,88 @@ impl Store {
             .optional()?)
     }
 
-    /// The history after `after_seq` (0 for everything), oldest first, at most `limit` messages,
-    /// optionally only with one peer.
-    pub fn history(
-        &self,
-        peer: Option<&NodeId>,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
+    /// The history matching `q`, oldest first. With `q.newest`, the last `q.limit` matching
+    /// messages (still oldest first); otherwise the first `q.limit` after `q.after_seq`.
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, StoreError> {
+        let order = if q.newest { "DESC" } else { "ASC" };
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM messages
-             WHERE seq > ?1 AND (?2 IS NULL OR peer = ?2) ORDER BY seq LIMIT ?3"
+             WHERE seq > ?1 AND (?2 IS NULL OR peer = ?2) AND (?3 IS NULL OR direction = ?3)
+             ORDER BY seq {order} LIMIT ?4"
         ))?;
         let rows = stmt.query_map(
             params![
-                after_seq,
-                peer.map(|p| p.as_bytes().to_vec()),
-                i64::from(limit)
+                q.after_seq,
+                q.peer.map(|p| p.as_bytes().to_vec()),
+                q.direction.map(|d| matches!(d, Direction::Incoming) as i64),
+                i64::from(q.limit)
             ],
             from_row,
         )?;
+        let mut out: Vec<MessageRecord> = rows.collect::<Result<_, _>>()?;
+        if q.newest {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// The outbox: outgoing messages not yet delivered (`queued` or `sent`), oldest first.
+    pub fn outbox(&self, limit: u32) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages
+             WHERE direction = 0 AND state IN ('queued', 'sent') ORDER BY seq LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map(params![i64::from(limit)], from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Outgoing messages in `state`, oldest first (the outbox when `state` is `Queued`/`Sent`).
-    pub fn outgoing_in_state(
-        &self,
-        state: MessageState,
-        limit: u32,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE direction = 0 AND state = ?1 ORDER BY seq LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![state.as_str(), i64::from(limit)], from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// How many messages are in each (direction, state).
+    pub fn message_counts(&self) -> Result<Vec<(Direction, MessageState, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT direction, state, count(*) FROM messages GROUP BY direction, state ORDER BY 1, 2",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let direction = if row.get::<_, i64>(0)? == 0 {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            };
+            let state: String = row.get(1)?;
+            Ok((direction, state, row.get::<_, i64>(2)?.max(0) as u64))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (direction, state, n) = row?;
+            out.push((direction, state.parse()?, n));
+        }
+        Ok(out)
+    }
+}
+
+/// Which messages [`Store::history`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery<'a> {
+    /// Only messages exchanged with this peer.
+    pub peer: Option<&'a NodeId>,
+    /// Only messages in this direction.
+    pub direction: Option<Direction>,
+    /// Only messages recorded after this sequence number (0 for all).
+    pub after_seq: i64,
+    /// At most this many.
+    pub limit: u32,
+    /// The newest `limit` instead of the oldest.
+    pub newest: bool,
+}
+
+impl Default for HistoryQuery<'_> {
+    fn default() -> Self {
+        Self {
+            peer: None,
+            direction: None,
+            after_seq: 0,
+            limit: 100,
+            newest: false,
+        }
     }
 }
 
@@ -267,15 +315,25 @@ mod tests {
         let other = NewMessage { peer: &bob, ..inc };
         assert!(store.insert_message(&other, 14).unwrap());
         assert_eq!(store.message(&carol, &m2).unwrap().unwrap().body, "yo");
-        assert_eq!(store.history(None, 0, 100).unwrap().len(), 3);
-        assert_eq!(store.history(Some(&bob), 0, 100).unwrap()[0].body, "hi");
-        assert_eq!(
-            store
-                .outgoing_in_state(MessageState::Queued, 10)
-                .unwrap()
-                .len(),
-            1
-        );
+        let all = HistoryQuery::default();
+        assert_eq!(store.history(&all).unwrap().len(), 3);
+        let with_bob = HistoryQuery {
+            peer: Some(&bob),
+            ..all
+        };
+        assert_eq!(store.history(&with_bob).unwrap()[0].body, "hi");
+        let incoming = HistoryQuery {
+            direction: Some(Direction::Incoming),
+            ..all
+        };
+        assert_eq!(store.history(&incoming).unwrap().len(), 2);
+        let last = HistoryQuery {
+            limit: 1,
+            newest: true,
+            ..all
+        };
+        assert_eq!(store.history(&last).unwrap()[0].body, "yo");
+        assert_eq!(store.outbox(10).unwrap().len(), 1);
         assert!(store
             .set_message_state(&bob, &m1, MessageState::Delivered, 20)
             .unwrap());
@@ -284,7 +342,15 @@ mod tests {
             .unwrap());
         let m = store.message(&bob, &m1).unwrap().unwrap();
         assert_eq!((m.state, m.state_at_ms), (MessageState::Delivered, 20));
-        let first = store.history(None, 0, 1).unwrap();
-        assert_eq!(store.history(None, first[0].seq, 10).unwrap()[0].id, m2);
+        assert!(store.outbox(10).unwrap().is_empty());
+        let first = store.history(&HistoryQuery { limit: 1, ..all }).unwrap();
+        let next = HistoryQuery {
+            after_seq: first[0].seq,
+            ..all
+        };
+        assert_eq!(store.history(&next).unwrap()[0].id, m2);
+        let counts = store.message_counts().unwrap();
+        assert!(counts.contains(&(Direction::Outgoing, MessageState::Delivered, 1)));
+        assert!(counts.contains(&(Direction::Incoming, MessageState::Received, 2)));
     }
 }
