@@ -36,6 +36,13 @@ pub struct NodeConfig {
     /// Capacity of the event broadcast channel (default 1024); a subscriber that lags behind
     /// loses the oldest events (the history in the store keeps everything).
     pub event_capacity: usize,
+    /// Wait before the outbox retries a peer after a failed attempt; doubles with each failure,
+    /// with ±50 % jitter (default 1 s).
+    pub retry_initial: Duration,
+    /// Longest wait between retries (default 30 s).
+    pub retry_max: Duration,
+    /// The outbox is looked at least this often even when nothing wakes it (default 30 s).
+    pub outbox_poll: Duration,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +61,9 @@ impl Default for NodeConfig {
             dial_attempts: 4,
             dial_backoff: Duration::from_millis(100),
             event_capacity: 1024,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(30),
+            outbox_poll: Duration::from_secs(30),
         }
     }
 }

@@ -13,18 +13,20 @@
 //! This crate is the async shell around the pure cores (`dp2ptcs-crypto`, `dp2ptcs-wire`): it
 //! owns the sockets, the clock and the randomness.
 
+pub mod api;
 mod config;
 mod error;
 mod frames;
 mod handshake;
 mod limits;
 mod node;
+mod outbox;
 mod sessions;
 pub mod tls;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
-pub use node::{Node, NodeEvent};
+pub use node::{Node, NodeEvent, NodeStatus};
 
 /// The QUIC ALPN protocol id.
 pub const ALPN: &[u8] = b"dp2ptcs/1";

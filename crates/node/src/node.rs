@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use dp2ptcs_crypto::x3dh::PreKeyStore;
 use dp2ptcs_crypto::{Identity, UnlockedKeystore};
-use dp2ptcs_store::{ContactRecord, Direction, MessageRecord, MessageState, NewMessage, Store};
+use dp2ptcs_store::{
+    ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, Store,
+};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{Chat, Envelope, MessageKind, Receipt, WireErrorCode};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
@@ -18,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
+use crate::outbox::Outbox;
 use crate::sessions::{blocking, lock, now_ms, SessionManager};
 use crate::{tls, NodeConfig, NodeError, SERVER_NAME};
 
@@ -45,8 +48,31 @@ pub enum NodeEvent {
     },
 }
 
+/// Most outbox messages read in one pass (the rest wait for the next pass).
+const OUTBOX_BATCH: u32 = 4096;
+
 fn code(c: WireErrorCode) -> VarInt {
     VarInt::from_u32(c.code())
+}
+
+/// A snapshot of a node, from [`Node::status`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// Our node id.
+    pub node_id: NodeId,
+    /// The bound UDP address.
+    pub listen: SocketAddr,
+    /// Time since the node started.
+    pub uptime: Duration,
+    /// Peers with an open, authenticated connection.
+    pub connected: Vec<NodeId>,
+    /// Number of contacts.
+    pub contacts: usize,
+    /// Messages per (direction, state).
+    pub messages: Vec<(Direction, MessageState, u64)>,
+    /// Peers the outbox is waiting to retry.
+    pub peers_retrying: usize,
 }
 
 /// The state every task of a node shares.
@@ -68,6 +94,8 @@ pub(crate) struct Inner {
     in_flight: Arc<Semaphore>,
     events: broadcast::Sender<NodeEvent>,
     shutdown: watch::Sender<bool>,
+    pub(crate) outbox: Outbox,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Inner {
@@ -140,8 +168,11 @@ impl Node {
             limiter: ConnectionLimiter::default(),
             events,
             shutdown,
+            outbox: Outbox::default(),
+            started: Instant::now(),
         });
         tokio::spawn(inner.clone().accept_loop());
+        tokio::spawn(inner.clone().outbox_loop());
         tracing::info!(node = %node_id.short(8), addr = ?inner.endpoint.local_addr().ok(), "node started");
         Ok(Node { inner })
     }
@@ -161,15 +192,93 @@ impl Node {
         self.inner.events.subscribe()
     }
 
-    /// Records and sends a chat message to `contact`, and waits for its end-to-end receipt.
-    /// Returns the message id once the receipt arrived; on error the message stays in the
-    /// history as `queued` or `sent`.
+    /// Records and sends a chat message to `contact` now, and waits for its end-to-end receipt.
+    /// Returns the message id once the receipt arrived. On error the message stays in the
+    /// outbox (`queued`, or `sent` if it left) and is retried until its receipt arrives.
     pub async fn send_chat(
         &self,
         contact: &ContactRecord,
         text: &str,
     ) -> Result<MessageId, NodeError> {
         self.inner.send_chat(contact, text).await
+    }
+
+    /// Records a chat message to `contact` in the durable outbox and returns its id at once;
+    /// the outbox sends it (in order with the contact's other queued messages) and retries until
+    /// the end-to-end receipt arrives, reported as [`NodeEvent::Delivered`].
+    pub async fn queue_chat(
+        &self,
+        contact: &ContactRecord,
+        text: &str,
+    ) -> Result<MessageId, NodeError> {
+        self.inner.queue_chat(contact, text).await
+    }
+
+    /// The addresses, connections, contacts and message counts of this node.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        let inner = &self.inner;
+        let mut connected: Vec<NodeId> = lock(&inner.pool)
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        connected.sort();
+        let store = inner.store.clone();
+        let (contacts, messages) = blocking(move || {
+            let store = lock(&store);
+            Ok((store.contacts()?.len(), store.message_counts()?))
+        })
+        .await?;
+        Ok(NodeStatus {
+            node_id: inner.node_id,
+            listen: self.local_addr()?,
+            uptime: inner.started.elapsed(),
+            connected,
+            contacts,
+            messages,
+            peers_retrying: inner.outbox.backing_off(),
+        })
+    }
+
+    /// The contact with node id `id`.
+    pub async fn contact(&self, id: &NodeId) -> Result<Option<ContactRecord>, NodeError> {
+        let store = self.inner.store.clone();
+        let id = *id;
+        blocking(move || Ok(lock(&store).contact(&id)?)).await
+    }
+
+    /// Every contact, by name.
+    pub async fn contacts(&self) -> Result<Vec<ContactRecord>, NodeError> {
+        let store = self.inner.store.clone();
+        blocking(move || Ok(lock(&store).contacts()?)).await
+    }
+
+    /// The message history matching `q` (see [`HistoryQuery`]).
+    pub async fn history(&self, q: &HistoryQuery<'_>) -> Result<Vec<MessageRecord>, NodeError> {
+        let store = self.inner.store.clone();
+        let peer = q.peer.copied();
+        let (direction, after_seq, limit, newest) = (q.direction, q.after_seq, q.limit, q.newest);
+        blocking(move || {
+            Ok(lock(&store).history(&HistoryQuery {
+                peer: peer.as_ref(),
+                direction,
+                after_seq,
+                limit,
+                newest,
+            })?)
+        })
+        .await
+    }
+
+    /// Whether [`Node::shutdown`] has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.is_shutting_down()
+    }
+
+    /// Resolves when [`Node::shutdown`] begins.
+    pub async fn shutting_down(&self) {
+        let mut stop = self.inner.shutdown.subscribe();
+        let _ = stop.wait_for(|s| *s).await;
     }
 
     /// Adds or replaces a contact (only contacts may handshake with this node).
@@ -259,6 +368,8 @@ impl Inner {
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok((conn, peer))) => {
                 lock(&self.pool).insert(peer, conn.clone());
+                // It is up: anything queued for it can go now.
+                self.outbox.reachable(peer);
                 self.serve_connection(conn, peer, slot).await;
             }
             Ok(Err(e)) => tracing::debug!(error = %e, "inbound handshake failed"),
@@ -498,27 +609,22 @@ impl Inner {
         Ok(conn)
     }
 
-    async fn send_chat(
-        self: &Arc<Self>,
-        contact: &ContactRecord,
-        text: &str,
-    ) -> Result<MessageId, NodeError> {
+    /// A new chat message with a fresh id; refuses what could never be sent.
+    fn new_chat(&self, text: &str) -> Result<Chat, NodeError> {
         if self.is_shutting_down() {
             return Err(NodeError::ShuttingDown);
         }
-        let _permit = self
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| NodeError::ShuttingDown)?;
-        let peer = contact.node_id;
         let chat = Chat {
             id: MessageId::random(&mut OsRng),
             sent_at_ms: now_ms(),
             body: text.to_owned(),
         };
-        let payload = Zeroizing::new(chat.encode()?);
+        chat.encode()?;
+        Ok(chat)
+    }
+
+    /// Records `chat` to `peer` as a queued outgoing message: from here on the outbox owns it.
+    async fn record_outgoing(&self, peer: NodeId, chat: &Chat) -> Result<(), NodeError> {
         let store = self.store.clone();
         let c = chat.clone();
         blocking(move || {
@@ -535,7 +641,63 @@ impl Inner {
             )?;
             Ok(())
         })
-        .await?;
+        .await
+    }
+
+    async fn send_chat(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        text: &str,
+    ) -> Result<MessageId, NodeError> {
+        let peer = contact.node_id;
+        let chat = self.new_chat(text)?;
+        // Claimed before it is recorded, so an outbox pass cannot send it at the same time.
+        let claim = self
+            .outbox
+            .claim(peer, chat.id)
+            .ok_or(NodeError::Internal("fresh message id already in flight".into()))?;
+        self.record_outgoing(peer, &chat).await?;
+        let result = self.deliver(contact, &chat).await;
+        drop(claim);
+        if result.is_err() {
+            // The outbox takes over, after the peer's backoff.
+            self.outbox.failed(
+                peer,
+                Instant::now(),
+                self.config.retry_initial,
+                self.config.retry_max,
+            );
+            self.outbox.wake();
+        }
+        result.map(|()| chat.id)
+    }
+
+    async fn queue_chat(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        text: &str,
+    ) -> Result<MessageId, NodeError> {
+        let chat = self.new_chat(text)?;
+        self.record_outgoing(contact.node_id, &chat).await?;
+        self.outbox.wake();
+        Ok(chat.id)
+    }
+
+    /// Transmits one recorded chat message and waits for its receipt. A message that left but
+    /// got no receipt is marked `sent`; one that never left stays `queued`.
+    async fn deliver(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        chat: &Chat,
+    ) -> Result<(), NodeError> {
+        let _permit = self
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        let peer = contact.node_id;
+        let payload = Zeroizing::new(chat.encode()?);
         let conn = self.connection(contact).await?;
         let handle = self
             .sessions
@@ -546,9 +708,11 @@ impl Inner {
             .sessions
             .encrypt(peer, &handle, MessageKind::Chat, payload)
             .await?;
+        let mut left = false;
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
             write_frame(&mut send, &env.encode()).await?;
+            left = true;
             let _ = send.finish();
             let mut reader = FrameReader::new();
             let frame = reader.expect(&mut recv).await?;
@@ -564,20 +728,120 @@ impl Inner {
             .unwrap_or(Err(NodeError::Timeout("request")));
         match result {
             Ok(receipt) => {
-                self.apply_receipt(peer, receipt).await?;
-                Ok(chat.id)
+                self.outbox.reachable(peer);
+                self.apply_receipt(peer, receipt).await
             }
             Err(e) => {
-                let store = self.store.clone();
-                let id = chat.id;
-                blocking(move || {
-                    lock(&store).set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
-                    Ok(())
-                })
-                .await?;
+                if left {
+                    let store = self.store.clone();
+                    let id = chat.id;
+                    blocking(move || {
+                        let store = lock(&store);
+                        if store.message(&peer, &id)?.map(|m| m.state) == Some(MessageState::Queued)
+                        {
+                            store.set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                }
                 Err(e)
             }
         }
+    }
+
+    /// Runs the outbox until shutdown: a pass on start, whenever woken, and when a backoff or
+    /// the poll interval ends.
+    async fn outbox_loop(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let next = match self.outbox_pass().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox pass failed");
+                    Instant::now() + self.config.outbox_poll
+                }
+            };
+            tokio::select! {
+                () = self.outbox.woken() => {}
+                () = tokio::time::sleep_until(next.into()) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    /// Starts a worker for each peer with undelivered messages whose backoff has passed, and
+    /// returns when the next pass is due.
+    async fn outbox_pass(self: &Arc<Self>) -> Result<Instant, NodeError> {
+        let store = self.store.clone();
+        let pending = blocking(move || Ok(lock(&store).outbox(OUTBOX_BATCH)?)).await?;
+        let now = Instant::now();
+        let mut next = now + self.config.outbox_poll;
+        let mut order = Vec::new();
+        let mut by_peer: HashMap<NodeId, Vec<MessageRecord>> = HashMap::new();
+        for m in pending {
+            let entry = by_peer.entry(m.peer).or_default();
+            if entry.is_empty() {
+                order.push(m.peer);
+            }
+            entry.push(m);
+        }
+        for peer in order {
+            match self.outbox.claim_peer(peer, now) {
+                Ok(()) => {
+                    let msgs = by_peer.remove(&peer).unwrap_or_default();
+                    tokio::spawn(self.clone().outbox_worker(peer, msgs));
+                }
+                Err(Some(at)) => next = next.min(at),
+                Err(None) => {}
+            }
+        }
+        Ok(next)
+    }
+
+    /// Sends `peer`'s undelivered messages in order, stopping at the first failure.
+    async fn outbox_worker(self: Arc<Self>, peer: NodeId, msgs: Vec<MessageRecord>) {
+        let result = async {
+            let store = self.store.clone();
+            let contact = blocking(move || Ok(lock(&store).contact(&peer)?))
+                .await?
+                .ok_or(NodeError::NotAContact)?;
+            for m in msgs {
+                if self.is_shutting_down() {
+                    return Err(NodeError::ShuttingDown);
+                }
+                let Some(_claim) = self.outbox.claim(peer, m.id) else {
+                    continue;
+                };
+                // A receipt may have arrived since the outbox was read.
+                let store = self.store.clone();
+                let id = m.id;
+                let state = blocking(move || Ok(lock(&store).message(&peer, &id)?))
+                    .await?
+                    .map(|m| m.state);
+                if !matches!(state, Some(MessageState::Queued | MessageState::Sent)) {
+                    continue;
+                }
+                let chat = Chat {
+                    id: m.id,
+                    sent_at_ms: m.sent_at_ms,
+                    body: m.body,
+                };
+                self.deliver(&contact, &chat).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, peer = %peer.short(8), "outbox: will retry");
+            self.outbox.failed(
+                peer,
+                Instant::now(),
+                self.config.retry_initial,
+                self.config.retry_max,
+            );
+        }
+        self.outbox.release_peer(peer);
     }
 }
 
