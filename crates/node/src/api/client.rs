@@ -1,0 +1,260 @@
+//! A client of the local control API (hyper over the Unix socket), used by the CLI.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use super::{Contact, ErrorBody, Event, Message, SendRequest, SendResponse, Status};
+
+/// Largest response body read (a history page of 10 000 messages of 32 KiB would exceed it; the
+/// server's limit keeps real pages far below).
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+/// Longest server-sent event accepted.
+const MAX_EVENT: usize = 1024 * 1024;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error(
+        "the node is not running (nothing listens on {}); start it with `dp2ptcs run`",
+        .0.display()
+    )]
+    NotRunning(PathBuf),
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The stable error code (see [`ErrorBody`]).
+        code: String,
+        /// The server's sentence.
+        message: String,
+    },
+    /// The socket failed.
+    #[error("local API: {0}")]
+    Io(#[from] std::io::Error),
+    /// The answer was not what the API promises.
+    #[error("local API protocol: {0}")]
+    Protocol(String),
+}
+
+fn protocol(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(e.to_string())
+}
+
+/// Which messages [`Client::history`] asks for (see `GET /v1/messages`).
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// A contact's name or node-id prefix.
+    pub peer: Option<String>,
+    /// `incoming` or `outgoing`.
+    pub direction: Option<String>,
+    /// Only messages after this sequence number.
+    pub after: Option<i64>,
+    /// At most this many (server default 100).
+    pub limit: Option<u32>,
+    /// The newest `limit` instead of the oldest.
+    pub newest: bool,
+}
+
+impl HistoryFilter {
+    fn query(&self) -> String {
+        let mut parts = Vec::new();
+        let mut push = |k: &str, v: String| {
+            parts.push(format!("{k}={}", utf8_percent_encode(&v, NON_ALPHANUMERIC)));
+        };
+        if let Some(p) = &self.peer {
+            push("peer", p.clone());
+        }
+        if let Some(d) = &self.direction {
+            push("direction", d.clone());
+        }
+        if let Some(a) = self.after {
+            push("after", a.to_string());
+        }
+        if let Some(l) = self.limit {
+            push("limit", l.to_string());
+        }
+        if self.newest {
+            push("newest", "true".into());
+        }
+        parts.join("&")
+    }
+}
+
+/// A client of one node's API socket. Each call opens its own connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    /// A client of the API listening on `socket`.
+    pub fn new(socket: impl AsRef<Path>) -> Self {
+        Self {
+            socket: socket.as_ref().to_path_buf(),
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let stream = match UnixStream::connect(&self.socket).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Err(ClientError::NotRunning(self.socket.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(protocol)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, "localhost")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(protocol)?;
+        sender.send_request(request).await.map_err(protocol)
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, T), ClientError> {
+        let response = self.request(method, path, body).await?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: e.code,
+                    message: e.error,
+                },
+                Err(_) => ClientError::Protocol(format!("HTTP {status} without an error body")),
+            });
+        }
+        let value = serde_json::from_slice(&bytes).map_err(protocol)?;
+        Ok((status, value))
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        Ok(self.call(Method::GET, "/v1/status", None).await?.1)
+    }
+
+    /// `GET /v1/contacts`.
+    pub async fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
+        Ok(self.call(Method::GET, "/v1/contacts", None).await?.1)
+    }
+
+    /// `GET /v1/messages`.
+    pub async fn history(&self, filter: &HistoryFilter) -> Result<Vec<Message>, ClientError> {
+        let path = format!("/v1/messages?{}", filter.query());
+        Ok(self.call(Method::GET, &path, None).await?.1)
+    }
+
+    /// `POST /v1/messages`.
+    pub async fn send(&self, request: &SendRequest) -> Result<SendResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(protocol)?;
+        Ok(self.call(Method::POST, "/v1/messages", Some(body)).await?.1)
+    }
+
+    /// `GET /v1/events`: the stream of events from now on.
+    pub async fn events(&self) -> Result<EventStream, ClientError> {
+        let response = self.request(Method::GET, "/v1/events", None).await?;
+        if !response.status().is_success() {
+            return Err(ClientError::Protocol(format!(
+                "HTTP {} for the event stream",
+                response.status()
+            )));
+        }
+        Ok(EventStream {
+            body: response.into_body(),
+            buf: Vec::new(),
+            data: String::new(),
+        })
+    }
+}
+
+/// Server-sent events from `GET /v1/events`.
+#[derive(Debug)]
+pub struct EventStream {
+    body: Incoming,
+    buf: Vec<u8>,
+    data: String,
+}
+
+impl EventStream {
+    /// The next event; `None` when the node closed the stream (it shut down).
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        loop {
+            while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim_end_matches(['\n', '\r']);
+                if line.is_empty() {
+                    if self.data.is_empty() {
+                        continue;
+                    }
+                    let data = std::mem::take(&mut self.data);
+                    return Some(serde_json::from_str(&data).map_err(protocol));
+                }
+                if let Some(value) = line.strip_prefix("data:") {
+                    if !self.data.is_empty() {
+                        self.data.push('\n');
+                    }
+                    self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
+                }
+                // `event:`, `id:`, `retry:` and `:` comments (keep-alives) carry nothing more.
+            }
+            if self.buf.len() + self.data.len() > MAX_EVENT {
+                return Some(Err(ClientError::Protocol("event too long".into())));
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(bytes) = frame.into_data() {
+                        self.buf.extend_from_slice(&bytes);
+                    }
+                }
+                Some(Err(e)) => return Some(Err(protocol(e))),
+                None => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The local control API: HTTP/1.1 with JSON bodies over a Unix socket in the data directory
+//! (mode 0600, in the 0700 data directory: only the owner can connect), versioned paths.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /v1/status` | [`Status`]: node id, addresses, connected peers, counts |
+//! | `GET /v1/contacts` | `[`[`Contact`]`]` |
+//! | `GET /v1/messages?peer=&direction=&after=&limit=&newest=` | `[`[`Message`]`]`, oldest first |
+//! | `POST /v1/messages` | [`SendRequest`] → [`SendResponse`] (`202` queued, `200` delivered) |
+//! | `GET /v1/events` | server-sent events, one [`Event`] per `data:` line |
+//!
+//! Errors are [`ErrorBody`] with a 4xx or 5xx status. The CLI (`dp2ptcs send`, `inbox`,
+//! `status`) is a client of this API through [`client::Client`].
+
+pub mod client;
+mod server;
+
+use serde::{Deserialize, Serialize};
+
+pub use server::{bind, serve, ApiInfo};
+
+/// The socket file's name in the data directory.
+pub const SOCKET_FILE: &str = "api.sock";
+/// Largest request body the server reads (a chat message is at most 60 KiB of text).
+pub const MAX_REQUEST_BODY: usize = 128 * 1024;
+/// Most messages one history request returns.
+pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+/// Longest a `wait`ing send request may wait for its receipt.
+pub const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Our node id, 64 hex digits.
+    pub node_id: String,
+    /// The program version.
+    pub version: String,
+    /// The bound UDP address.
+    pub listen: String,
+    /// The addresses put in our contact URI.
+    pub addresses: Vec<String>,
+    /// Seconds since the node started.
+    pub uptime_secs: u64,
+    /// Peers with an open, authenticated connection.
+    pub connected: Vec<Peer>,
+    /// Number of contacts.
+    pub contacts: usize,
+    /// Message counts.
+    pub messages: Counts,
+    /// Peers the outbox waits to retry (their last attempt failed).
+    pub peers_retrying: usize,
+}
+
+/// A connected peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Node id, 64 hex digits.
+    pub node_id: String,
+    /// The contact's name.
+    pub name: Option<String>,
+}
+
+/// Messages by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Outgoing, not yet sent.
+    pub queued: u64,
+    /// Outgoing, sent but no receipt yet.
+    pub sent: u64,
+    /// Outgoing, receipt received.
+    pub delivered: u64,
+    /// Outgoing, given up on.
+    pub expired: u64,
+    /// Incoming.
+    pub received: u64,
+}
+
+/// A contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The name we call them by.
+    pub name: String,
+    /// Node id, 64 hex digits.
+    pub node_id: String,
+    /// Ed25519 public key, 64 hex digits.
+    pub public_key: String,
+    /// Address hints.
+    pub addresses: Vec<String>,
+    /// Whether the safety number was compared and matched.
+    pub verified: bool,
+}
+
+/// One message of the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Position in this node's history (increasing).
+    pub seq: i64,
+    /// End-to-end message id, 32 hex digits.
+    pub id: String,
+    /// The other party's node id.
+    pub peer: String,
+    /// The other party's contact name, if they are a contact.
+    pub peer_name: Option<String>,
+    /// `incoming` or `outgoing`.
+    pub direction: String,
+    /// The text.
+    pub body: String,
+    /// The sender's clock when sent, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// `queued`, `sent`, `delivered`, `expired` (outgoing) or `received` (incoming).
+    pub state: String,
+    /// When the state last changed, Unix milliseconds.
+    pub state_at_ms: u64,
+}
+
+/// `POST /v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendRequest {
+    /// A contact's name, or at least 8 hex digits of its node id.
+    pub to: String,
+    /// The text (UTF-8, not empty).
+    pub text: String,
+    /// Wait for the end-to-end receipt before answering.
+    #[serde(default)]
+    pub wait: bool,
+    /// How long to wait, in milliseconds (default 30 000, at most [`MAX_WAIT_MS`]).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer to [`SendRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendResponse {
+    /// The message id, 32 hex digits.
+    pub id: String,
+    /// The recipient's node id.
+    pub to: String,
+    /// The message's state when answering (`delivered` once the receipt arrived).
+    pub state: String,
+}
+
+/// One server-sent event of `GET /v1/events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A new message arrived (each once).
+    Message {
+        /// End-to-end message id.
+        id: String,
+        /// Sender's node id.
+        from: String,
+        /// Sender's contact name.
+        from_name: Option<String>,
+        /// Sender's clock when sent, Unix milliseconds.
+        sent_at_ms: u64,
+        /// The text.
+        body: String,
+    },
+    /// The receipt for a message we sent arrived.
+    Delivered {
+        /// The message id.
+        id: String,
+        /// The recipient's node id.
+        to: String,
+    },
+    /// This subscriber fell behind and missed `missed` events; read the history to catch up.
+    Lagged {
+        /// How many events were dropped.
+        missed: u64,
+    },
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code (`unknown_contact`, `bad_request`, `too_large`,
+    /// `shutting_down`, `internal`, `not_found`).
+    pub code: String,
+    /// A sentence for a person.
+    pub error: String,
+}

@@ -1,0 +1,417 @@
+//! The API server (axum on a tokio `UnixListener`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState};
+use dp2ptcs_types::{MessageId, NodeId};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{
+    Contact, Counts, ErrorBody, Event, Message, Peer, SendRequest, SendResponse, Status,
+    MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+};
+use crate::{Node, NodeError, NodeEvent};
+
+/// What the server reports that the node itself does not know.
+#[derive(Debug, Clone, Default)]
+pub struct ApiInfo {
+    /// The addresses put in our contact URI.
+    pub addresses: Vec<SocketAddr>,
+    /// The program version.
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+struct AppState {
+    node: Node,
+    info: Arc<ApiInfo>,
+}
+
+/// An error answer.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code.to_owned(),
+            error: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the node is shutting down",
+            ),
+            NodeError::Decode(e) => Self::new(StatusCode::BAD_REQUEST, "too_large", e.to_string()),
+            e => {
+                tracing::warn!(error = %e, "api request failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        Self::bad_request(e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::bad_request(e.body_text())
+    }
+}
+
+/// Binds the API socket at `path`, readable and writable by the owner only. The caller must
+/// own the data directory (hold its daemon lock): a file already at `path` is a stale socket
+/// of an earlier run and is replaced.
+pub fn bind(path: &Path) -> Result<UnixListener, NodeError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let listener = UnixListener::bind(path)?;
+    // The data directory is 0700, so nobody else could reach the socket between the two calls.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the API on `listener` until the node begins shutting down.
+pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<(), NodeError> {
+    let stop = node.clone();
+    let state = AppState {
+        node,
+        info: Arc::new(info),
+    };
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/contacts", get(contacts))
+        .route("/v1/messages", get(history).post(send))
+        .route("/v1/events", get(events))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.shutting_down().await })
+        .await?;
+    Ok(())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint (the API is under /v1/: status, contacts, messages, events)",
+    )
+}
+
+fn contact_json(c: &ContactRecord) -> Contact {
+    Contact {
+        name: c.name.clone(),
+        node_id: c.node_id.to_hex(),
+        public_key: hex::encode(c.public_key),
+        addresses: c.addresses.iter().map(ToString::to_string).collect(),
+        verified: c.verified,
+    }
+}
+
+fn name_of(contacts: &[ContactRecord], id: &NodeId) -> Option<String> {
+    contacts
+        .iter()
+        .find(|c| c.node_id == *id)
+        .map(|c| c.name.clone())
+}
+
+async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
+    let s = st.node.status().await?;
+    let contacts = st.node.contacts().await?;
+    let mut counts = Counts::default();
+    for (_, state, n) in &s.messages {
+        let slot = match state {
+            MessageState::Queued => &mut counts.queued,
+            MessageState::Sent => &mut counts.sent,
+            MessageState::Delivered => &mut counts.delivered,
+            MessageState::Expired => &mut counts.expired,
+            _ => &mut counts.received,
+        };
+        *slot += n;
+    }
+    Ok(Json(Status {
+        node_id: s.node_id.to_hex(),
+        version: st.info.version.clone(),
+        listen: s.listen.to_string(),
+        addresses: st.info.addresses.iter().map(ToString::to_string).collect(),
+        uptime_secs: s.uptime.as_secs(),
+        connected: s
+            .connected
+            .iter()
+            .map(|id| Peer {
+                node_id: id.to_hex(),
+                name: name_of(&contacts, id),
+            })
+            .collect(),
+        contacts: s.contacts,
+        messages: counts,
+        peers_retrying: s.peers_retrying,
+    }))
+}
+
+async fn contacts(State(st): State<AppState>) -> Result<Json<Vec<Contact>>, ApiError> {
+    Ok(Json(
+        st.node.contacts().await?.iter().map(contact_json).collect(),
+    ))
+}
+
+/// Shortest node-id prefix that names a contact.
+const MIN_ID_PREFIX: usize = 8;
+
+/// A contact by exact name, else by a node-id prefix of at least 8 hex digits that matches one
+/// contact.
+fn resolve(contacts: &[ContactRecord], query: &str) -> Result<ContactRecord, ApiError> {
+    if let Some(c) = contacts.iter().find(|c| c.name == query) {
+        return Ok(c.clone());
+    }
+    let q = query.to_ascii_lowercase();
+    if q.len() >= MIN_ID_PREFIX
+        && q.len() <= NodeId::LEN * 2
+        && q.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        let matches: Vec<&ContactRecord> = contacts
+            .iter()
+            .filter(|c| c.node_id.to_hex().starts_with(&q))
+            .collect();
+        match matches.as_slice() {
+            [one] => return Ok((*one).clone()),
+            [] => {}
+            many => {
+                return Err(ApiError::bad_request(format!(
+                    "{query:?} matches {} contacts; give more digits of the node id",
+                    many.len()
+                )))
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_contact",
+        format!("no contact named {query:?} (see `dp2ptcs contact list`)"),
+    ))
+}
+
+fn message_json(m: &MessageRecord, contacts: &[ContactRecord]) -> Message {
+    Message {
+        seq: m.seq,
+        id: m.id.to_hex(),
+        peer: m.peer.to_hex(),
+        peer_name: name_of(contacts, &m.peer),
+        direction: match m.direction {
+            Direction::Incoming => "incoming",
+            Direction::Outgoing => "outgoing",
+        }
+        .to_owned(),
+        body: m.body.clone(),
+        sent_at_ms: m.sent_at_ms,
+        state: m.state.to_string(),
+        state_at_ms: m.state_at_ms,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    peer: Option<String>,
+    direction: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+    newest: Option<bool>,
+}
+
+async fn history(
+    State(st): State<AppState>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<Vec<Message>>, ApiError> {
+    let Query(p) = params?;
+    let contacts = st.node.contacts().await?;
+    let peer = match &p.peer {
+        Some(q) => Some(resolve(&contacts, q)?.node_id),
+        None => None,
+    };
+    let direction = match p.direction.as_deref() {
+        None => None,
+        Some("incoming") => Some(Direction::Incoming),
+        Some("outgoing") => Some(Direction::Outgoing),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "direction must be incoming or outgoing, not {other:?}"
+            )))
+        }
+    };
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_HISTORY_LIMIT}"
+        )));
+    }
+    let records = st
+        .node
+        .history(&HistoryQuery {
+            peer: peer.as_ref(),
+            direction,
+            after_seq: p.after.unwrap_or(0),
+            limit,
+            newest: p.newest.unwrap_or(false),
+        })
+        .await?;
+    Ok(Json(
+        records.iter().map(|m| message_json(m, &contacts)).collect(),
+    ))
+}
+
+async fn send(
+    State(st): State<AppState>,
+    body: Result<Json<SendRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<SendResponse>), ApiError> {
+    let Json(req) = body?;
+    if req.text.is_empty() {
+        return Err(ApiError::bad_request("the message text is empty"));
+    }
+    let contacts = st.node.contacts().await?;
+    let contact = resolve(&contacts, &req.to)?;
+    let peer = contact.node_id;
+    // Subscribe before queueing, so the receipt cannot slip past.
+    let mut events = st.node.subscribe();
+    let id = st.node.queue_chat(&contact, &req.text).await?;
+    let mut state = MessageState::Queued;
+    if req.wait {
+        let wait = Duration::from_millis(req.timeout_ms.unwrap_or(30_000).min(MAX_WAIT_MS));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Ok(NodeEvent::Delivered { id: d, to })) if d == id && to == peer => {
+                    state = MessageState::Delivered;
+                    break;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(RecvError::Lagged(_))) => {
+                    if current_state(&st.node, &peer, &id).await? == Some(MessageState::Delivered) {
+                        state = MessageState::Delivered;
+                        break;
+                    }
+                }
+                Ok(Err(RecvError::Closed)) | Err(_) => break,
+            }
+        }
+    }
+    if state != MessageState::Delivered {
+        state = current_state(&st.node, &peer, &id)
+            .await?
+            .unwrap_or(MessageState::Queued);
+    }
+    let code = if state == MessageState::Delivered {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        code,
+        Json(SendResponse {
+            id: id.to_hex(),
+            to: peer.to_hex(),
+            state: state.to_string(),
+        }),
+    ))
+}
+
+async fn current_state(
+    node: &Node,
+    peer: &NodeId,
+    id: &MessageId,
+) -> Result<Option<MessageState>, NodeError> {
+    Ok(node.message(peer, id).await?.map(|m| m.state))
+}
+
+async fn events(
+    State(st): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = st.node.subscribe();
+    let stream = futures_util::stream::unfold((rx, st.node), |(mut rx, node)| async move {
+        loop {
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                () = node.shutting_down() => return None,
+            };
+            let event = match received {
+                Ok(NodeEvent::Message {
+                    id,
+                    from,
+                    sent_at_ms,
+                    body,
+                }) => Event::Message {
+                    id: id.to_hex(),
+                    from: from.to_hex(),
+                    from_name: node.contact(&from).await.ok().flatten().map(|c| c.name),
+                    sent_at_ms,
+                    body,
+                },
+                Ok(NodeEvent::Delivered { id, to }) => Event::Delivered {
+                    id: id.to_hex(),
+                    to: to.to_hex(),
+                },
+                Err(RecvError::Lagged(missed)) => Event::Lagged { missed },
+                Err(RecvError::Closed) => return None,
+            };
+            let kind = match &event {
+                Event::Message { .. } => "message",
+                Event::Delivered { .. } => "delivered",
+                Event::Lagged { .. } => "lagged",
+            };
+            match SseEvent::default().event(kind).json_data(&event) {
+                Ok(sse) => return Some((Ok(sse), (rx, node))),
+                Err(e) => tracing::warn!(error = %e, "cannot encode an event"),
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,312 @@
+//! The local control API over its Unix socket, and the durable outbox behind `POST /v1/messages`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use dp2ptcs_node::api::client::{Client, ClientError, HistoryFilter};
+use dp2ptcs_node::api::{self, ApiInfo, Event, SendRequest};
+use dp2ptcs_node::{Node, NodeConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SAFETY: Duration = Duration::from_secs(20);
+
+fn serve(node: &Node, dir: &Path) -> Client {
+    let path = dir.join(api::SOCKET_FILE);
+    let listener = api::bind(&path).unwrap();
+    let info = ApiInfo {
+        addresses: vec![node.local_addr().unwrap()],
+        version: "test".into(),
+    };
+    tokio::spawn(api::serve(listener, node.clone(), info));
+    Client::new(path)
+}
+
+fn quick_retries() -> NodeConfig {
+    NodeConfig {
+        retry_initial: Duration::from_millis(50),
+        retry_max: Duration::from_millis(200),
+        dial_attempts: 1,
+        handshake_timeout: Duration::from_secs(2),
+        ..test_config([127, 0, 0, 1])
+    }
+}
+
+fn send(to: &str, text: &str, wait: bool) -> SendRequest {
+    SendRequest {
+        to: to.into(),
+        text: text.into(),
+        wait,
+        timeout_ms: Some(20_000),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_contacts_send_history_and_events_over_the_socket() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let b = start(db.path(), &kb, quick_retries()).await;
+    a.put_contact(&contact_of("Bravo 2", &kb, &b))
+        .await
+        .unwrap();
+    b.put_contact(&contact_of("Alpha", &ka, &a)).await.unwrap();
+    let (ca, cb) = (serve(&a, da.path()), serve(&b, db.path()));
+
+    let mode = std::fs::metadata(ca.socket()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the owner may connect");
+
+    let status = ca.status().await.unwrap();
+    assert_eq!(status.node_id, a.node_id().to_hex());
+    assert_eq!(status.contacts, 1);
+    assert_eq!(status.addresses, vec![a.local_addr().unwrap().to_string()]);
+    let contacts = ca.contacts().await.unwrap();
+    assert_eq!(contacts[0].name, "Bravo 2");
+    assert_eq!(contacts[0].node_id, b.node_id().to_hex());
+
+    let mut b_events = cb.events().await.unwrap();
+    // By name, waiting for the receipt.
+    let sent = ca
+        .send(&send("Bravo 2", "hello, bravo", true))
+        .await
+        .unwrap();
+    assert_eq!(sent.state, "delivered");
+    assert_eq!(sent.to, b.node_id().to_hex());
+    // By node-id prefix, without waiting.
+    let prefix = &b.node_id().to_hex()[..10];
+    let queued = ca.send(&send(prefix, "second", false)).await.unwrap();
+
+    let mut bodies = Vec::new();
+    tokio::time::timeout(SAFETY, async {
+        while bodies.len() < 2 {
+            match b_events.next().await.unwrap().unwrap() {
+                Event::Message {
+                    id,
+                    from,
+                    from_name,
+                    body,
+                    ..
+                } => {
+                    assert_eq!(from, a.node_id().to_hex());
+                    assert_eq!(from_name.as_deref(), Some("Alpha"));
+                    bodies.push((id, body));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        bodies,
+        vec![
+            (sent.id.clone(), "hello, bravo".to_owned()),
+            (queued.id.clone(), "second".to_owned())
+        ]
+    );
+
+    // The sender's history shows both delivered (the second once its receipt is in).
+    tokio::time::timeout(SAFETY, async {
+        loop {
+            let out = ca
+                .history(&HistoryFilter {
+                    peer: Some("Bravo 2".into()),
+                    direction: Some("outgoing".into()),
+                    ..HistoryFilter::default()
+                })
+                .await
+                .unwrap();
+            if out.len() == 2 && out.iter().all(|m| m.state == "delivered") {
+                assert_eq!(out[1].peer_name.as_deref(), Some("Bravo 2"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let inbox = cb
+        .history(&HistoryFilter {
+            direction: Some("incoming".into()),
+            limit: Some(1),
+            newest: true,
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].body, "second");
+    assert_eq!(inbox[0].state, "received");
+
+    let status = cb.status().await.unwrap();
+    assert_eq!(status.messages.received, 2);
+    assert_eq!(status.connected.len(), 1);
+    assert_eq!(status.connected[0].name.as_deref(), Some("Alpha"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_typed_errors_and_the_server_keeps_serving() {
+    let da = tempdir();
+    let ka = new_keys();
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let ca = serve(&a, da.path());
+
+    let err = ca.send(&send("nobody", "hi", false)).await.unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Api { status: 404, code, .. } if code == "unknown_contact"),
+        "{err:?}"
+    );
+    let err = ca.send(&send("nobody", "", false)).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Api { status: 400, .. }),
+        "{err:?}"
+    );
+    let err = ca
+        .history(&HistoryFilter {
+            direction: Some("sideways".into()),
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Api { status: 400, .. }),
+        "{err:?}"
+    );
+    let err = ca
+        .history(&HistoryFilter {
+            limit: Some(0),
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Api { status: 400, .. }),
+        "{err:?}"
+    );
+
+    // Raw junk on the socket: malformed JSON, an unknown path, bytes that are not HTTP, and a
+    // body over the limit. Each gets an error (or a closed connection), never a crash.
+    for request in [
+        "POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n{\"to\"".to_owned(),
+        "GET /v2/nothing HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
+        "\u{1}\u{2}garbage\r\n\r\n".to_owned(),
+        format!(
+            "POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+            api::MAX_REQUEST_BODY + 1,
+            "x".repeat(api::MAX_REQUEST_BODY + 1)
+        ),
+    ] {
+        let mut s = tokio::net::UnixStream::connect(ca.socket()).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        let n = tokio::time::timeout(SAFETY, s.read(&mut head))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let head = String::from_utf8_lossy(&head[..n]);
+        assert!(
+            n == 0 || head.starts_with("HTTP/1.1 4"),
+            "{request:?} got {head:?}"
+        );
+    }
+    assert_eq!(ca.status().await.unwrap().node_id, a.node_id().to_hex());
+
+    // With the node stopped, the client says so.
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::remove_file(ca.socket()).ok();
+    assert!(matches!(
+        ca.status().await.unwrap_err(),
+        ClientError::NotRunning(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_messages_are_retried_until_the_peer_comes_up_and_survive_a_restart() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    // B's address is reserved, but B is not running yet.
+    let b_addr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let mut b_contact = contact_of("b", &kb, &a);
+    b_contact.addresses = vec![b_addr];
+    a.put_contact(&b_contact).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            a.queue_chat(&b_contact, &format!("early #{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    // A restarts while B is still down: the outbox is on disk.
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    drop(a);
+    let a = start(da.path(), &ka, quick_retries()).await;
+    for i in 5..10 {
+        ids.push(
+            a.queue_chat(&b_contact, &format!("early #{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    // Its first attempt fails (nothing answers at B's address), and A backs off.
+    tokio::time::timeout(SAFETY, async {
+        while a.status().await.unwrap().peers_retrying != 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let b = start(
+        db.path(),
+        &kb,
+        NodeConfig {
+            listen: b_addr,
+            ..quick_retries()
+        },
+    )
+    .await;
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    let mut b_events = b.subscribe();
+    let mut got = Vec::new();
+    tokio::time::timeout(SAFETY, async {
+        while got.len() < 10 {
+            if let Ok(dp2ptcs_node::NodeEvent::Message { id, body, .. }) = b_events.recv().await {
+                got.push((id, body));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // In order, each once.
+    let expected: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, format!("early #{i}")))
+        .collect();
+    assert_eq!(got, expected);
+    tokio::time::timeout(SAFETY, async {
+        loop {
+            let mut all = true;
+            for id in &ids {
+                let m = a.message(&b.node_id(), id).await.unwrap().unwrap();
+                all &= m.state == dp2ptcs_store::MessageState::Delivered;
+            }
+            if all {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+}
