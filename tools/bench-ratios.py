@@ -1,23 +1,32 @@
 #!/usr/bin/env python3
 """Print criterion results next to the baseline measured in the same run, with their ratio.
 
-Usage: tools/bench-ratios.py [TARGET_DIR]   (default: target)
+Usage: tools/bench-ratios.py [TARGET_DIR [STATISTIC]]   (defaults: target, mean)
 
-For every benchmark group, each benchmark whose name contains "baseline" is the baseline of
-the benchmarks that share its prefix (everything before the last "/"). Output is a Markdown
-table ready for BENCHMARKS.md.
+STATISTIC is one of criterion's estimates: mean, median or slope. On a noisy machine the
+median is the least moved by interruptions.
+
+In every benchmark group, a benchmark whose function name contains "baseline" is the baseline
+of the other benchmarks of that group with the same parameter (e.g. `chain/<function>/64` is
+compared with `chain/baseline_.../64`; a group without parameters, like `dh_turn`, has one
+baseline). "ratio" is the time over the baseline's (lower is better); "throughput" is its
+inverse, the fraction of the baseline's throughput. Output is a Markdown table ready for
+BENCHMARKS.md.
 """
 import json
 import pathlib
 import sys
 
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target") / "criterion"
+stat = sys.argv[2] if len(sys.argv) > 2 else "mean"
 rows = []
 for est in sorted(root.glob("**/new/estimates.json")):
     bench = json.loads((est.parent / "benchmark.json").read_text())
-    mean = json.loads(est.read_text())["mean"]["point_estimate"]
+    t = (json.loads(est.read_text()).get(stat) or {}).get("point_estimate")
+    if t is None:
+        sys.exit(f"{est}: no {stat} estimate")
     thr = bench.get("throughput") or {}
-    rows.append((bench["group_id"], bench.get("function_id") or "", bench.get("value_str") or "", mean, thr))
+    rows.append((bench["group_id"], bench.get("function_id") or "", bench.get("value_str") or "", t, thr))
 
 def fmt_time(ns):
     for unit, div in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
@@ -25,17 +34,15 @@ def fmt_time(ns):
             return f"{ns / div:.3g} {unit}"
     return f"{ns:.3g} ns"
 
-print("| group | benchmark | mean | baseline | ratio |")
-print("|---|---|---|---|---|")
-for group, func, value, mean, _ in rows:
-    name = "/".join(x for x in (func, value) if x)
-    if "baseline" in name:
+print(f"| group | benchmark | {stat} | baseline ({stat}) | ratio | throughput |")
+print("|---|---|---|---|---|---|")
+for group, func, value, t, _ in rows:
+    if "baseline" in func:
         continue
-    prefix = name.rsplit("/", 1)[0] if "/" in name else ""
-    base = [r for r in rows if r[0] == group and "baseline" in "/".join(x for x in (r[1], r[2]) if x)
-            and "/".join(x for x in (r[1], r[2]) if x).rsplit("/", 1)[0] == prefix]
+    name = "/".join(x for x in (func, value) if x)
+    base = [r for r in rows if r[0] == group and "baseline" in r[1] and r[2] == value]
     if base:
         b = base[0][3]
-        print(f"| {group} | {name} | {fmt_time(mean)} | {fmt_time(b)} | {mean / b:.3f}× |")
+        print(f"| {group} | {name} | {fmt_time(t)} | {fmt_time(b)} | {t / b:.3f}× | {b / t:.3f}× |")
     else:
-        print(f"| {group} | {name} | {fmt_time(mean)} | – | – |")
+        print(f"| {group} | {name} | {fmt_time(t)} | – | – | – |")

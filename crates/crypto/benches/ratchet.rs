@@ -1,8 +1,10 @@
 //! Double Ratchet benchmarks, each beside a baseline measured in the same run.
 //!
 //! - `chain/<size>`: encrypt + decrypt of one message on an established chain (no DH step), vs
-//!   raw ChaCha20-Poly1305 seal + open of the same size and AAD length (same crate), vs
-//!   vodozemac's Olm session (v1) encrypt + decrypt.
+//!   raw ChaCha20-Poly1305 seal + open of the same size and AAD length (same crate, same calls:
+//!   each side allocates its output), vs vodozemac's Olm session (v1) encrypt + decrypt. Our
+//!   figure includes all the API does per message: a `KDF_CK` step and a message-key HKDF on
+//!   each side, and wiping the returned plaintext when it is dropped.
 //! - `dh_turn`: a full DH ratchet turn (A→B, B→A, each side does a DH ratchet step), vs the
 //!   X25519 work it needs (2 key generations + 4 DH), vs the same ping-pong on vodozemac.
 //!

@@ -31,5 +31,5 @@ pub use identity::{Identity, PublicIdentity, PublicKeyError};
 pub use keystore::{KdfParams, KeystoreError, UnlockedKeystore};
 pub use safety_number::{SafetyNumber, SafetyNumberError};
 
-pub use ratchet::{RatchetMessage, Session, SharedSession};
+pub use ratchet::{Plaintext, RatchetMessage, Session, SharedSession};
 pub use x3dh::{PreKeyBundle, PreKeyStore};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dp2ptcs_crypto::ratchet::{resolve_crossing, CrossingResolution, Header, RatchetPublicKey};
-use dp2ptcs_crypto::{RatchetMessage, Session, SharedSession};
+use dp2ptcs_crypto::{Plaintext, RatchetMessage, Session, SharedSession};
 use dp2ptcs_store::Store;
 use dp2ptcs_types::NodeId;
 use dp2ptcs_wire::{Envelope, MessageKind, RatchetHeader};
@@ -236,7 +236,7 @@ impl SessionManager {
         self: &Arc<Self>,
         peer: NodeId,
         env: &Envelope,
-    ) -> Result<(Handle, Zeroizing<Vec<u8>>), NodeError> {
+    ) -> Result<(Handle, Plaintext), NodeError> {
         self.current(peer).await?;
         let candidates: Vec<Handle> = match lock(&self.peers).get(&peer) {
             Some(ps) => std::iter::once(ps.current.clone())

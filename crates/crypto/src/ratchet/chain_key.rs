@@ -8,7 +8,6 @@
 use hmac::digest::FixedOutput;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::message_key::MessageKey;
 
@@ -17,9 +16,11 @@ pub const MESSAGE_KEY_SEED: u8 = 0x01;
 /// `KDF_CK` input byte for the next chain key.
 pub const CHAIN_KEY_SEED: u8 = 0x02;
 
-/// `CKs` / `CKr`: 32 secret bytes.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// `CKs` / `CKr`: 32 secret bytes, zeroized on drop.
+#[derive(Clone)]
 pub(crate) struct ChainKey([u8; 32]);
+
+wipe_on_drop!(ChainKey);
 
 impl ChainKey {
     pub(crate) fn new(bytes: [u8; 32]) -> Self {
@@ -32,18 +33,20 @@ impl ChainKey {
 
     /// `KDF_CK(self)` = (next chain key, message key).
     pub(crate) fn step(&self) -> (ChainKey, MessageKey) {
-        let mut next = [0u8; 32];
-        let mut mk = [0u8; 32];
+        // The outputs are written straight into the key types, which wipe them on drop, rather
+        // than into local arrays that would be copied and left behind.
+        let mut next = ChainKey([0u8; 32]);
+        let mut mk = MessageKey::new([0u8; 32]);
         // Cannot fail: HMAC takes keys of any length.
         if let Ok(keyed) = Hmac::<Sha256>::new_from_slice(&self.0) {
             let mut mac = keyed.clone();
             mac.update(&[MESSAGE_KEY_SEED]);
-            FixedOutput::finalize_into(mac, (&mut mk).into());
+            FixedOutput::finalize_into(mac, mk.as_mut_bytes().into());
             let mut mac = keyed;
             mac.update(&[CHAIN_KEY_SEED]);
-            FixedOutput::finalize_into(mac, (&mut next).into());
+            FixedOutput::finalize_into(mac, (&mut next.0).into());
         }
-        (ChainKey(next), MessageKey::new(mk))
+        (next, mk)
     }
 }
 

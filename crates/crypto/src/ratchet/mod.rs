@@ -22,10 +22,32 @@
 //! The initiator's first ratchet public key pair is fresh; the responder's is its signed prekey
 //! (`RatchetInitBob(SK, SPK_B)`), and the initiator's `DHr` starts as `SPK_B`.
 
+/// `Zeroize`, `Drop` and `ZeroizeOnDrop` for a one-field tuple struct over a secret byte array.
+/// The slice form of `zeroize` clears the bytes at once and then keeps the compiler from eliding
+/// the writes; the array form (what `#[derive(Zeroize)]` calls) writes one volatile byte at a time.
+macro_rules! wipe_on_drop {
+    ($t:ty) => {
+        impl zeroize::Zeroize for $t {
+            fn zeroize(&mut self) {
+                zeroize::Zeroize::zeroize(self.0.as_mut_slice());
+            }
+        }
+
+        impl Drop for $t {
+            fn drop(&mut self) {
+                zeroize::Zeroize::zeroize(self);
+            }
+        }
+
+        impl zeroize::ZeroizeOnDrop for $t {}
+    };
+}
+
 mod chain_key;
 mod header;
 mod message_key;
 mod pickle;
+mod plaintext;
 mod ratchet_key;
 mod receiver_chain;
 mod root_key;
@@ -36,6 +58,7 @@ pub use chain_key::{CHAIN_KEY_SEED, MESSAGE_KEY_SEED};
 pub use header::{Header, HeaderError, RatchetMessage, HEADER_LEN, HEADER_VERSION};
 pub use message_key::{MESSAGE_KEY_INFO, TAG_LEN};
 pub use pickle::{PickleError, PICKLE_SEAL_CONTEXT, PICKLE_VERSION};
+pub use plaintext::Plaintext;
 pub use ratchet_key::{RatchetKeyPair, RatchetPublicKey};
 pub use root_key::KDF_RK_INFO;
 pub use session::{

@@ -7,7 +7,7 @@
 
 use hkdf::Hkdf;
 use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use super::chain_key::ChainKey;
 use super::ratchet_key::{RatchetKeyPair, RatchetPublicKey};
@@ -19,9 +19,11 @@ pub const KDF_RK_INFO: &[u8] = b"DP2PTCS_Ratchet_v1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NonContributory;
 
-/// `RK`: 32 secret bytes.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+/// `RK`: 32 secret bytes, zeroized on drop.
+#[derive(Clone)]
 pub(crate) struct RootKey([u8; 32]);
+
+wipe_on_drop!(RootKey);
 
 impl RootKey {
     pub(crate) fn new(bytes: [u8; 32]) -> Self {

@@ -5,14 +5,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dp2ptcs_types::NodeId;
 use rand_core::{CryptoRng, RngCore};
-use zeroize::Zeroizing;
 
 use super::chain_key::ChainKey;
 use super::header::{Header, RatchetMessage, HEADER_LEN};
+use super::plaintext::Plaintext;
 use super::ratchet_key::{RatchetKeyPair, RatchetPublicKey};
 use super::receiver_chain::ReceiverChain;
 use super::root_key::RootKey;
-use super::skipped_keys::SkippedKeys;
+use super::skipped_keys::{SkippedKey, SkippedKeys};
 use super::MAX_SKIP;
 use crate::x3dh::{
     self, AssociatedData, InitialMessage, PreKeyBundle, PreKeyStore, SharedSecret, X3dhError,
@@ -228,7 +228,7 @@ impl Session {
         initial: &InitialMessage,
         first_message: &RatchetMessage,
         now: u64,
-    ) -> Result<(Self, Zeroizing<Vec<u8>>), SessionError> {
+    ) -> Result<(Self, Plaintext), SessionError> {
         let out = x3dh::compute_responder(identity, store, initial, now)?;
         let mut session = Self::new_responder(
             &out.shared_secret,
@@ -305,7 +305,7 @@ impl Session {
         &mut self,
         rng: &mut R,
         message: &RatchetMessage,
-    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    ) -> Result<Plaintext, DecryptError> {
         let ad = *self.associated_data.as_bytes();
         self.decrypt_with_ad(rng, message, &ad)
     }
@@ -315,7 +315,7 @@ impl Session {
         rng: &mut R,
         message: &RatchetMessage,
         ad: &[u8; ASSOCIATED_DATA_LEN],
-    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    ) -> Result<Plaintext, DecryptError> {
         let header = &message.header;
         let aad = Self::aad(ad, header);
 
@@ -362,28 +362,23 @@ impl Session {
             }
         }
 
-        // Work on a copy; commit only if the message authenticates.
-        let mut next = self.state.clone();
+        // Work on a copy; commit only if the message authenticates. A message on the current
+        // receiving chain changes nothing but that chain, so only the chain is copied.
         let mut newly_skipped = Vec::new();
-        if new_chain {
+        let plaintext = if new_chain {
+            let mut next = self.state.clone();
             next.receiving
                 .skip_until(header.previous_chain_length, &mut newly_skipped);
             dh_ratchet(&mut next, rng, &header.ratchet_key)?;
-        }
-        next.receiving
-            .skip_until(header.message_number, &mut newly_skipped);
-        let mk = next
-            .receiving
-            .next_key()
-            .ok_or(if next.receiving.chain_key.is_none() {
-                DecryptError::Authentication
-            } else {
-                DecryptError::ChainExhausted
-            })?;
-        let plaintext = mk
-            .decrypt(&message.ciphertext, &aad)
-            .map_err(|_| DecryptError::Authentication)?;
-        self.state = next;
+            let plaintext = open(&mut next.receiving, message, &aad, &mut newly_skipped)?;
+            self.state = next;
+            plaintext
+        } else {
+            let mut receiving = self.state.receiving.clone();
+            let plaintext = open(&mut receiving, message, &aad, &mut newly_skipped)?;
+            self.state.receiving = receiving;
+            plaintext
+        };
         self.skipped.extend(newly_skipped);
         self.received_reply();
         Ok(plaintext)
@@ -392,6 +387,27 @@ impl Session {
     fn received_reply(&mut self) {
         self.pending_initial_message = None;
     }
+}
+
+/// The rest of `RatchetDecrypt` on the receiving chain the message belongs to:
+/// `SkipMessageKeys(state, header.n)`, `CKr, mk = KDF_CK(CKr)`, `Nr += 1`, `DECRYPT`. Works on
+/// the caller's copy of the chain, which the caller commits only on success.
+fn open(
+    receiving: &mut ReceiverChain,
+    message: &RatchetMessage,
+    aad: &[u8],
+    newly_skipped: &mut Vec<SkippedKey>,
+) -> Result<Plaintext, DecryptError> {
+    receiving.skip_until(message.header.message_number, newly_skipped);
+    let mk = receiving
+        .next_key()
+        .ok_or(if receiving.chain_key.is_none() {
+            DecryptError::Authentication
+        } else {
+            DecryptError::ChainExhausted
+        })?;
+    mk.decrypt(&message.ciphertext, aad)
+        .map_err(|_| DecryptError::Authentication)
 }
 
 /// `DHRatchet(state, header)`.
@@ -480,7 +496,7 @@ impl SharedSession {
         &self,
         rng: &mut R,
         message: &RatchetMessage,
-    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    ) -> Result<Plaintext, DecryptError> {
         self.lock().decrypt(rng, message)
     }
 
