@@ -6,8 +6,9 @@ use clap::{Args, Parser, Subcommand};
 
 /// DP2PTCS: decentralized, end-to-end encrypted messaging for tactical teams.
 ///
-/// Start with `dp2ptcs init`, show your identity with `dp2ptcs id`, add people with
-/// `dp2ptcs contact add`, and compare safety numbers with `dp2ptcs verify`.
+/// Start with `dp2ptcs init`, run the node with `dp2ptcs run`, show your identity with
+/// `dp2ptcs id`, add people with `dp2ptcs contact add`, compare safety numbers with
+/// `dp2ptcs verify`, then `dp2ptcs send` and `dp2ptcs inbox`.
 #[derive(Debug, Parser)]
 #[command(name = "dp2ptcs", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
@@ -43,6 +44,97 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// Re-encrypt the key file under a new passphrase.
     ChangePassphrase(ChangePassphraseArgs),
+    /// Run the node in the foreground until SIGINT (Ctrl-C) or SIGTERM.
+    Run(RunArgs),
+    /// Send a message to a contact through the running node; prints the message id.
+    Send(SendArgs),
+    /// Show received messages (from the running node); --follow keeps printing new ones.
+    Inbox(InboxArgs),
+    /// Show the running node's addresses, connected peers and message counts.
+    Status(JsonArg),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Lines for people.
+    Human,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// UDP address to listen on [default: 0.0.0.0:7446]
+    #[arg(long, env = "DP2PTCS_LISTEN", value_name = "IP:PORT")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// Address to put in your contact URI (repeatable) [default: the listening address, or
+    /// every interface's address when listening on 0.0.0.0]
+    #[arg(
+        long,
+        env = "DP2PTCS_ADVERTISE",
+        value_name = "IP:PORT",
+        value_delimiter = ','
+    )]
+    pub(crate) advertise: Vec<std::net::SocketAddr>,
+    /// A node to join the network through (repeatable); used by peer discovery.
+    #[arg(
+        long,
+        env = "DP2PTCS_BOOTSTRAP",
+        value_name = "IP:PORT",
+        value_delimiter = ','
+    )]
+    pub(crate) bootstrap: Vec<std::net::SocketAddr>,
+    /// Configuration file [default: config.toml in the data directory, if present]
+    #[arg(long, env = "DP2PTCS_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "DP2PTCS_LOG_FORMAT", value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `warn,dp2ptcs_node=debug` [default: our crates at info]
+    #[arg(long, env = "DP2PTCS_LOG", value_name = "FILTER")]
+    pub(crate) log: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// The contact's name, or at least 8 hex digits of its node id.
+    #[arg(value_name = "CONTACT")]
+    pub(crate) contact: String,
+    /// The message text; `-` reads it from standard input.
+    #[arg(value_name = "TEXT")]
+    pub(crate) text: String,
+    /// Wait for the end-to-end receipt (exit code 4 if it does not come in time; the message
+    /// stays queued and is retried).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "wait")]
+    pub(crate) timeout: u64,
+    /// Print {"id", "to", "state"} as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InboxArgs {
+    /// Only messages with this contact.
+    #[arg(long, value_name = "CONTACT")]
+    pub(crate) contact: Option<String>,
+    /// Show this many of the latest messages.
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) limit: u32,
+    /// Include the messages you sent (with their delivery state).
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Keep running and print new messages as they arrive.
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// One JSON object per message per line.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Argon2id cost options (advanced).

@@ -5,6 +5,7 @@
 
 mod cli;
 mod commands;
+mod config;
 mod contacts;
 mod datadir;
 mod fsutil;
@@ -17,6 +18,8 @@ use clap::Parser;
 
 /// Exit code when a safety-number comparison fails: the keys differ.
 pub(crate) const EXIT_MISMATCH: u8 = 3;
+/// Exit code when `send --wait` got no receipt in time (the message stays queued).
+pub(crate) const EXIT_NOT_DELIVERED: u8 = 4;
 
 /// An error that asks for a specific exit code.
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,12 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
             shell_quote(&dir)
         );
     }
+    if super::run::DaemonLock::is_held(&dir) {
+        bail!(
+            "a node is running on {}; stop it before replacing its identity",
+            shell_quote(&dir)
+        );
+    }
 
     let pass = passphrase::read(
         passphrase::Source {

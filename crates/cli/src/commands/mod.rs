@@ -3,7 +3,11 @@
 mod change_passphrase;
 mod contact;
 mod id;
+mod inbox;
 mod init;
+pub(crate) mod run;
+mod send;
+mod status;
 mod verify;
 
 use anyhow::Result;
@@ -19,7 +23,27 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Contact(cmd) => contact::run(&cli.global, cmd),
         Command::Verify(args) => verify::run(&cli.global, &args),
         Command::ChangePassphrase(args) => change_passphrase::run(&cli.global, &args),
+        Command::Run(args) => run::run(&cli.global, &args),
+        Command::Send(args) => send::run(&cli.global, &args),
+        Command::Inbox(args) => inbox::run(&cli.global, &args),
+        Command::Status(args) => status::run(&cli.global, &args),
     }
+}
+
+/// A client of the API of the node running on the data directory.
+fn api_client(global: &crate::cli::Global) -> Result<dp2ptcs_node::api::client::Client> {
+    let dir = crate::datadir::resolve(global)?;
+    Ok(dp2ptcs_node::api::client::Client::new(
+        dir.join(dp2ptcs_node::api::SOCKET_FILE),
+    ))
+}
+
+/// Runs `f` to completion on a single-threaded runtime (the API clients).
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(f))
 }
 
 /// Argon2id parameters from the flags, each defaulting to `base`.

@@ -1,0 +1,188 @@
+//! `dp2ptcs run`: the node daemon in the foreground.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use dp2ptcs_node::api::{self, ApiInfo};
+use dp2ptcs_node::Node;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Global, LogFormat, RunArgs};
+use crate::config::{self, RunConfig, CONFIG_FILE};
+use crate::contacts::{open_store, Book};
+use crate::datadir::{self, unlock};
+use crate::fsutil::DirLock;
+
+/// The lock file held while a node runs on a data directory; it contains the node's pid.
+pub(crate) const DAEMON_LOCK_FILE: &str = "node.pid";
+/// Time in-flight work gets to finish at shutdown.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Held while the node runs: at most one node per data directory.
+#[derive(Debug)]
+pub(crate) struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(DAEMON_LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "a node is already running on {} (pid {}); stop it first",
+                dir.display(),
+                pid.trim()
+            );
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(Self { _file: file })
+    }
+
+    /// Whether a node is running on `dir` now.
+    pub(crate) fn is_held(dir: &Path) -> bool {
+        let Ok(file) = File::open(dir.join(DAEMON_LOCK_FILE)) else {
+            return false;
+        };
+        file.try_lock_shared().is_err()
+    }
+}
+
+/// The merged configuration for `dir`.
+pub(crate) fn load_config(dir: &Path, args: &RunArgs) -> Result<RunConfig> {
+    let (file, path) = match &args.config {
+        Some(p) => (config::read_file(p, true)?, Some(p.clone())),
+        None => {
+            let p = dir.join(CONFIG_FILE);
+            let file = config::read_file(&p, false)?;
+            let path = file.is_some().then_some(p);
+            (file, path)
+        }
+    };
+    config::merge(file, path, args)
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
+    let filter =
+        EnvFilter::try_new(filter).map_err(|e| anyhow!("invalid log filter {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| anyhow!("cannot start logging: {e}"))
+}
+
+pub(super) fn run(global: &Global, args: &RunArgs) -> Result<()> {
+    let dir = datadir::resolve(global)?;
+    let config = load_config(&dir, args)?;
+    init_logging(config.log_format, &config.log)?;
+    let unlocked = unlock(global)?;
+    let _daemon = DaemonLock::acquire(&unlocked.dir)?;
+    let key = unlocked.keystore.database_key();
+    {
+        // Imports an address book of an earlier version and checks the contacts.
+        let _lock = DirLock::acquire(&unlocked.dir)?;
+        Book::load(&unlocked.dir, key)?;
+    }
+    let store = open_store(&unlocked.dir, key)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(daemon(&unlocked.dir, &config, &unlocked.keystore, store))
+}
+
+async fn daemon(
+    dir: &Path,
+    config: &RunConfig,
+    keys: &dp2ptcs_crypto::UnlockedKeystore,
+    store: dp2ptcs_store::Store,
+) -> Result<()> {
+    if let Some(file) = &config.file {
+        tracing::info!(file = %file.display(), "configuration read");
+    }
+    let node = Node::start(config.node.clone(), keys, store)
+        .await
+        .with_context(|| format!("cannot start the node on {}", config.node.listen))?;
+    let bound = node.local_addr()?;
+    let advertised = if config.advertise.is_empty() {
+        config::derive_advertised(bound)
+    } else {
+        config.advertise.clone()
+    };
+    save_addresses(dir, keys.database_key(), &advertised)?;
+    let socket: PathBuf = dir.join(api::SOCKET_FILE);
+    let listener =
+        api::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let api_task = tokio::spawn(api::serve(
+        listener,
+        node.clone(),
+        ApiInfo {
+            addresses: advertised.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    ));
+    if !config.bootstrap.is_empty() {
+        tracing::warn!(
+            bootstrap = ?config.bootstrap,
+            "bootstrap addresses noted, but this version has no peer discovery yet: \
+             contacts are reached at the addresses in their contact URIs"
+        );
+    }
+    tracing::info!(
+        node_id = %node.node_id(),
+        listen = %bound,
+        addresses = ?advertised,
+        api = %socket.display(),
+        "node running; stop with Ctrl-C or SIGTERM"
+    );
+
+    let received = wait_for_signal().await?;
+    tracing::info!(signal = received, "shutting down");
+    let result = node.shutdown(SHUTDOWN_DEADLINE).await;
+    match tokio::time::timeout(Duration::from_secs(5), api_task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "local API ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "local API task failed"),
+        _ => {}
+    }
+    let _ = std::fs::remove_file(&socket);
+    result.context("shutdown")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Records the addresses our contact URI carries (`dp2ptcs id` shows them).
+fn save_addresses(dir: &Path, key: &[u8; 32], addresses: &[std::net::SocketAddr]) -> Result<()> {
+    let _lock = DirLock::acquire(dir)?;
+    let store = open_store(dir, key)?;
+    store.set_profile("addresses", &serde_json::to_string(addresses)?)?;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<&'static str> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,66 @@
+//! `dp2ptcs send`: a client of the running node's API.
+
+use std::io::Read;
+
+use anyhow::{bail, Result};
+use dp2ptcs_node::api::SendRequest;
+use dp2ptcs_wire::MAX_CHAT_BODY_LEN;
+use serde_json::json;
+
+use super::{api_client, block_on, print_json};
+use crate::cli::{Global, SendArgs};
+use crate::{ExitError, EXIT_NOT_DELIVERED};
+
+pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
+    let text = if args.text == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .take(MAX_CHAT_BODY_LEN as u64 + 1)
+            .read_to_end(&mut buf)?;
+        let mut text = String::from_utf8(buf)
+            .map_err(|_| anyhow::anyhow!("the message on standard input is not UTF-8"))?;
+        if text.ends_with('\n') {
+            text.pop();
+        }
+        text
+    } else {
+        args.text.clone()
+    };
+    if text.is_empty() {
+        bail!("the message is empty");
+    }
+    if text.len() > MAX_CHAT_BODY_LEN {
+        bail!(
+            "the message is {} bytes; at most {MAX_CHAT_BODY_LEN} fit in one message",
+            text.len()
+        );
+    }
+    let client = api_client(global)?;
+    let request = SendRequest {
+        to: args.contact.clone(),
+        text,
+        wait: args.wait,
+        timeout_ms: Some(args.timeout.saturating_mul(1000)),
+    };
+    let response = block_on(client.send(&request))??;
+    if args.json {
+        print_json(&json!({
+            "id": response.id,
+            "to": response.to,
+            "state": response.state,
+        }));
+    } else {
+        println!("{}", response.id);
+    }
+    if args.wait && response.state != "delivered" {
+        return Err(ExitError {
+            code: EXIT_NOT_DELIVERED,
+            message: format!(
+                "no receipt within {} s (the message is {}); it stays in the outbox and is retried",
+                args.timeout, response.state
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `dp2ptcs status`: a client of the running node's API.
+
+use anyhow::Result;
+
+use super::{api_client, block_on, print_json};
+use crate::cli::{Global, JsonArg};
+
+pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
+    let client = api_client(global)?;
+    let s = block_on(client.status())??;
+    if args.json {
+        print_json(&serde_json::to_value(&s)?);
+        return Ok(());
+    }
+    let up = std::time::Duration::from_secs(s.uptime_secs);
+    println!("Node ID      {}", s.node_id);
+    println!("Version      {}", s.version);
+    println!("Listening    {} (UDP)", s.listen);
+    println!("Addresses    {}", list(&s.addresses));
+    println!("Uptime       {}", humantime::format_duration(up));
+    println!("Contacts     {}", s.contacts);
+    let peers: Vec<String> = s
+        .connected
+        .iter()
+        .map(|p| match &p.name {
+            Some(name) => format!("{name} ({}…)", &p.node_id[..8]),
+            None => format!("{}…", &p.node_id[..8]),
+        })
+        .collect();
+    println!("Connected    {}: {}", peers.len(), list(&peers));
+    let m = &s.messages;
+    println!(
+        "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent), {} expired",
+        m.received,
+        m.delivered,
+        m.queued + m.sent,
+        m.queued,
+        m.sent,
+        m.expired
+    );
+    if s.peers_retrying > 0 {
+        println!(
+            "Retrying     {} peer(s) unreachable at their last attempt",
+            s.peers_retrying
+        );
+    }
+    Ok(())
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,267 @@
+//! The daemon's configuration: `config.toml` < environment (`DP2PTCS_*`) < flags.
+//!
+//! clap reads each flag's environment variable itself (a flag given on the command line wins),
+//! so this module merges two layers: the file, then whatever clap found.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use dp2ptcs_node::NodeConfig;
+use dp2ptcs_types::limits::MAX_ADDRESS_HINTS;
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, RunArgs};
+use crate::fsutil::read_limited;
+
+/// The configuration file's name in the data directory.
+pub(crate) const CONFIG_FILE: &str = "config.toml";
+/// The UDP port the node listens on unless told otherwise.
+pub(crate) const DEFAULT_PORT: u16 = 7446;
+/// Largest configuration file read.
+const MAX_CONFIG_LEN: u64 = 64 * 1024;
+/// Most bootstrap addresses.
+const MAX_BOOTSTRAP: usize = 64;
+
+/// `config.toml`. Every key is optional; unknown keys are an error (a typo must not be
+/// silently ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) advertise: Option<Vec<SocketAddr>>,
+    pub(crate) bootstrap: Option<Vec<SocketAddr>>,
+    pub(crate) log_format: Option<LogFormat>,
+    pub(crate) log: Option<String>,
+    #[serde(default)]
+    pub(crate) limits: Limits,
+}
+
+/// `[limits]`: bounds and timings of the node (defaults in `NodeConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Limits {
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) max_streams_per_connection: Option<u32>,
+    pub(crate) peer_rate_per_sec: Option<u32>,
+    pub(crate) peer_burst: Option<u32>,
+    pub(crate) retry_initial_ms: Option<u64>,
+    pub(crate) retry_max_ms: Option<u64>,
+    pub(crate) outbox_poll_ms: Option<u64>,
+}
+
+/// The merged configuration of `dp2ptcs run`.
+#[derive(Debug, Clone)]
+pub(crate) struct RunConfig {
+    pub(crate) node: NodeConfig,
+    /// Addresses put in our contact URI (empty: derived from the bound address).
+    pub(crate) advertise: Vec<SocketAddr>,
+    /// Nodes to join the network through (used by peer discovery).
+    pub(crate) bootstrap: Vec<SocketAddr>,
+    pub(crate) log_format: LogFormat,
+    pub(crate) log: String,
+    /// The file read, if any.
+    pub(crate) file: Option<PathBuf>,
+}
+
+/// The default log filter: our crates at `info`, everything else at `warn`.
+pub(crate) const DEFAULT_LOG: &str = "warn,dp2ptcs=info,dp2ptcs_node=info";
+
+/// Reads `path`. A missing file is an error only when `required` (it was named explicitly).
+pub(crate) fn read_file(path: &Path, required: bool) -> Result<Option<FileConfig>> {
+    if !required && !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read_limited(path, MAX_CONFIG_LEN)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .with_context(|| format!("the configuration {} is not UTF-8", path.display()))?;
+    let config: FileConfig = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("the configuration {} is invalid: {e}", path.display()))?;
+    Ok(Some(config))
+}
+
+/// Merges the file (if any) under the flags and environment.
+pub(crate) fn merge(
+    file: Option<FileConfig>,
+    path: Option<PathBuf>,
+    args: &RunArgs,
+) -> Result<RunConfig> {
+    let file = file.unwrap_or_default();
+    let mut node = NodeConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+        ..NodeConfig::default()
+    };
+    if let Some(listen) = args.listen.or(file.listen) {
+        node.listen = listen;
+    }
+    let l = &file.limits;
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = l.$field {
+                node.$field = v;
+            }
+        };
+    }
+    set!(max_connections);
+    set!(max_connections_per_ip);
+    set!(max_streams_per_connection);
+    set!(peer_rate_per_sec);
+    set!(peer_burst);
+    if let Some(ms) = l.retry_initial_ms {
+        node.retry_initial = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = l.retry_max_ms {
+        node.retry_max = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = l.outbox_poll_ms {
+        node.outbox_poll = Duration::from_millis(ms.max(10));
+    }
+    if node.max_connections == 0 || node.max_connections_per_ip == 0 {
+        bail!("[limits] max_connections and max_connections_per_ip must be at least 1");
+    }
+    let advertise = if args.advertise.is_empty() {
+        file.advertise.unwrap_or_default()
+    } else {
+        args.advertise.clone()
+    };
+    if advertise.len() > MAX_ADDRESS_HINTS {
+        bail!("at most {MAX_ADDRESS_HINTS} advertised addresses");
+    }
+    if let Some(bad) = advertise
+        .iter()
+        .find(|a| a.ip().is_unspecified() || a.port() == 0)
+    {
+        bail!("cannot advertise {bad}: give an address others can reach, with its port");
+    }
+    let bootstrap = if args.bootstrap.is_empty() {
+        file.bootstrap.unwrap_or_default()
+    } else {
+        args.bootstrap.clone()
+    };
+    if bootstrap.len() > MAX_BOOTSTRAP {
+        bail!("at most {MAX_BOOTSTRAP} bootstrap addresses");
+    }
+    let log = args
+        .log
+        .clone()
+        .or(file.log)
+        .unwrap_or_else(|| DEFAULT_LOG.to_owned());
+    Ok(RunConfig {
+        node,
+        advertise,
+        bootstrap,
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Human),
+        log,
+        file: path,
+    })
+}
+
+/// The addresses to put in our contact URI when none are configured: the bound address if it
+/// is a specific one, else the address of every non-loopback interface (loopback if there is
+/// no other), all with the bound port.
+pub(crate) fn derive_advertised(bound: SocketAddr) -> Vec<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let want_v4 = bound.is_ipv4();
+    let mut found: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == want_v4 || !want_v4)
+        .filter(|ip| !ip.is_unspecified() && !is_link_local(ip))
+        .map(|ip| SocketAddr::new(ip, bound.port()))
+        .collect();
+    let (loopback, mut others): (Vec<_>, Vec<_>) =
+        found.drain(..).partition(|a| a.ip().is_loopback());
+    if others.is_empty() {
+        others = loopback;
+    }
+    others.sort();
+    others.dedup();
+    others.truncate(MAX_ADDRESS_HINTS);
+    others
+}
+
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["dp2ptcs", "run"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+            crate::cli::Command::Run(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_file_overrides_defaults() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            listen = "127.0.0.1:9000"
+            bootstrap = ["10.0.0.1:7446"]
+            log_format = "json"
+            [limits]
+            retry_max_ms = 5000
+            "#,
+        )
+        .unwrap();
+        let c = merge(Some(file), None, &args(&[])).unwrap();
+        assert_eq!(c.node.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.bootstrap, vec!["10.0.0.1:7446".parse().unwrap()]);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.node.retry_max, Duration::from_secs(5));
+        assert_eq!(c.log, DEFAULT_LOG);
+
+        let file: FileConfig = toml::from_str(r#"listen = "127.0.0.1:9000""#).unwrap();
+        let c = merge(
+            Some(file),
+            None,
+            &args(&["--listen", "127.0.0.1:9001", "--log-format", "human"]),
+        )
+        .unwrap();
+        assert_eq!(c.node.listen, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(c.log_format, LogFormat::Human);
+
+        let c = merge(None, None, &args(&[])).unwrap();
+        assert_eq!(c.node.listen.port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"127.0.0.1:1\"").is_err());
+        assert!(toml::from_str::<FileConfig>("listen = \"localhost\"").is_err());
+        assert!(toml::from_str::<FileConfig>("[limits]\nmax_conections = 3").is_err());
+        assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
+        let file: FileConfig = toml::from_str("advertise = [\"0.0.0.0:7446\"]").unwrap();
+        assert!(merge(Some(file), None, &args(&[])).is_err());
+    }
+
+    #[test]
+    fn a_specific_bound_address_is_advertised_as_is() {
+        let a: SocketAddr = "127.0.0.1:7446".parse().unwrap();
+        assert_eq!(derive_advertised(a), vec![a]);
+        let any: SocketAddr = "0.0.0.0:7446".parse().unwrap();
+        let derived = derive_advertised(any);
+        assert!(!derived.is_empty());
+        assert!(derived
+            .iter()
+            .all(|d| d.port() == 7446 && !d.ip().is_unspecified()));
+    }
+}

@@ -1,0 +1,448 @@
+//! Real `dp2ptcs run` processes on loopback, driven through the CLI and the local API:
+//! messaging both ways, kill -9 and restart, retries while a peer is down, clean shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dp2ptcs_node::api::client::{Client, HistoryFilter};
+use dp2ptcs_node::api::{Message, SendRequest};
+use serde_json::Value;
+
+const PASS: &str = "lantern orbit quarry mosaic";
+const FAST_KDF: [&str; 6] = [
+    "--kdf-memory",
+    "64",
+    "--kdf-iterations",
+    "1",
+    "--kdf-parallelism",
+    "1",
+];
+/// A safety net so a broken build fails instead of hanging; not a performance assertion.
+const SAFETY: Duration = Duration::from_secs(180);
+/// Quick retries, so a restarted peer is found again soon.
+const CONFIG: &str = "[limits]\nretry_initial_ms = 100\nretry_max_ms = 1000\n";
+
+fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dp2ptcs"));
+    cmd.env_remove("DP2PTCS_PASSPHRASE")
+        .env_remove("DP2PTCS_HOME")
+        .env_remove("DP2PTCS_LISTEN")
+        .env_remove("DP2PTCS_CONFIG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < SAFETY, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One person: a data directory and, while running, their node process.
+struct Person {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Person {
+    fn init(name: &str) -> Self {
+        // tmpfs when there is one: the store syncs every write.
+        let tmp = if Path::new("/dev/shm").is_dir() {
+            tempfile::tempdir_in("/dev/shm").unwrap()
+        } else {
+            tempfile::tempdir().unwrap()
+        };
+        let dir = tmp.path().join("home");
+        let p = Self {
+            _tmp: tmp,
+            dir,
+            port: free_udp_port(),
+            child: None,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        p.run_ok(&[&["init", "--name", name], &FAST_KDF[..]].concat());
+        fs::write(p.dir.join("config.toml"), CONFIG).unwrap();
+        p
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = bin();
+        cmd.arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .env("DP2PTCS_PASSPHRASE", PASS);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "the binary panicked: {err}");
+        out
+    }
+
+    fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", stderr(&out));
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_slice(&self.run_ok(args).stdout).unwrap()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self._tmp.path().join("node.log")
+    }
+
+    /// Starts `dp2ptcs run` and waits until its API answers.
+    fn start(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let child = self
+            .cmd(&["run", "--listen", &listen, "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_until("the node to start", || {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the node exited with {status}: {}",
+                    fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+            self.runtime.block_on(self.client().status()).is_ok()
+        });
+    }
+
+    fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < SAFETY, "the node did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(self.dir.join("api.sock"))
+    }
+
+    fn uri(&self) -> String {
+        self.json(&["id", "--json"])["contact_uri"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn add(&self, name: &str, other: &Person) {
+        self.run_ok(&["contact", "add", &other.uri(), "--name", name]);
+    }
+
+    fn queue(&self, to: &str, text: &str) -> String {
+        let request = SendRequest {
+            to: to.into(),
+            text: text.into(),
+            wait: false,
+            timeout_ms: None,
+        };
+        self.runtime
+            .block_on(self.client().send(&request))
+            .unwrap()
+            .id
+    }
+
+    fn history(&self, direction: &str) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            let page = self
+                .runtime
+                .block_on(self.client().history(&HistoryFilter {
+                    direction: Some(direction.into()),
+                    after: all.last().map(|m: &Message| m.seq),
+                    limit: Some(10_000),
+                    ..HistoryFilter::default()
+                }))
+                .unwrap();
+            let done = page.len() < 10_000;
+            all.extend(page);
+            if done {
+                return all;
+            }
+        }
+    }
+
+    fn status(&self) -> dp2ptcs_node::api::Status {
+        self.runtime.block_on(self.client().status()).unwrap()
+    }
+}
+
+impl Drop for Person {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Two running people who have added each other.
+fn pair() -> (Person, Person) {
+    let mut a = Person::init("Alpha");
+    let mut b = Person::init("Bravo");
+    a.start();
+    b.start();
+    // `id` now carries the listening address; contacts are added while the nodes run.
+    a.add("Bravo", &b);
+    b.add("Alpha", &a);
+    (a, b)
+}
+
+/// Asserts `received` holds exactly the `expected` bodies, each once, in order.
+fn assert_exactly_once_in_order(received: &[Message], expected: &[String]) {
+    let bodies: Vec<&str> = received.iter().map(|m| m.body.as_str()).collect();
+    let ids: HashSet<&str> = received.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids.len(), received.len(), "a message was delivered twice");
+    assert_eq!(bodies, expected, "messages lost, altered or out of order");
+}
+
+#[test]
+fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts() {
+    let (a, b) = pair();
+    const N: usize = 1000;
+
+    // The CLI: send and wait for the receipt.
+    let out = a.run_ok(&["send", "Bravo", "hello from the CLI", "--wait"]);
+    let first_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(first_id.len(), 32);
+
+    let a_to_b: Vec<String> = (0..N)
+        .map(|i| format!("a->b #{i} {}", "x".repeat(i % 97)))
+        .collect();
+    let b_to_a: Vec<String> = (0..N).map(|i| format!("b->a #{i} ✓")).collect();
+    for i in 0..N {
+        a.queue("Bravo", &a_to_b[i]);
+        b.queue("Alpha", &b_to_a[i]);
+    }
+    wait_until("every receipt", || {
+        let (sa, sb) = (a.status(), b.status());
+        sa.messages.delivered == N as u64 + 1 && sb.messages.delivered == N as u64
+    });
+
+    let mut expected_b = vec!["hello from the CLI".to_owned()];
+    expected_b.extend(a_to_b);
+    assert_exactly_once_in_order(&b.history("incoming"), &expected_b);
+    assert_exactly_once_in_order(&a.history("incoming"), &b_to_a);
+    assert!(a.history("outgoing").iter().all(|m| m.state == "delivered"));
+    assert_eq!(b.history("incoming")[0].id, first_id);
+
+    // The CLI views of the same.
+    let status = b.json(&["status", "--json"]);
+    assert_eq!(status["messages"]["received"], N as u64 + 1);
+    assert_eq!(status["connected"][0]["name"], "Alpha");
+    let inbox = b.run_ok(&["inbox", "--json", "--limit", "3"]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&inbox.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["body"], expected_b[N].as_str());
+    let human = String::from_utf8_lossy(&b.run_ok(&["inbox", "--limit", "1"]).stdout).into_owned();
+    assert!(human.contains("Alpha: a->b #999"), "{human}");
+
+    // `inbox --follow` prints a message that arrives while it runs.
+    let mut follow = b
+        .cmd(&["inbox", "--follow", "--json", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let old: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(old["body"], expected_b[N].as_str());
+    a.run_ok(&["send", "Bravo", "live one"]);
+    let live: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(live["body"], "live one");
+    assert_eq!(live["peer_name"], "Alpha");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}
+
+#[test]
+fn kill_9_mid_stream_and_restart_loses_nothing_and_reuses_no_key() {
+    let (a, mut b) = pair();
+    let before: Vec<String> = (0..300).map(|i| format!("before #{i}")).collect();
+    for text in &before {
+        a.queue("Bravo", text);
+    }
+    // Kill B in the middle of the stream.
+    wait_until("B to receive some", || b.status().messages.received >= 40);
+    b.kill9();
+    // Sent while B is down: queued, retried.
+    let during: Vec<String> = (0..50).map(|i| format!("while down #{i}")).collect();
+    for text in &during {
+        a.queue("Bravo", text);
+    }
+    wait_until("A to back off from B", || a.status().peers_retrying == 1);
+    b.start();
+
+    let mut expected = before;
+    expected.extend(during);
+    wait_until("every message to reach B", || {
+        a.status().messages.delivered == expected.len() as u64
+    });
+    // Sessions and history survived the crash: what B had received before is still there,
+    // nothing twice, in order.
+    assert_exactly_once_in_order(&b.history("incoming"), &expected);
+
+    // After the restart B's sending chain continues from its saved state: A decrypts all.
+    let replies: Vec<String> = (0..100).map(|i| format!("after restart #{i}")).collect();
+    for text in &replies {
+        b.queue("Alpha", text);
+    }
+    let more: Vec<String> = (0..20).map(|i| format!("more #{i}")).collect();
+    for text in &more {
+        a.queue("Bravo", text);
+    }
+    wait_until("the replies and more", || {
+        b.status().messages.delivered == 100
+            && a.status().messages.delivered == (expected.len() + 20) as u64
+    });
+    assert_exactly_once_in_order(&a.history("incoming"), &replies);
+    expected.extend(more);
+    assert_exactly_once_in_order(&b.history("incoming"), &expected);
+}
+
+#[test]
+fn clients_explain_errors_and_sigterm_stops_the_node_cleanly() {
+    let mut a = Person::init("Alpha");
+    // Nothing running: every client says so.
+    for args in [
+        &["send", "Bravo", "hi"][..],
+        &["status"][..],
+        &["inbox"][..],
+    ] {
+        let out = a.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+    }
+    // A typo in config.toml is reported with the file, and nothing starts.
+    fs::write(a.dir.join("config.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = a.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lisen"), "{}", stderr(&out));
+    fs::write(a.dir.join("config.toml"), CONFIG).unwrap();
+    // A bad flag value is a usage error.
+    assert_eq!(
+        a.run(&["run", "--listen", "nowhere"]).status.code(),
+        Some(2)
+    );
+
+    a.start();
+    // A second node on the same data directory is refused.
+    let out = a.run(&["run", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+
+    let out = a.run(&["send", "Nobody", "hi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no contact named \"Nobody\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(a.run(&["send", "Nobody", ""]).status.code(), Some(1));
+
+    // A contact whose node is down: --wait gives up with exit code 4, the message stays queued.
+    let b = Person::init("Bravo");
+    a.run_ok(&["contact", "add", &b.uri(), "--name", "Bravo"]);
+    let out = a.run(&[
+        "send",
+        "Bravo",
+        "are you there?",
+        "--wait",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("retried"));
+    let status = a.json(&["status", "--json"]);
+    assert_eq!(
+        status["messages"]["queued"].as_u64().unwrap()
+            + status["messages"]["sent"].as_u64().unwrap(),
+        1
+    );
+    let human = String::from_utf8_lossy(&a.run_ok(&["status"]).stdout).into_owned();
+    assert!(human.contains("127.0.0.1"), "{human}");
+
+    // SIGTERM: a clean exit, the socket removed, JSON log lines.
+    let status = a.sigterm();
+    assert!(status.success(), "{status}");
+    assert!(!a.dir.join("api.sock").exists());
+    let log = fs::read_to_string(a.log_path()).unwrap();
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v.get("level").is_some());
+    }
+    assert!(log.contains("stopped"), "{log}");
+    // The queued message is still there for the next run.
+    a.start();
+    let status = a.status();
+    assert_eq!(status.messages.queued + status.messages.sent, 1);
+}
+
+#[test]
+fn id_shows_the_listening_address_after_a_run() {
+    let mut a = Person::init("Alpha");
+    a.start();
+    let uri = a.uri();
+    let parsed: dp2ptcs_crypto::ContactUri = uri.parse().unwrap();
+    let expected: SocketAddr = format!("127.0.0.1:{}", a.port).parse().unwrap();
+    assert_eq!(parsed.addresses(), &[expected]);
+}
