@@ -83,6 +83,7 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
         EnvFilter::try_new(filter).map_err(|e| anyhow!("invalid log filter {filter:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),
