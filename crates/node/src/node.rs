@@ -281,6 +281,29 @@ impl Node {
         let _ = stop.wait_for(|s| *s).await;
     }
 
+    /// Test support (hostile-peer tests): writes `bytes` as they are on a new stream of the
+    /// authenticated connection to `contact`, then returns the application code with which the
+    /// peer closed the connection, or `None` if it was still open after `wait`.
+    #[doc(hidden)]
+    pub async fn send_raw_stream(
+        &self,
+        contact: &ContactRecord,
+        bytes: &[u8],
+        wait: Duration,
+    ) -> Result<Option<u64>, NodeError> {
+        let conn = self.inner.connection(contact).await?;
+        let (mut send, _recv) = conn.open_bi().await?;
+        send.write_all(bytes)
+            .await
+            .map_err(|e| NodeError::Stream(e.to_string()))?;
+        let _ = send.finish();
+        Ok(match tokio::time::timeout(wait, conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+            Ok(other) => return Err(other.into()),
+            Err(_) => None,
+        })
+    }
+
     /// Adds or replaces a contact (only contacts may handshake with this node).
     pub async fn put_contact(&self, contact: &ContactRecord) -> Result<(), NodeError> {
         let store = self.inner.store.clone();
@@ -652,10 +675,9 @@ impl Inner {
         let peer = contact.node_id;
         let chat = self.new_chat(text)?;
         // Claimed before it is recorded, so an outbox pass cannot send it at the same time.
-        let claim = self
-            .outbox
-            .claim(peer, chat.id)
-            .ok_or(NodeError::Internal("fresh message id already in flight".into()))?;
+        let claim = self.outbox.claim(peer, chat.id).ok_or(NodeError::Internal(
+            "fresh message id already in flight".into(),
+        ))?;
         self.record_outgoing(peer, &chat).await?;
         let result = self.deliver(contact, &chat).await;
         drop(claim);

@@ -96,6 +96,59 @@ async fn malformed_oversize_unknown_and_junk_close_the_connection_others_unaffec
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_authenticated_contact_sending_junk_is_cut_off_and_others_keep_messaging() {
+    let (da, db, dc) = (tempdir(), tempdir(), tempdir());
+    let (ka, kb, kc) = (new_keys(), new_keys(), new_keys());
+    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
+    let b = start(db.path(), &kb, test_config([127, 0, 0, 1])).await;
+    let c = start(dc.path(), &kc, test_config([127, 0, 0, 1])).await;
+    let b_contact = contact_of("b", &kb, &b);
+    a.put_contact(&b_contact).await.unwrap();
+    c.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    b.put_contact(&contact_of("c", &kc, &c)).await.unwrap();
+    let wait = Duration::from_secs(10);
+    let malformed = WireErrorCode::MalformedFrame.code() as u64;
+
+    // C has a session with B (the handshake is done by a real message), then misbehaves.
+    c.send_chat(&b_contact, "hi, I am c").await.unwrap();
+    let garbage = encode_frame(&[0xff; 40], MAX_FRAME_LEN).unwrap();
+    assert_eq!(
+        c.send_raw_stream(&b_contact, &garbage, wait).await.unwrap(),
+        Some(malformed)
+    );
+    // A fresh connection (proved by the session) followed by a frame and trailing junk.
+    let mut trailing = encode_frame(&[0x0a, 0x00], MAX_FRAME_LEN).unwrap();
+    trailing.extend_from_slice(b"junk after the frame");
+    assert_eq!(
+        c.send_raw_stream(&b_contact, &trailing, wait)
+            .await
+            .unwrap(),
+        Some(malformed),
+        "junk after the one frame of a stream closes the connection"
+    );
+    // An oversize length prefix after the handshake.
+    let mut oversize = Vec::new();
+    dp2ptcs_wire::frame::write_varint(u64::MAX / 3, &mut oversize);
+    assert_eq!(
+        c.send_raw_stream(&b_contact, &oversize, wait)
+            .await
+            .unwrap(),
+        Some(malformed)
+    );
+
+    // A keeps messaging B throughout, and C can still talk properly afterwards.
+    a.send_chat(&b_contact, "a is fine").await.unwrap();
+    b.send_chat(&contact_of("a", &ka, &a), "b is fine")
+        .await
+        .unwrap();
+    c.send_chat(&b_contact, "c behaves again").await.unwrap();
+    for n in [&a, &b, &c] {
+        n.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_flood_from_one_ip_is_limited_and_a_peer_still_connects() {
     let (da, db) = (tempdir(), tempdir());
