@@ -44,11 +44,7 @@ impl FrameReader {
             }
             self.buf.resize(READ_CHUNK, 0);
             self.start = 0;
-            match recv
-                .read(&mut self.buf)
-                .await
-                .map_err(|e| NodeError::Stream(e.to_string()))?
-            {
+            match recv.read(&mut self.buf).await.map_err(read_error)? {
                 Some(n) => self.buf.truncate(n),
                 None => {
                     self.buf.clear();
@@ -78,7 +74,24 @@ impl FrameReader {
 /// Writes one frame.
 pub(crate) async fn write_frame(send: &mut SendStream, message: &[u8]) -> Result<(), NodeError> {
     let framed = encode_frame(message, MAX_FRAME_LEN)?;
-    send.write_all(&framed)
-        .await
-        .map_err(|e| NodeError::Stream(e.to_string()))
+    send.write_all(&framed).await.map_err(|e| match e {
+        quinn::WriteError::Stopped(code) => refused(code),
+        e => NodeError::Stream(e.to_string()),
+    })
+}
+
+/// A stream the peer reset: it refused the request with a wire error code (say
+/// `LimitExceeded`).
+fn read_error(e: quinn::ReadError) -> NodeError {
+    match e {
+        quinn::ReadError::Reset(code) => refused(code),
+        e => NodeError::Stream(e.to_string()),
+    }
+}
+
+fn refused(code: quinn::VarInt) -> NodeError {
+    NodeError::Refused {
+        code: u32::try_from(code.into_inner()).unwrap_or(u32::MAX),
+        reason: "the peer refused the request stream".into(),
+    }
 }

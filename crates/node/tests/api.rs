@@ -310,3 +310,53 @@ async fn queued_messages_are_retried_until_the_peer_comes_up_and_survive_a_resta
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_over_the_peer_rate_are_refused_with_a_typed_error_and_retried_later() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let b = start(
+        db.path(),
+        &kb,
+        NodeConfig {
+            peer_rate_per_sec: 5,
+            peer_burst: 5,
+            ..quick_retries()
+        },
+    )
+    .await;
+    let b_contact = contact_of("b", &kb, &b);
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    let mut b_events = b.subscribe();
+
+    // Twenty at once: the burst passes, the rest is refused, not queued at B.
+    let sends = (0..20).map(|i| {
+        let (a, c) = (a.clone(), b_contact.clone());
+        tokio::spawn(async move { a.send_chat(&c, &format!("burst #{i}")).await })
+    });
+    let mut refused = 0;
+    for r in futures_util::future::join_all(sends).await {
+        match r.unwrap() {
+            Ok(_) => {}
+            Err(dp2ptcs_node::NodeError::Refused { code, .. }) => {
+                assert_eq!(code, dp2ptcs_wire::WireErrorCode::LimitExceeded.code());
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(refused > 0, "the rate limit refused nothing");
+    // The refused ones stay in A's outbox and get through as B's bucket refills.
+    let mut bodies = std::collections::HashSet::new();
+    tokio::time::timeout(SAFETY, async {
+        while bodies.len() < 20 {
+            if let Ok(dp2ptcs_node::NodeEvent::Message { body, .. }) = b_events.recv().await {
+                assert!(bodies.insert(body), "delivered twice");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}
