@@ -9,6 +9,7 @@ use dp2ptcs_crypto::x3dh::PreKeyStore;
 use dp2ptcs_crypto::{Identity, UnlockedKeystore};
 use dp2ptcs_store::{
     ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, Store,
+    StoreError,
 };
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{Chat, Envelope, MessageKind, Receipt, WireErrorCode};
@@ -21,7 +22,7 @@ use zeroize::Zeroizing;
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
 use crate::outbox::Outbox;
-use crate::sessions::{blocking, lock, now_ms, SessionManager};
+use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
 use crate::{tls, NodeConfig, NodeError, SERVER_NAME};
 
 /// Something that happened, for the application.
@@ -474,26 +475,15 @@ impl Inner {
                 "sender is not the connection's peer",
             ));
         }
-        let (handle, plaintext) = self.sessions.decrypt(peer, &env).await?;
-        match env.kind {
-            MessageKind::Chat => {
-                let chat = Chat::decode(&plaintext)?;
-                let store = self.store.clone();
-                let c = chat.clone();
-                let fresh = blocking(move || {
-                    Ok(lock(&store).insert_message(
-                        &NewMessage {
-                            id: &c.id,
-                            peer: &peer,
-                            direction: Direction::Incoming,
-                            body: &c.body,
-                            sent_at_ms: c.sent_at_ms,
-                            state: MessageState::Received,
-                        },
-                        now_ms(),
-                    )?)
-                })
-                .await?;
+        let kind = env.kind;
+        let (_, inbound, reply) = self
+            .sessions
+            .decrypt_with(peer, &env, move |store, plaintext| {
+                inbound(store, peer, kind, &plaintext)
+            })
+            .await?;
+        match inbound? {
+            Inbound::Chat { chat, fresh } => {
                 if fresh {
                     let _ = self.events.send(NodeEvent::Message {
                         id: chat.id,
@@ -502,49 +492,21 @@ impl Inner {
                         body: chat.body,
                     });
                 }
-                // A duplicate is acknowledged again: the sender may have missed the receipt.
-                let receipt = Receipt { ids: vec![chat.id] }.encode()?;
-                let reply = self
-                    .sessions
-                    .encrypt(peer, &handle, MessageKind::Receipt, Zeroizing::new(receipt))
-                    .await?;
-                write_frame(&mut send, &reply.encode()).await?;
+                if let Some(reply) = reply {
+                    write_frame(&mut send, &reply.encode()).await?;
+                }
             }
-            MessageKind::Receipt => {
-                let receipt = Receipt::decode(&plaintext)?;
-                self.apply_receipt(peer, receipt).await?;
-            }
-            MessageKind::Error | MessageKind::SessionProof => {}
-            _ => return Err(NodeError::Authentication("unexpected message kind")),
+            Inbound::Delivered(ids) => self.report_delivered(peer, ids),
+            Inbound::Nothing => {}
         }
         let _ = send.finish();
         Ok(())
     }
 
-    async fn apply_receipt(
-        self: &Arc<Self>,
-        peer: NodeId,
-        receipt: Receipt,
-    ) -> Result<(), NodeError> {
-        let store = self.store.clone();
-        let delivered = blocking(move || {
-            let store = lock(&store);
-            let mut out = Vec::new();
-            for id in receipt.ids {
-                if let Some(m) = store.message(&peer, &id)? {
-                    if m.direction == Direction::Outgoing && m.state != MessageState::Delivered {
-                        store.set_message_state(&peer, &id, MessageState::Delivered, now_ms())?;
-                        out.push(id);
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-        for id in delivered {
+    fn report_delivered(&self, peer: NodeId, ids: Vec<MessageId>) {
+        for id in ids {
             let _ = self.events.send(NodeEvent::Delivered { id, to: peer });
         }
-        Ok(())
     }
 
     /// The pooled connection to `contact`, dialing (with backoff and jitter) if there is none.
@@ -650,21 +612,7 @@ impl Inner {
     async fn record_outgoing(&self, peer: NodeId, chat: &Chat) -> Result<(), NodeError> {
         let store = self.store.clone();
         let c = chat.clone();
-        blocking(move || {
-            lock(&store).insert_message(
-                &NewMessage {
-                    id: &c.id,
-                    peer: &peer,
-                    direction: Direction::Outgoing,
-                    body: &c.body,
-                    sent_at_ms: c.sent_at_ms,
-                    state: MessageState::Queued,
-                },
-                now_ms(),
-            )?;
-            Ok(())
-        })
-        .await
+        blocking(move || Ok(insert_outgoing(&lock(&store), &peer, &c)?)).await
     }
 
     async fn send_chat(
@@ -678,8 +626,9 @@ impl Inner {
         let claim = self.outbox.claim(peer, chat.id).ok_or(NodeError::Internal(
             "fresh message id already in flight".into(),
         ))?;
-        self.record_outgoing(peer, &chat).await?;
-        let result = self.deliver(contact, &chat).await;
+        // Recorded as queued together with the session save of its encryption (one commit), or
+        // alone if it fails before that.
+        let result = self.deliver(contact, &chat, true).await;
         drop(claim);
         if result.is_err() {
             // The outbox takes over, after the peer's backoff.
@@ -705,12 +654,29 @@ impl Inner {
         Ok(chat.id)
     }
 
-    /// Transmits one recorded chat message and waits for its receipt. A message that left but
-    /// got no receipt is marked `sent`; one that never left stays `queued`.
+    /// Transmits one chat message and waits for its receipt. A message that left but got no
+    /// receipt is marked `sent`; one that never left stays `queued`. With `record`, the message
+    /// is not recorded yet: it is recorded as `queued` in the same transaction as the session
+    /// save of its encryption (so before it leaves), or alone if this fails before that.
     async fn deliver(
         self: &Arc<Self>,
         contact: &ContactRecord,
         chat: &Chat,
+        record: bool,
+    ) -> Result<(), NodeError> {
+        let mut recorded = !record;
+        let result = self.transmit(contact, chat, &mut recorded).await;
+        if result.is_err() && !recorded {
+            self.record_outgoing(contact.node_id, chat).await?;
+        }
+        result
+    }
+
+    async fn transmit(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        chat: &Chat,
+        recorded: &mut bool,
     ) -> Result<(), NodeError> {
         let _permit = self
             .in_flight
@@ -726,10 +692,19 @@ impl Inner {
             .current(peer)
             .await?
             .ok_or(NodeError::Internal("no session after handshake".into()))?;
+        let record: Option<StoreStep> = if *recorded {
+            None
+        } else {
+            let c = chat.clone();
+            Some(Box::new(move |store: &Store| {
+                Ok(insert_outgoing(store, &peer, &c)?)
+            }))
+        };
         let env = self
             .sessions
-            .encrypt(peer, &handle, MessageKind::Chat, payload)
+            .encrypt_with(peer, &handle, MessageKind::Chat, payload, record)
             .await?;
+        *recorded = true;
         let mut left = false;
         let exchange = async {
             let (mut send, mut recv) = conn.open_bi().await?;
@@ -742,16 +717,26 @@ impl Inner {
             if reply.sender != peer || reply.kind != MessageKind::Receipt {
                 return Err(NodeError::Authentication("reply is not a receipt"));
             }
-            let (_, plaintext) = self.sessions.decrypt(peer, &reply).await?;
-            Receipt::decode(&plaintext).map_err(NodeError::from)
+            // The receipt's session advance and the delivered states: one commit.
+            let (_, delivered, _) = self
+                .sessions
+                .decrypt_with(peer, &reply, move |store, plaintext| {
+                    inbound(store, peer, MessageKind::Receipt, &plaintext)
+                })
+                .await?;
+            match delivered? {
+                Inbound::Delivered(ids) => Ok(ids),
+                _ => Err(NodeError::Internal("receipt read as another kind".into())),
+            }
         };
         let result = tokio::time::timeout(self.config.request_timeout, exchange)
             .await
             .unwrap_or(Err(NodeError::Timeout("request")));
         match result {
-            Ok(receipt) => {
+            Ok(ids) => {
                 self.outbox.reachable(peer);
-                self.apply_receipt(peer, receipt).await
+                self.report_delivered(peer, ids);
+                Ok(())
             }
             Err(e) => {
                 if left {
@@ -849,7 +834,7 @@ impl Inner {
                     sent_at_ms: m.sent_at_ms,
                     body: m.body,
                 };
-                self.deliver(&contact, &chat).await?;
+                self.deliver(&contact, &chat, false).await?;
             }
             Ok(())
         }
@@ -865,6 +850,96 @@ impl Inner {
         }
         self.outbox.release_peer(peer);
     }
+}
+
+/// What an authenticated envelope from a peer did to the store.
+enum Inbound {
+    /// A chat message, recorded (`fresh`) or already recorded.
+    Chat {
+        /// The message.
+        chat: Chat,
+        /// Whether it was new.
+        fresh: bool,
+    },
+    /// A receipt: these outgoing messages are now delivered.
+    Delivered(Vec<MessageId>),
+    /// Nothing to do.
+    Nothing,
+}
+
+/// Applies the decrypted `plaintext` of a `kind` envelope from `peer` to `store` (inside the
+/// transaction that saves the session's advance): a chat is recorded and asks for a receipt as
+/// the reply; a receipt marks messages delivered. The peer's faults are in the inner result
+/// (nothing written then); the outer one is the store's failures.
+fn inbound(
+    store: &Store,
+    peer: NodeId,
+    kind: MessageKind,
+    plaintext: &[u8],
+) -> Result<(Result<Inbound, NodeError>, Option<Reply>), NodeError> {
+    let fault = |e: NodeError| Ok((Err(e), None));
+    match kind {
+        MessageKind::Chat => {
+            let chat = match Chat::decode(plaintext) {
+                Ok(c) => c,
+                Err(e) => return fault(e.into()),
+            };
+            // A duplicate is acknowledged again: the sender may have missed the receipt.
+            let receipt = match (Receipt { ids: vec![chat.id] }).encode() {
+                Ok(r) => r,
+                Err(e) => return fault(e.into()),
+            };
+            let fresh = store.insert_message(
+                &NewMessage {
+                    id: &chat.id,
+                    peer: &peer,
+                    direction: Direction::Incoming,
+                    body: &chat.body,
+                    sent_at_ms: chat.sent_at_ms,
+                    state: MessageState::Received,
+                },
+                now_ms(),
+            )?;
+            Ok((
+                Ok(Inbound::Chat { chat, fresh }),
+                Some((MessageKind::Receipt, Zeroizing::new(receipt))),
+            ))
+        }
+        MessageKind::Receipt => {
+            let receipt = match Receipt::decode(plaintext) {
+                Ok(r) => r,
+                Err(e) => return fault(e.into()),
+            };
+            let mut delivered = Vec::new();
+            for id in receipt.ids {
+                if let Some(m) = store.message(&peer, &id)? {
+                    if m.direction == Direction::Outgoing && m.state != MessageState::Delivered {
+                        store.set_message_state(&peer, &id, MessageState::Delivered, now_ms())?;
+                        delivered.push(id);
+                    }
+                }
+            }
+            Ok((Ok(Inbound::Delivered(delivered)), None))
+        }
+        MessageKind::Error | MessageKind::SessionProof => Ok((Ok(Inbound::Nothing), None)),
+        _ => fault(NodeError::Authentication("unexpected message kind")),
+    }
+}
+
+/// Records `chat` to `peer` as a queued outgoing message.
+fn insert_outgoing(store: &Store, peer: &NodeId, chat: &Chat) -> Result<(), StoreError> {
+    store.insert_message(
+        &NewMessage {
+            id: &chat.id,
+            peer,
+            direction: Direction::Outgoing,
+            body: &chat.body,
+            sent_at_ms: chat.sent_at_ms,
+            state: MessageState::Queued,
+        },
+        now_ms(),
+    )?;
+    Ok(())
 }
 
 fn refuse_stream(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {

@@ -57,6 +57,12 @@ impl std::fmt::Debug for SessionManager {
     }
 }
 
+/// Store writes to make in the same transaction as a session save.
+pub(crate) type StoreStep = Box<dyn FnOnce(&Store) -> Result<(), NodeError> + Send>;
+
+/// A reply to encrypt with the session that decrypted a message: its kind and plaintext.
+pub(crate) type Reply = (MessageKind, Zeroizing<Vec<u8>>);
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -139,9 +145,21 @@ impl SessionManager {
 
     /// Seals and saves `session` as the current one with `peer`.
     fn persist(&self, peer: &NodeId, session: &Session, ours: bool) -> Result<(), NodeError> {
+        self.save(&lock(&self.store), peer, session, ours)
+    }
+
+    /// Seals `session` and saves it in `store` as the current one with `peer` (inside the
+    /// caller's transaction, if there is one).
+    fn save(
+        &self,
+        store: &Store,
+        peer: &NodeId,
+        session: &Session,
+        ours: bool,
+    ) -> Result<(), NodeError> {
         let mut blob = vec![RECORD_VERSION, if ours { 0 } else { 1 }];
         blob.extend(session.seal(&self.pickle_key, &mut OsRng));
-        lock(&self.store).save_session(peer, &blob, now_ms())?;
+        store.save_session(peer, &blob, now_ms())?;
         Ok(())
     }
 
@@ -204,30 +222,63 @@ impl SessionManager {
         kind: MessageKind,
         plaintext: Zeroizing<Vec<u8>>,
     ) -> Result<Envelope, NodeError> {
+        self.encrypt_with(peer, h, kind, plaintext, None).await
+    }
+
+    /// [`SessionManager::encrypt`], also running `also` (if any) in the same store transaction
+    /// as the save of the new state: one durable commit for both, before the envelope is
+    /// returned. If either fails, neither is saved and no envelope is returned.
+    pub(crate) async fn encrypt_with(
+        self: &Arc<Self>,
+        peer: NodeId,
+        h: &Handle,
+        kind: MessageKind,
+        plaintext: Zeroizing<Vec<u8>>,
+        also: Option<StoreStep>,
+    ) -> Result<Envelope, NodeError> {
         let this = self.clone();
         let h = h.clone();
         blocking(move || {
             let persist = this.is_current(&peer, &h);
             h.session.with(|s| {
-                let m = s
-                    .encrypt(&plaintext)
-                    .map_err(|e| NodeError::Internal(format!("encrypt: {e}")))?;
-                if let Some(ours) = persist {
-                    this.persist(&peer, s, ours)?;
+                let env = this.seal_envelope(s, kind, &plaintext)?;
+                if persist.is_some() || also.is_some() {
+                    lock(&this.store).transaction(|tx| {
+                        if let Some(also) = also {
+                            also(tx)?;
+                        }
+                        if let Some(ours) = persist {
+                            this.save(tx, &peer, s, ours)?;
+                        }
+                        Ok::<_, NodeError>(())
+                    })?;
                 }
-                Ok(Envelope {
-                    sender: this.our_id,
-                    kind,
-                    header: RatchetHeader {
-                        dh_public_key: *m.header.ratchet_key.as_bytes(),
-                        previous_chain_length: m.header.previous_chain_length,
-                        message_number: m.header.message_number,
-                    },
-                    payload: m.ciphertext,
-                })
+                Ok(env)
             })
         })
         .await
+    }
+
+    /// Encrypts `plaintext` with `s` into a `kind` envelope from us (saves nothing).
+    fn seal_envelope(
+        &self,
+        s: &mut Session,
+        kind: MessageKind,
+        plaintext: &[u8],
+    ) -> Result<Envelope, NodeError> {
+        let m = s
+            .encrypt(plaintext)
+            .map_err(|e| NodeError::Internal(format!("encrypt: {e}")))?;
+        Ok(Envelope {
+            sender: self.our_id,
+            kind,
+            header: RatchetHeader {
+                dh_public_key: *m.header.ratchet_key.as_bytes(),
+                previous_chain_length: m.header.previous_chain_length,
+                message_number: m.header.message_number,
+            },
+            payload: m.ciphertext,
+        })
     }
 
     /// Decrypts an envelope from `peer` with the current session or the previous one; the
@@ -237,6 +288,32 @@ impl SessionManager {
         peer: NodeId,
         env: &Envelope,
     ) -> Result<(Handle, Plaintext), NodeError> {
+        let (h, p, _) = self.decrypt_with(peer, env, |_, p| Ok((p, None))).await?;
+        Ok((h, p))
+    }
+
+    /// Decrypts an envelope from `peer` like [`SessionManager::decrypt`], then, in one store
+    /// transaction (one durable commit) before returning:
+    ///
+    /// - runs `then` on the plaintext, which may write to the store and may ask for a reply
+    ///   (kind and plaintext), encrypted with the same session;
+    /// - saves the session's new state (after the reply's encryption) if it is the current one.
+    ///
+    /// So what `then` writes is durable before the reply can leave, and the reply's ratchet state
+    /// is durable before its ciphertext leaves. `then` reports the peer's faults (say, a
+    /// plaintext that does not parse) in its own result, `T`: the transaction still commits the
+    /// session's advance, so `then` must leave the store consistent when it fails that way. An
+    /// `Err` from `then` (a store failure) rolls everything back.
+    pub(crate) async fn decrypt_with<T, F>(
+        self: &Arc<Self>,
+        peer: NodeId,
+        env: &Envelope,
+        then: F,
+    ) -> Result<(Handle, T, Option<Envelope>), NodeError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store, Plaintext) -> Result<(T, Option<Reply>), NodeError> + Send + 'static,
+    {
         self.current(peer).await?;
         let candidates: Vec<Handle> = match lock(&self.peers).get(&peer) {
             Some(ps) => std::iter::once(ps.current.clone())
@@ -247,19 +324,34 @@ impl SessionManager {
         let this = self.clone();
         let msg = to_ratchet(env);
         blocking(move || {
+            let mut then = Some(then);
             for h in candidates {
                 let persist = this.is_current(&peer, &h);
-                let out = h.session.with(|s| match s.decrypt(&mut OsRng, &msg) {
-                    Ok(p) => {
-                        if let Some(ours) = persist {
-                            this.persist(&peer, s, ours)?;
-                        }
-                        Ok(Some(p))
-                    }
-                    Err(_) => Ok::<_, NodeError>(None),
+                let out = h.session.with(|s| {
+                    let Ok(p) = s.decrypt(&mut OsRng, &msg) else {
+                        return Ok::<_, NodeError>(None);
+                    };
+                    let Some(then) = then.take() else {
+                        return Err(NodeError::Internal("decrypted twice".into()));
+                    };
+                    lock(&this.store)
+                        .transaction(|tx| {
+                            let (t, reply) = then(tx, p)?;
+                            let reply = match reply {
+                                Some((kind, plaintext)) => {
+                                    Some(this.seal_envelope(s, kind, &plaintext)?)
+                                }
+                                None => None,
+                            };
+                            if let Some(ours) = persist {
+                                this.save(tx, &peer, s, ours)?;
+                            }
+                            Ok::<_, NodeError>((t, reply))
+                        })
+                        .map(Some)
                 })?;
-                if let Some(p) = out {
-                    return Ok((h, p));
+                if let Some((t, reply)) = out {
+                    return Ok((h, t, reply));
                 }
             }
             Err(NodeError::Authentication("message does not decrypt"))

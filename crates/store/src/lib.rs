@@ -8,6 +8,8 @@
 //!   history with delivery state.
 //! - Durability: WAL with `synchronous = FULL`, so a write that returned is on disk. A session is
 //!   saved with [`Store::save_session`] *before* any ciphertext made with it leaves the node.
+//! - [`Store::transaction`] runs several writes as one transaction: one commit, one sync, all or
+//!   nothing.
 //!
 //! Without the key, the file is indistinguishable from random bytes: no name, node id or message
 //! text appears in it (tested).
@@ -23,7 +25,7 @@ mod sessions;
 use std::fmt;
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use zeroize::Zeroizing;
 
 pub use contacts::ContactRecord;
@@ -104,6 +106,24 @@ impl Store {
             .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
+    /// Runs `f` as one transaction: every write `f` makes through the given store is committed
+    /// together (one durable commit, one sync) if `f` returns `Ok`, and none of them if it returns
+    /// `Err` (or panics). Returns only once the commit is durable (`synchronous = FULL`).
+    ///
+    /// The transaction takes the write lock at once (`BEGIN IMMEDIATE`). Transactions do not
+    /// nest: calling [`Store::transaction`] again inside `f` fails.
+    pub fn transaction<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        // Dropping `tx` without committing rolls it back.
+        let out = f(self)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
     /// Flushes the write-ahead log into the database file (at shutdown).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
@@ -129,5 +149,48 @@ mod tests {
         ));
         let store = Store::open(&path, &[1; 32]).unwrap();
         assert_eq!(store.schema_version().unwrap(), migrations::CURRENT);
+    }
+
+    #[test]
+    fn transaction_commits_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let peer = dp2ptcs_types::NodeId::from_bytes([7; 32]);
+        let id = dp2ptcs_types::MessageId::from_bytes([8; 16]);
+        let msg = NewMessage {
+            id: &id,
+            peer: &peer,
+            direction: Direction::Outgoing,
+            body: "hi",
+            sent_at_ms: 1,
+            state: MessageState::Queued,
+        };
+        {
+            let store = Store::open(&path, &[1; 32]).unwrap();
+            // A failing closure leaves nothing behind.
+            let r: Result<(), StoreError> = store.transaction(|tx| {
+                tx.save_session(&peer, b"lost", 1)?;
+                tx.insert_message(&msg, 1)?;
+                Err(StoreError::Corrupt("abort".into()))
+            });
+            assert!(r.is_err());
+            assert_eq!(store.load_session(&peer).unwrap(), None);
+            assert_eq!(store.message(&peer, &id).unwrap(), None);
+            // Nesting is refused, and refusing it does not disturb the outer transaction.
+            let inner = store.transaction(|tx| {
+                tx.save_session(&peer, b"kept", 2)?;
+                let nested = tx.transaction(|_| Ok::<_, StoreError>(()));
+                tx.insert_message(&msg, 2)?;
+                Ok::<_, StoreError>(nested.is_err())
+            });
+            assert!(inner.unwrap());
+        }
+        // What committed survives reopening.
+        let store = Store::open(&path, &[1; 32]).unwrap();
+        assert_eq!(
+            store.load_session(&peer).unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert_eq!(store.message(&peer, &id).unwrap().unwrap().body, "hi");
     }
 }
