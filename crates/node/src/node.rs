@@ -450,6 +450,11 @@ impl Inner {
                 }
             });
         }
+        self.evict(peer, &conn);
+    }
+
+    /// Removes `conn` from the pool if it is still `peer`'s pooled connection.
+    fn evict(&self, peer: NodeId, conn: &Connection) {
         let mut pool = lock(&self.pool);
         if pool
             .get(&peer)
@@ -739,6 +744,15 @@ impl Inner {
                 Ok(())
             }
             Err(e) => {
+                if matches!(
+                    e,
+                    NodeError::Timeout(_) | NodeError::Connection(_) | NodeError::Stream(_)
+                ) {
+                    // The peer may be gone (crashed, cut off) long before QUIC's idle timeout
+                    // says so: the next attempt dials afresh instead of waiting on this one.
+                    conn.close(code(WireErrorCode::NoError), b"request failed");
+                    self.evict(peer, &conn);
+                }
                 if left {
                     let store = self.store.clone();
                     let id = chat.id;
