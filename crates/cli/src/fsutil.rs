@@ -122,17 +122,22 @@ pub(crate) struct DirLock {
     _file: File,
 }
 
+/// Opens (creating, owner-only) a file used as a lock, without truncating it.
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
 impl DirLock {
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let file = open_lock_file(&path)?;
         file.lock()
             .with_context(|| format!("cannot lock {}", path.display()))?;
         Ok(Self { _file: file })

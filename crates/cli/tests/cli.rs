@@ -8,25 +8,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-const PASS: &str = "lantern orbit quarry mosaic";
-/// Cheap Argon2id parameters so the suite runs fast; the file format is the same.
-const FAST_KDF: [&str; 6] = [
-    "--kdf-memory",
-    "64",
-    "--kdf-iterations",
-    "1",
-    "--kdf-parallelism",
-    "1",
-];
+mod common;
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dp2ptcs"));
-    cmd.env_remove("DP2PTCS_PASSPHRASE")
-        .env_remove("DP2PTCS_NEW_PASSPHRASE")
-        .env_remove("DP2PTCS_HOME")
-        .stdin(Stdio::null());
-    cmd
-}
+use common::*;
 
 /// One person's data directory.
 struct Node {
@@ -97,24 +81,6 @@ impl Node {
     fn tmp(&self, name: &str) -> PathBuf {
         self._tmp.path().join(name)
     }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_no_panic(out: &Output) {
-    let err = stderr(out);
-    assert!(!err.contains("panicked"), "the binary panicked: {err}");
-    assert_ne!(
-        out.status.code(),
-        Some(101),
-        "exit code 101 means a panic: {err}"
-    );
 }
 
 fn mode(path: &Path) -> u32 {

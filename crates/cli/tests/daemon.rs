@@ -14,29 +14,14 @@ use dp2ptcs_node::api::client::{Client, HistoryFilter};
 use dp2ptcs_node::api::{Message, SendRequest};
 use serde_json::Value;
 
-const PASS: &str = "lantern orbit quarry mosaic";
-const FAST_KDF: [&str; 6] = [
-    "--kdf-memory",
-    "64",
-    "--kdf-iterations",
-    "1",
-    "--kdf-parallelism",
-    "1",
-];
+mod common;
+
+use common::*;
+
 /// A safety net so a broken build fails instead of hanging; not a performance assertion.
 const SAFETY: Duration = Duration::from_secs(180);
 /// Quick retries, so a restarted peer is found again soon.
 const CONFIG: &str = "[limits]\nretry_initial_ms = 100\nretry_max_ms = 1000\n";
-
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dp2ptcs"));
-    cmd.env_remove("DP2PTCS_PASSPHRASE")
-        .env_remove("DP2PTCS_HOME")
-        .env_remove("DP2PTCS_LISTEN")
-        .env_remove("DP2PTCS_CONFIG")
-        .stdin(Stdio::null());
-    cmd
-}
 
 fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -44,10 +29,6 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -102,8 +83,7 @@ impl Person {
 
     fn run(&self, args: &[&str]) -> Output {
         let out = self.cmd(args).output().unwrap();
-        let err = stderr(&out);
-        assert!(!err.contains("panicked"), "the binary panicked: {err}");
+        assert_no_panic(&out);
         out
     }
 

@@ -1,8 +1,7 @@
 //! `dp2ptcs run`: the node daemon in the foreground.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use crate::cli::{Global, LogFormat, RunArgs};
 use crate::config::{self, RunConfig, CONFIG_FILE};
 use crate::contacts::{open_store, Book};
 use crate::datadir::{self, unlock};
-use crate::fsutil::DirLock;
+use crate::fsutil::{open_lock_file, DirLock};
 
 /// The lock file held while a node runs on a data directory; it contains the node's pid.
 pub(crate) const DAEMON_LOCK_FILE: &str = "node.pid";
@@ -32,14 +31,7 @@ pub(crate) struct DaemonLock {
 impl DaemonLock {
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(DAEMON_LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut file = open_lock_file(&path)?;
         if file.try_lock().is_err() {
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
             bail!(
