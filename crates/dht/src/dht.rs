@@ -285,10 +285,10 @@ impl Dht {
                         if wanted && record.expires_at_ms() > now_ms {
                             running.lookup.on_value(from, *record);
                         } else {
-                            running.lookup.on_failure(from);
+                            running.lookup.on_invalid(from);
                         }
                     }
-                    Response::Pong | Response::Stored { .. } => running.lookup.on_failure(from),
+                    Response::Pong | Response::Stored { .. } => running.lookup.on_invalid(from),
                 }
                 self.drive(lid, now_ms);
             }
@@ -340,7 +340,8 @@ impl Dht {
         }
     }
 
-    /// Starts a lookup of `target`.
+    /// Starts a lookup of `target`. It ends as soon as the target itself answers (it is then in
+    /// the routing table, proven), or else when the k closest peers found have answered.
     pub fn find_node(&mut self, target: NodeId, now_ms: u64) -> Result<LookupId, DhtError> {
         self.start(target, LookupPurpose::FindNode, now_ms)
     }
@@ -386,6 +387,7 @@ impl Dht {
             k: K,
             alpha: self.config.alpha,
             paths: self.config.disjoint_paths,
+            stop_at_target: matches!(purpose, LookupPurpose::FindNode),
         };
         let seeds = self.table.closest(&target, K);
         let want_value = matches!(purpose, LookupPurpose::GetRecord(_));

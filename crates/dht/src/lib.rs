@@ -39,7 +39,7 @@ pub use kbucket::{
     random_id_in_bucket, InsertOutcome, RoutingTable, BUCKETS, K, MAX_FAILURES, MAX_PER_PREFIX,
     REFRESH_INTERVAL_MS, REPLACEMENT_CACHE_LEN,
 };
-pub use lookup::{Lookup, LookupParams, MAX_PEERS_PER_PATH};
+pub use lookup::{Lookup, LookupParams, MAX_ATTEMPTS, MAX_PEERS_PER_PATH};
 pub use message::{Request, RequestId, Response, Transmit};
 pub use record::{
     PeerRecord, Record, RecordError, RecordKey, RecordKind, RecordPayload, MAX_PEER_ADDRESSES,

@@ -22,6 +22,8 @@ use crate::record::Record;
 
 /// Most peers one path remembers; the farthest un-asked ones are forgotten beyond it.
 pub const MAX_PEERS_PER_PATH: usize = 8 * crate::K;
+/// Requests sent to one peer in one lookup before it counts as failed.
+pub const MAX_ATTEMPTS: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -38,6 +40,8 @@ struct Peer {
     state: State,
     /// 1 for a starting peer, n + 1 for one learned from a peer of depth n.
     depth: u32,
+    /// Requests sent to it.
+    attempts: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -95,6 +99,9 @@ pub struct LookupParams {
     pub alpha: usize,
     /// Number of disjoint paths (1 = plain Kademlia).
     pub paths: usize,
+    /// End as soon as the target node itself has answered (a FIND_NODE whose caller wants to
+    /// reach that node, not the k closest).
+    pub stop_at_target: bool,
 }
 
 /// One iterative lookup. See the [module documentation](self).
@@ -108,6 +115,7 @@ pub struct Lookup {
     seen: HashSet<NodeId>,
     record: Option<Record>,
     want_value: bool,
+    target_answered: bool,
     requests: u32,
     max_depth: u32,
 }
@@ -126,6 +134,7 @@ impl Lookup {
             k: params.k.max(1),
             alpha: params.alpha.max(1),
             paths: params.paths.max(1),
+            stop_at_target: params.stop_at_target,
         };
         let mut lookup = Self {
             target,
@@ -135,6 +144,7 @@ impl Lookup {
             seen: HashSet::new(),
             record: None,
             want_value,
+            target_answered: false,
             requests: 0,
             max_depth: 0,
         };
@@ -152,6 +162,7 @@ impl Lookup {
                 distance: c.id.distance(&target),
                 state: State::NotAsked,
                 depth: 1,
+                attempts: 0,
             });
         }
         lookup
@@ -176,6 +187,7 @@ impl Lookup {
             if let Some(i) = path.next_candidate(k) {
                 let peer = &mut path.peers[i];
                 peer.state = State::Waiting;
+                peer.attempts += 1;
                 self.requests += 1;
                 self.max_depth = self.max_depth.max(peer.depth);
                 return Some(peer.contact);
@@ -203,16 +215,35 @@ impl Lookup {
             return;
         }
         peer.state = State::Answered;
+        if *from == self.target {
+            self.target_answered = true;
+        }
         let depth = peer.depth + 1;
+        // Paths that were dealt no starting peer (a node bootstrapping from one contact) are
+        // seeded from the first answers, round-robin with the answering path.
+        let mut empty: Vec<usize> = (0..self.paths.len())
+            .filter(|&p| p != pi && self.paths[p].peers.is_empty())
+            .collect();
+        if !empty.is_empty() {
+            empty.push(pi);
+        }
+        let mut slot = 0;
         for c in closer.iter().take(self.params.k) {
             if c.id == self.local || !self.seen.insert(c.id) {
                 continue;
             }
-            self.paths[pi].insert(Peer {
+            let path = if empty.is_empty() {
+                pi
+            } else {
+                slot += 1;
+                empty[(slot - 1) % empty.len()]
+            };
+            self.paths[path].insert(Peer {
                 contact: *c,
                 distance: c.id.distance(&self.target),
                 state: State::NotAsked,
                 depth,
+                attempts: 0,
             });
         }
     }
@@ -230,8 +261,24 @@ impl Lookup {
         }
     }
 
-    /// The request to `from` failed or timed out.
+    /// The request to `from` failed or timed out. A peer is asked up to [`MAX_ATTEMPTS`] times,
+    /// so that one lost datagram does not hide the closest node, then counts as failed.
     pub fn on_failure(&mut self, from: &NodeId) {
+        if let Some((pi, i)) = self.find(from) {
+            let peer = &mut self.paths[pi].peers[i];
+            if peer.state == State::Waiting {
+                peer.state = if peer.attempts < MAX_ATTEMPTS {
+                    State::NotAsked
+                } else {
+                    State::Failed
+                };
+            }
+        }
+    }
+
+    /// The answer from `from` was invalid (a record for another key, a wrong message type): it
+    /// counts as failed at once, without a retry.
+    pub fn on_invalid(&mut self, from: &NodeId) {
         if let Some((pi, i)) = self.find(from) {
             let peer = &mut self.paths[pi].peers[i];
             if peer.state == State::Waiting {
@@ -244,6 +291,9 @@ impl Lookup {
     /// peers that did not fail have answered or nobody is left to ask.
     pub fn is_finished(&self) -> bool {
         if self.want_value && self.record.is_some() {
+            return true;
+        }
+        if self.params.stop_at_target && self.target_answered {
             return true;
         }
         let k = self.params.k;
@@ -284,11 +334,7 @@ impl Lookup {
 
     /// Whether the target itself answered.
     pub fn target_answered(&self) -> bool {
-        self.paths.iter().any(|p| {
-            p.peers
-                .first()
-                .is_some_and(|peer| peer.contact.id == self.target && peer.state == State::Answered)
-        })
+        self.target_answered
     }
 }
 

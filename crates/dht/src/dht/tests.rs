@@ -6,6 +6,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::lookup::MAX_ATTEMPTS;
 use crate::record::{PeerRecord, RecordKind, RecordPayload};
 
 /// A toy network that delivers every request instantly, except to `silent` nodes.
@@ -149,34 +150,35 @@ fn a_published_record_is_found_by_another_node() {
 }
 
 #[test]
-fn silent_peers_time_out_and_leave_the_table() {
+fn silent_peers_are_retried_then_time_out_and_leave_the_table() {
     let mut net = Net::new(25);
     let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
     let (a, dead) = (ids[0], ids[1]);
     assert!(net.nodes[&a].table().get(&dead).is_some());
     net.silent.push(dead);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    for round in 0..2u64 {
-        let now = 10 + round * 10_000;
-        let lid = net.nodes.get_mut(&a).unwrap().find_node(dead, now).unwrap();
-        net.run(now);
-        // The request to `dead` is still pending: the lookup cannot end without its timeout.
-        assert!(net
-            .events
-            .iter()
-            .all(|(_, Event::LookupFinished(o))| o.id != lid || o.target != dead));
+    let timeout = DhtConfig::default().request_timeout_ms;
+    let lid = net.nodes.get_mut(&a).unwrap().find_node(dead, 10).unwrap();
+    net.run(10);
+    let mut now = 10;
+    // First attempt times out, the second (a retry) too; only then does the lookup end.
+    for attempt in 1..=MAX_ATTEMPTS {
+        assert!(
+            net.events
+                .iter()
+                .all(|(_, Event::LookupFinished(o))| o.id != lid),
+            "ended before attempt {attempt} timed out"
+        );
         let deadline = net.nodes[&a].poll_timeout();
-        assert_eq!(deadline, now + DhtConfig::default().request_timeout_ms);
-        net.nodes
-            .get_mut(&a)
-            .unwrap()
-            .handle_timeout(deadline, &mut rng);
-        net.run(deadline);
-        let outcome = net.finished(&a, lid);
-        assert!(!outcome.target_answered);
-        assert!(outcome.closest.iter().all(|c| c.id != dead));
+        assert_eq!(deadline, now + timeout);
+        now = deadline;
+        net.nodes.get_mut(&a).unwrap().handle_timeout(now, &mut rng);
+        net.run(now);
     }
-    // Two consecutive failures: dropped.
+    let outcome = net.finished(&a, lid);
+    assert!(!outcome.target_answered);
+    assert!(outcome.closest.iter().all(|c| c.id != dead));
+    // Two consecutive failures: dropped from the table.
     assert!(net.nodes[&a].table().get(&dead).is_none());
 }
 

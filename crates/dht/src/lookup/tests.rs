@@ -41,6 +41,7 @@ fn params(paths: usize) -> LookupParams {
         k: 20,
         alpha: 3,
         paths,
+        stop_at_target: false,
     }
 }
 
@@ -161,4 +162,41 @@ fn a_value_ends_a_find_value_lookup() {
     assert!(lookup.is_finished());
     assert_eq!(lookup.record(), Some(&record));
     assert_eq!(lookup.rounds(), 1);
+}
+
+#[test]
+fn a_find_node_for_a_peer_stops_when_the_peer_answers() {
+    let net = network(500, 5);
+    let target = net[321].id;
+    let params = LookupParams {
+        stop_at_target: true,
+        ..params(1)
+    };
+    let mut lookup = Lookup::new(net[0].id, target, net[1..21].to_vec(), params, false);
+    let mut in_flight = Vec::new();
+    while !lookup.is_finished() {
+        while let Some(c) = lookup.next_request() {
+            in_flight.push(c);
+        }
+        let c = in_flight.remove(0);
+        lookup.on_success(&c.id, &closest_in(&net, &target, 20));
+    }
+    assert!(lookup.target_answered());
+    assert!(lookup.requests() < 20, "{} requests", lookup.requests());
+}
+
+#[test]
+fn one_seed_is_spread_over_every_disjoint_path_after_its_answer() {
+    let net = network(300, 6);
+    let target = net[100].id;
+    let mut lookup = Lookup::new(net[0].id, target, vec![net[1]], params(3), false);
+    let first = lookup.next_request().unwrap();
+    assert!(lookup.next_request().is_none(), "only one seed to ask");
+    lookup.on_success(&first.id, &closest_in(&net, &target, 20));
+    // Every path now has peers to ask: three paths × alpha requests.
+    let mut n = 0;
+    while lookup.next_request().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 9);
 }
