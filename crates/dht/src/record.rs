@@ -402,6 +402,29 @@ mod tests {
         assert_eq!(back.key().kind, RecordKind::Peer);
     }
 
+    /// Pins the encoding of PROTOCOL.md section 10.2 (Ed25519 signatures are deterministic).
+    #[test]
+    fn known_answer() {
+        let id = Identity::from_seed(&[0x11; 32]);
+        let payload = RecordPayload::Peer(PeerRecord {
+            addresses: vec!["192.0.2.7:4433".parse().unwrap()],
+            mix_key: None,
+        });
+        let bytes = Record::sign(&id, 0x0102, 0x0000_0190_0000_0000, payload)
+            .unwrap()
+            .to_bytes();
+        let owner = hex::encode(id.public().to_bytes());
+        let body = format!(
+            "0101{owner}0000000000000102000001900000000000090104c00002071151{}",
+            "00"
+        );
+        assert_eq!(hex::encode(&bytes[..bytes.len() - 64]), body);
+        assert_eq!(hex::encode(&bytes[bytes.len() - 64..]), KNOWN_SIGNATURE);
+    }
+
+    /// Also computed with an independent Ed25519 implementation (Python `cryptography`).
+    const KNOWN_SIGNATURE: &str = "3a88653da73bc371aed59ac1392b32a9c1bb05109b4a90ce4433a2cfc6afb4c6908db15bd9ecab054c7b842642ac98aa005164d302cfa70b55013248d01c590a";
+
     #[test]
     fn any_flipped_bit_is_rejected() {
         let id = Identity::from_seed(&[2; 32]);
