@@ -3,9 +3,9 @@
 //!
 //! Every node is a [`dp2ptcs_dht::Dht`]; the simulator is its caller: it delivers requests and
 //! responses after a log-normal one-way latency, loses some, fires timers, makes nodes join and
-//! leave without notice (churn), and can make a fraction of the nodes adversarial (they answer
-//! every lookup with the adversarial nodes closest to the target and drop what they are asked to
-//! store). It then measures lookups and record retrieval. See [`SimConfig`] for the scenario and
+//! leave without notice (churn), and can make a fraction of the nodes adversarial (they drop what
+//! they are asked to store and answer every lookup either with the adversarial nodes closest to
+//! the target or with made-up ids closer than anyone, see [`AdversaryMode`]). It then measures lookups and record retrieval. See [`SimConfig`] for the scenario and
 //! [`Report`] for what is measured.
 //!
 //! Everything random comes from one ChaCha8 generator seeded by [`SimConfig::seed`] and every
@@ -17,5 +17,5 @@ mod sim;
 mod stats;
 
 pub use net::NetModel;
-pub use sim::{run, Report, SimConfig};
+pub use sim::{run, AdversaryMode, Report, SimConfig};
 pub use stats::{mean, percentile};

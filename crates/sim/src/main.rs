@@ -5,7 +5,7 @@
 //! ```
 //!
 //! Options (defaults in brackets): `--nodes N` [1000], `--seed S` [1], `--churn F` [0],
-//! `--adversarial F` [0], `--loss F` [0.01], `--paths D` [1], `--alpha A` [3], `--lookups L`
+//! `--adversarial F` [0], `--adversary collude|fabricate` [collude], `--loss F` [0.01], `--paths D` [1], `--alpha A` [3], `--lookups L`
 //! [1000], `--records R` [200], `--duration-s T` [7200], `--join-spacing-ms J` [20],
 //! `--attacker-ids I` [1000], `--latency-ms M` [40], `--memory` (also print wall time and peak
 //! memory, which differ between runs and machines).
@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use dp2ptcs_sim::{run, SimConfig};
+use dp2ptcs_sim::{run, AdversaryMode, SimConfig};
 
 fn main() -> anyhow::Result<()> {
     let mut cfg = SimConfig::default();
@@ -40,6 +40,13 @@ fn main() -> anyhow::Result<()> {
             "--loss" => cfg.net.loss = value.parse().with_context(bad)?,
             "--latency-ms" => cfg.net.median_latency_ms = value.parse().with_context(bad)?,
             "--paths" => cfg.dht.disjoint_paths = value.parse().with_context(bad)?,
+            "--adversary" => {
+                cfg.adversary = match value.as_str() {
+                    "collude" => AdversaryMode::Collude,
+                    "fabricate" => AdversaryMode::Fabricate,
+                    _ => bail!("--adversary is collude or fabricate"),
+                }
+            }
             "--alpha" => cfg.dht.alpha = value.parse().with_context(bad)?,
             "--lookups" => cfg.lookups = value.parse().with_context(bad)?,
             "--records" => cfg.records = value.parse().with_context(bad)?,

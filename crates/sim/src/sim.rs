@@ -17,6 +17,15 @@ use rand_chacha::ChaCha8Rng;
 use crate::net::NetModel;
 use crate::stats::{mean, percentile};
 
+/// How adversarial nodes answer lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdversaryMode {
+    /// Self-serving: the k adversarial nodes closest to the target (real nodes that lie too).
+    Collude,
+    /// Wrong: k made-up ids closer to the target than anyone, at addresses nobody answers.
+    Fabricate,
+}
+
 /// A scenario.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -29,6 +38,8 @@ pub struct SimConfig {
     pub churn: f64,
     /// Fraction of the starting nodes that are adversarial.
     pub adversarial: f64,
+    /// How they answer.
+    pub adversary: AdversaryMode,
     /// FIND_NODE lookups measured, spread over the measured period.
     pub lookups: usize,
     /// Records published before the measured period and fetched after it.
@@ -52,6 +63,7 @@ impl Default for SimConfig {
             seed: 1,
             churn: 0.0,
             adversarial: 0.0,
+            adversary: AdversaryMode::Collude,
             lookups: 1000,
             records: 200,
             net: NetModel {
@@ -125,11 +137,12 @@ impl fmt::Display for Report {
         let c = &self.config;
         writeln!(
             f,
-            "scenario: nodes={} seed={} churn={} adversarial={} loss={} paths={} alpha={} lookups={} records={} duration={}s",
+            "scenario: nodes={} seed={} churn={} adversarial={} ({:?}) loss={} paths={} alpha={} lookups={} records={} duration={}s",
             c.nodes,
             c.seed,
             c.churn,
             c.adversarial,
+            c.adversary,
             c.net.loss,
             c.dht.disjoint_paths,
             c.dht.alpha,
@@ -291,8 +304,19 @@ impl Sim {
         let n_adv = (self.cfg.adversarial * n as f64).round() as usize;
         // 1. Build the network: nodes join one after the other, each through a random node that
         //    already joined.
-        for i in 0..n {
-            let slot = self.new_node(i < n_adv);
+        // Adversaries are spread over the join order (never the first node), so that they join
+        // through honest nodes and get into honest routing tables like anyone else.
+        let mut adversarial = vec![false; n];
+        let mut marked = 0;
+        while marked < n_adv.min(n.saturating_sub(1)) {
+            let i = self.rng.gen_range(1..n);
+            if !adversarial[i] {
+                adversarial[i] = true;
+                marked += 1;
+            }
+        }
+        for (i, adv) in adversarial.into_iter().enumerate() {
+            let slot = self.new_node(adv);
             self.schedule(i as u64 * self.cfg.join_spacing_ms, Ev::Join(slot));
         }
         let built = n as u64 * self.cfg.join_spacing_ms + 60_000;
@@ -647,15 +671,30 @@ impl Sim {
         );
     }
 
-    /// A self-serving liar: the adversarial nodes closest to the target, never a record; it
-    /// claims to store what it is given and drops it.
-    fn adversarial_answer(&self, request: &Request) -> Response {
+    /// A liar: never a record, claims to store what it is given and drops it, and answers
+    /// lookups as its [`AdversaryMode`] says.
+    fn adversarial_answer(&mut self, request: &Request) -> Response {
         let target = match request {
             Request::Ping => return Response::Pong,
             Request::Store { .. } => return Response::Stored { accepted: true },
             Request::FindNode { target } => *target,
             Request::FindValue { key } => key.owner,
         };
+        if self.cfg.adversary == AdversaryMode::Fabricate {
+            let closer = (0..K)
+                .map(|_| {
+                    // The target with its last 8 bytes made up: closer than any real node.
+                    let mut id = *target.as_bytes();
+                    self.rng.fill(&mut id[24..]);
+                    let addr = SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::new(198, 18, self.rng.gen(), self.rng.gen())),
+                        4433,
+                    );
+                    Contact::new(NodeId::from_bytes(id), addr)
+                })
+                .collect();
+            return Response::Nodes { closer };
+        }
         let mut liars: Vec<Contact> = self
             .adversaries
             .iter()
