@@ -11,6 +11,12 @@
 //!    [`Dht::poll_timeout`]. That is where request timeouts, record expiry, republishing and bucket
 //!    refresh happen.
 //!
+//! **Bounds.** Lookups running: [`DhtConfig::max_lookups`]; requests in flight: at most
+//! `disjoint_paths × alpha` per lookup, k STOREs per finished put or republish, and one eviction
+//! ping per bucket; records held: [`DhtConfig::store_capacity`]; routing table: 256 × k entries
+//! plus 256 × [`REPLACEMENT_CACHE_LEN`](crate::REPLACEMENT_CACHE_LEN) cached newcomers. The
+//! transmit and event queues hold what the last inputs produced: drain them after each input.
+//!
 //! Lookups are started by [`Dht::find_node`], [`Dht::get_record`], [`Dht::put_record`] and
 //! [`Dht::bootstrap`]; each returns a [`LookupId`] that its [`Event::LookupFinished`] carries.
 
@@ -147,7 +153,7 @@ struct Running {
     purpose: LookupPurpose,
 }
 
-/// One node's DHT. See the [module documentation](self).
+/// One node's DHT. See the module notes in `src/dht.rs` (design, rules, bounds).
 #[derive(Debug)]
 pub struct Dht {
     local: NodeId,

@@ -110,7 +110,7 @@ pub enum InsertOutcome {
     IsLocal,
 }
 
-/// The routing table of one node. See the [module documentation](self).
+/// The routing table of one node. See the module notes in `src/kbucket.rs` (design, rules, bounds).
 #[derive(Debug, Clone)]
 pub struct RoutingTable {
     local: NodeId,

@@ -104,7 +104,7 @@ pub struct LookupParams {
     pub stop_at_target: bool,
 }
 
-/// One iterative lookup. See the [module documentation](self).
+/// One iterative lookup. See the module notes in `src/lookup.rs` (design, rules, bounds).
 #[derive(Debug, Clone)]
 pub struct Lookup {
     target: NodeId,

@@ -211,7 +211,8 @@ pub enum RecordError {
     BundleOwnerMismatch,
 }
 
-/// A verified record. See the [module documentation](self) for the encoding.
+/// A verified record. Its encoding is in the module notes of `src/record.rs` and PROTOCOL.md
+/// section 10.2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     owner: PublicIdentity,
@@ -510,6 +511,26 @@ mod tests {
             Record::from_bytes(&forged.to_bytes()),
             Err(RecordError::BundleOwnerMismatch)
         );
+    }
+
+    proptest::proptest! {
+        /// The decoder is fed by peers: arbitrary bytes give an error, never a panic.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1200)) {
+            let _ = Record::from_bytes(&bytes);
+        }
+
+        /// Truncating or extending a valid record always breaks it.
+        #[test]
+        fn a_valid_record_with_bytes_cut_or_added_is_rejected(cut in 1usize..100, extra in proptest::prelude::any::<u8>()) {
+            let id = Identity::from_seed(&[9; 32]);
+            let bytes = Record::sign(&id, 1, 5, peer_payload()).unwrap().to_bytes();
+            let cut = cut.min(bytes.len());
+            proptest::prop_assert!(Record::from_bytes(&bytes[..bytes.len() - cut]).is_err());
+            let mut longer = bytes.clone();
+            longer.push(extra);
+            proptest::prop_assert!(Record::from_bytes(&longer).is_err());
+        }
     }
 
     #[test]

@@ -76,7 +76,7 @@ struct Held {
     republish_at_ms: u64,
 }
 
-/// The record store of one node. See the [module documentation](self).
+/// The record store of one node. See the module notes in `src/store.rs` (design, rules, bounds).
 #[derive(Debug, Clone)]
 pub struct RecordStore {
     local: NodeId,
