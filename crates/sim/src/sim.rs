@@ -108,6 +108,8 @@ pub struct Report {
     pub lost_total: u64,
     /// Entries the /24 attacker got into the victims' tables, per victim.
     pub attacker_entries: Vec<usize>,
+    /// The most attacker entries in any one bucket of any victim.
+    pub attacker_max_per_bucket: usize,
     /// Mean routing-table size of the honest nodes alive at the end.
     pub mean_table_len: f64,
 }
@@ -198,10 +200,8 @@ impl fmt::Display for Report {
         if !self.attacker_entries.is_empty() {
             writeln!(
                 f,
-                "/24 attacker with {} ids: entries in each victim's table {:?} (max {})",
-                c.attacker_ids,
-                self.attacker_entries,
-                self.attacker_entries.iter().max().copied().unwrap_or(0)
+                "/24 attacker with {} ids: entries in each victim's table {:?}, at most {} in one bucket",
+                c.attacker_ids, self.attacker_entries, self.attacker_max_per_bucket
             )?;
         }
         Ok(())
@@ -277,6 +277,7 @@ pub fn run(cfg: SimConfig) -> Report {
         requests_total: 0,
         lost_total: 0,
         attacker_entries: Vec::new(),
+        attacker_max_per_bucket: 0,
         mean_table_len: 0.0,
     };
     let mut sim = Sim {
@@ -422,10 +423,16 @@ impl Sim {
         let Some(dht) = self.nodes[victim as usize].dht.as_ref() else {
             return 0;
         };
-        dht.table()
-            .contacts()
-            .filter(|c| attackers.iter().any(|a| a.id == c.id))
-            .count()
+        let ids: std::collections::HashSet<NodeId> = attackers.iter().map(|a| a.id).collect();
+        let mut per_bucket: BTreeMap<usize, usize> = BTreeMap::new();
+        for c in dht.table().contacts().filter(|c| ids.contains(&c.id)) {
+            if let Some(b) = dht.table().bucket_index(&c.id) {
+                *per_bucket.entry(b).or_default() += 1;
+            }
+        }
+        let max = per_bucket.values().copied().max().unwrap_or(0);
+        self.report.attacker_max_per_bucket = self.report.attacker_max_per_bucket.max(max);
+        per_bucket.values().sum()
     }
 
     fn new_node(&mut self, adversarial: bool) -> u32 {
