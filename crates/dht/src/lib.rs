@@ -20,6 +20,34 @@
 //! Messages are plain Rust values ([`Request`], [`Response`]); encoding them is the wire crate's
 //! job and sending them the node's.
 //!
+//! ```
+//! use dp2ptcs_dht::{Contact, Dht, DhtConfig, Event, Request, Response};
+//! use dp2ptcs_types::NodeId;
+//!
+//! // Two nodes; the caller is the network. Time is milliseconds from the caller's clock.
+//! let (a_id, b_id) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+//! let b = Contact::new(b_id, "192.0.2.2:4433".parse()?);
+//! let a = Contact::new(a_id, "192.0.2.1:4433".parse()?);
+//! let mut node_a = Dht::new(a_id, DhtConfig::default(), 0);
+//! let mut node_b = Dht::new(b_id, DhtConfig::default(), 0);
+//! node_a.add_peer(b, 0); // b proved its id in a handshake
+//! let lookup = node_a.find_node(b_id, 0)?;
+//! // Drain transmits, deliver them, feed the responses back.
+//! while let Some(t) = node_a.poll_transmit() {
+//!     let response: Response = node_b.handle_request(a, t.request, 5);
+//!     node_a.handle_response(&t.to.id, t.id, response, 10);
+//! }
+//! let Some(Event::LookupFinished(outcome)) = node_a.poll_event() else {
+//!     return Err("lookup still running".into());
+//! };
+//! assert_eq!(outcome.id, lookup);
+//! assert!(outcome.target_answered);
+//! // b now knows a too: it answered a's request.
+//! assert!(node_b.table().get(&a_id).is_some());
+//! # let _ = Request::Ping;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! **Trust.** Only peers that proved their id (a handshake, or a response over an authenticated
 //! session) enter the routing table: the caller vouches for this when it passes a peer to
 //! [`Dht::handle_request`], [`Dht::handle_response`] or [`Dht::add_peer`]. Contacts named inside a
