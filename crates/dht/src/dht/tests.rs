@@ -1,0 +1,310 @@
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use dp2ptcs_crypto::Identity;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+use crate::lookup::MAX_ATTEMPTS;
+use crate::record::{PeerRecord, RecordKind, RecordPayload};
+
+/// A toy network that delivers every request instantly, except to `silent` nodes.
+struct Net {
+    nodes: BTreeMap<NodeId, Dht>,
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    silent: Vec<NodeId>,
+    events: Vec<(NodeId, Event)>,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        let mut net = Net {
+            nodes: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            silent: Vec::new(),
+            events: Vec::new(),
+        };
+        let mut first: Option<Contact> = None;
+        for i in 0..n {
+            let id = Identity::from_seed(&[i as u8 + 1; 32]).node_id();
+            let addr = SocketAddr::from(([10, 0, i as u8, 1], 4433));
+            net.addrs.insert(id, addr);
+            let mut dht = Dht::new(id, DhtConfig::default(), 0);
+            if let Some(f) = first {
+                dht.add_peer(f, 0);
+                dht.bootstrap(0).unwrap();
+            }
+            net.nodes.insert(id, dht);
+            first.get_or_insert(Contact::new(id, addr));
+            net.run(0);
+        }
+        net
+    }
+
+    fn contact(&self, id: &NodeId) -> Contact {
+        Contact::new(*id, self.addrs[id])
+    }
+
+    /// Delivers everything queued until the network is quiet.
+    fn run(&mut self, now: u64) {
+        loop {
+            let mut work = Vec::new();
+            for (id, dht) in self.nodes.iter_mut() {
+                while let Some(t) = dht.poll_transmit() {
+                    work.push((*id, t));
+                }
+                while let Some(e) = dht.poll_event() {
+                    self.events.push((*id, e));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            for (from, t) in work {
+                if self.silent.contains(&t.to.id) {
+                    continue;
+                }
+                let from_contact = self.contact(&from);
+                let Some(peer) = self.nodes.get_mut(&t.to.id) else {
+                    continue;
+                };
+                let response = peer.handle_request(from_contact, t.request, now);
+                if let Some(me) = self.nodes.get_mut(&from) {
+                    me.handle_response(&t.to.id, t.id, response, now);
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, node: &NodeId, lookup: LookupId) -> LookupOutcome {
+        let pos = self
+            .events
+            .iter()
+            .position(|(n, Event::LookupFinished(o))| n == node && o.id == lookup)
+            .expect("lookup finished");
+        let (_, Event::LookupFinished(o)) = self.events.remove(pos);
+        o
+    }
+}
+
+#[test]
+fn every_node_finds_every_other() {
+    let mut net = Net::new(40);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    for (i, a) in ids.iter().enumerate() {
+        let b = ids[(i * 7 + 3) % ids.len()];
+        let lid = net.nodes.get_mut(a).unwrap().find_node(b, 1).unwrap();
+        net.run(1);
+        let outcome = net.finished(a, lid);
+        if *a != b {
+            assert!(outcome.target_answered, "{a:?} did not find {b:?}");
+            assert_eq!(outcome.closest[0].id, b);
+        }
+    }
+}
+
+#[test]
+fn a_published_record_is_found_by_another_node() {
+    let mut net = Net::new(30);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let owner = Identity::from_seed(&[1; 32]);
+    assert_eq!(owner.node_id(), Identity::from_seed(&[1; 32]).node_id());
+    let record = Record::sign(
+        &owner,
+        1,
+        100_000,
+        RecordPayload::Peer(PeerRecord {
+            addresses: vec![net.addrs[&owner.node_id()]],
+            mix_key: None,
+        }),
+    )
+    .unwrap();
+    let lid = net
+        .nodes
+        .get_mut(&owner.node_id())
+        .unwrap()
+        .put_record(record.clone(), 1)
+        .unwrap();
+    net.run(1);
+    let put = net.finished(&owner.node_id(), lid);
+    assert_eq!(put.stores_sent as usize, put.closest.len());
+    assert!(put.stores_sent >= 19);
+    let reader = ids
+        .iter()
+        .find(|i| **i != owner.node_id())
+        .copied()
+        .unwrap();
+    let key = RecordKey {
+        owner: owner.node_id(),
+        kind: RecordKind::Peer,
+    };
+    let lid = net
+        .nodes
+        .get_mut(&reader)
+        .unwrap()
+        .get_record(key, 2)
+        .unwrap();
+    net.run(2);
+    assert_eq!(net.finished(&reader, lid).record, Some(record));
+}
+
+#[test]
+fn silent_peers_are_retried_then_time_out_and_leave_the_table() {
+    let mut net = Net::new(25);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let (a, dead) = (ids[0], ids[1]);
+    assert!(net.nodes[&a].table().get(&dead).is_some());
+    net.silent.push(dead);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let timeout = DhtConfig::default().request_timeout_ms;
+    let lid = net.nodes.get_mut(&a).unwrap().find_node(dead, 10).unwrap();
+    net.run(10);
+    let mut now = 10;
+    // First attempt times out, the second (a retry) too; only then does the lookup end.
+    for attempt in 1..=MAX_ATTEMPTS {
+        assert!(
+            net.events
+                .iter()
+                .all(|(_, Event::LookupFinished(o))| o.id != lid),
+            "ended before attempt {attempt} timed out"
+        );
+        let deadline = net.nodes[&a].poll_timeout();
+        assert_eq!(deadline, now + timeout);
+        now = deadline;
+        net.nodes.get_mut(&a).unwrap().handle_timeout(now, &mut rng);
+        net.run(now);
+    }
+    let outcome = net.finished(&a, lid);
+    assert!(!outcome.target_answered);
+    assert!(outcome.closest.iter().all(|c| c.id != dead));
+    // Two consecutive failures: dropped from the table.
+    assert!(net.nodes[&a].table().get(&dead).is_none());
+}
+
+#[test]
+fn responses_from_the_wrong_peer_or_for_unknown_requests_are_ignored() {
+    let mut net = Net::new(5);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let a = ids[0];
+    let dht = net.nodes.get_mut(&a).unwrap();
+    dht.find_node(ids[3], 5).unwrap();
+    let t = dht.poll_transmit().unwrap();
+    let stranger = NodeId::from_bytes([0xee; 32]);
+    let bogus = vec![Contact::new(
+        NodeId::from_bytes([0xdd; 32]),
+        "192.0.2.9:1".parse().unwrap(),
+    )];
+    dht.handle_response(
+        &stranger,
+        t.id,
+        Response::Nodes {
+            closer: bogus.clone(),
+        },
+        5,
+    );
+    dht.handle_response(
+        &t.to.id,
+        RequestId(9_999),
+        Response::Nodes { closer: bogus },
+        5,
+    );
+    assert!(dht.table().get(&stranger).is_none());
+    // The genuine answer is still expected.
+    assert!(dht.poll_timeout() <= 5 + DhtConfig::default().request_timeout_ms);
+}
+
+#[test]
+fn a_value_for_another_key_does_not_satisfy_a_get() {
+    let mut net = Net::new(6);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let a = ids[0];
+    let other = Identity::from_seed(&[200; 32]);
+    let wrong = Record::sign(
+        &other,
+        1,
+        1_000,
+        RecordPayload::Peer(PeerRecord {
+            addresses: vec![],
+            mix_key: None,
+        }),
+    )
+    .unwrap();
+    let key = RecordKey {
+        owner: ids[4],
+        kind: RecordKind::Peer,
+    };
+    let dht = net.nodes.get_mut(&a).unwrap();
+    let lid = dht.get_record(key, 1).unwrap();
+    // Everyone answers with a record for the wrong key: each answer counts as a failure.
+    while let Some(t) = dht.poll_transmit() {
+        dht.handle_response(
+            &t.to.id,
+            t.id,
+            Response::Value {
+                record: Box::new(wrong.clone()),
+            },
+            1,
+        );
+    }
+    let Some(Event::LookupFinished(outcome)) = dht.poll_event() else {
+        panic!("lookup not finished")
+    };
+    assert_eq!(outcome.id, lid);
+    assert_eq!(outcome.record, None);
+    assert!(outcome.closest.is_empty());
+}
+
+#[test]
+fn maintenance_republishes_and_refreshes() {
+    let mut net = Net::new(10);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let owner = Identity::from_seed(&[3; 32]);
+    let record = Record::sign(
+        &owner,
+        1,
+        crate::MAX_RECORD_TTL_MS,
+        RecordPayload::Peer(PeerRecord {
+            addresses: vec![],
+            mix_key: None,
+        }),
+    )
+    .unwrap();
+    let holder = ids[0];
+    let from = net.contact(&ids[1]);
+    let resp = net.nodes.get_mut(&holder).unwrap().handle_request(
+        from,
+        Request::Store {
+            record: Box::new(record),
+        },
+        0,
+    );
+    assert_eq!(resp, Response::Stored { accepted: true });
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let later = DhtConfig::default().republish_interval_ms;
+    net.nodes
+        .get_mut(&holder)
+        .unwrap()
+        .handle_timeout(later, &mut rng);
+    net.run(later);
+    let purposes: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(n, _)| *n == holder)
+        .map(|(_, Event::LookupFinished(o))| o.purpose.clone())
+        .collect();
+    assert!(purposes
+        .iter()
+        .any(|p| matches!(p, LookupPurpose::Republish(_))));
+    assert!(purposes.iter().any(|p| matches!(p, LookupPurpose::Refresh)));
+    let key = RecordKey {
+        owner: owner.node_id(),
+        kind: RecordKind::Peer,
+    };
+    let holders = net
+        .nodes
+        .values()
+        .filter(|d| d.store().get(&key, later).is_some())
+        .count();
+    assert_eq!(holders, 10);
+}

@@ -1,0 +1,72 @@
+//! The DHT's RPC messages, as plain validated Rust values.
+//!
+//! Their protobuf encoding belongs to `dp2ptcs-wire` and is added when the node carries them
+//! (PROTOCOL.md section 10 fixes the fields); this crate neither encodes nor sends anything.
+
+use dp2ptcs_types::NodeId;
+
+use crate::contact::Contact;
+use crate::record::{Record, RecordKey};
+
+/// Identifies a request so that its response (or timeout) can be matched to it. Unique per
+/// [`Dht`](crate::Dht) instance; a response whose id or sender does not match is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// A DHT request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Are you alive? Answered with [`Response::Pong`].
+    Ping,
+    /// The contacts you know closest to `target`: [`Response::Nodes`].
+    FindNode {
+        /// The id looked up.
+        target: NodeId,
+    },
+    /// The record under `key` if you hold it ([`Response::Value`]), else closer contacts
+    /// ([`Response::Nodes`]).
+    FindValue {
+        /// The record looked up.
+        key: RecordKey,
+    },
+    /// Hold this record: [`Response::Stored`].
+    Store {
+        /// The record, verified by the receiver before anything else.
+        record: Box<Record>,
+    },
+}
+
+/// A DHT response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// At most [`K`](crate::K) contacts, closest to the target first; more are ignored.
+    Nodes {
+        /// The contacts: hints until each proves its id.
+        closer: Vec<Contact>,
+    },
+    /// The record asked for by [`Request::FindValue`].
+    Value {
+        /// The record.
+        record: Box<Record>,
+    },
+    /// Answer to [`Request::Store`].
+    Stored {
+        /// Whether the record was accepted (stored, or already held).
+        accepted: bool,
+    },
+}
+
+/// A request the caller must send: to `to`, tagged with `id`. Report its response with
+/// [`Dht::handle_response`](crate::Dht::handle_response), or its failure with
+/// [`Dht::handle_failure`](crate::Dht::handle_failure); without either it times out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer to send to. Its id must be proven (by the handshake) before its response counts.
+    pub to: Contact,
+    /// The request id to echo.
+    pub id: RequestId,
+    /// The request.
+    pub request: Request,
+}
