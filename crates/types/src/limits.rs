@@ -26,3 +26,9 @@ pub const MAX_QR_IMAGE_SIDE: u32 = 8192;
 
 /// Most contacts an address book holds.
 pub const MAX_CONTACTS: usize = 10_000;
+
+/// Most contacts one DHT `NODES` answer may carry: Kademlia's k (PROTOCOL.md section 10.1).
+pub const MAX_DHT_CONTACTS: usize = 20;
+
+/// Largest encoded DHT record (body and signature), in bytes (PROTOCOL.md section 10.1).
+pub const MAX_DHT_RECORD_LEN: usize = 1024;
