@@ -1,7 +1,10 @@
 //! Entry points for the fuzz targets in `fuzz/`, also used to replay their corpora in tests.
 
 use crate::frame::{decode_all, FrameDecoder};
-use crate::{Chat, Envelope, ErrorReport, HandshakeInit, HandshakeOffer, PrekeyBundle, Receipt};
+use crate::{
+    Chat, DhtHello, DhtRequest, DhtResponse, Envelope, ErrorReport, HandshakeInit, HandshakeOffer,
+    PrekeyBundle, Receipt,
+};
 
 /// Feeds `data` to the frame decoder in chunks whose sizes come from the data itself, and decodes
 /// every frame as each message type. Must never panic; checks the decoder's invariants.
@@ -59,5 +62,14 @@ pub fn messages(data: &[u8]) {
     }
     if let Ok(o) = HandshakeOffer::decode(data) {
         assert_eq!(HandshakeOffer::decode(&o.encode()), Ok(o));
+    }
+    if let Ok(h) = DhtHello::decode(data) {
+        assert_eq!(DhtHello::decode(&h.encode()), Ok(h));
+    }
+    if let Ok(r) = DhtRequest::decode(data) {
+        assert_eq!(r.encode().map(|b| DhtRequest::decode(&b)), Ok(Ok(r)));
+    }
+    if let Ok(r) = DhtResponse::decode(data) {
+        assert_eq!(r.encode().map(|b| DhtResponse::decode(&b)), Ok(Ok(r)));
     }
 }

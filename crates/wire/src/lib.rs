@@ -5,7 +5,8 @@
 //!   allocated. [`FrameDecoder`] is an incremental, bounded decoder for byte streams.
 //! - Validated domain types: [`Envelope`] (the `TacticalMessage`), [`RatchetHeader`], [`Chat`],
 //!   [`Receipt`], [`ErrorReport`], [`PrekeyBundle`], [`HandshakeInit`], [`HandshakeOffer`],
-//!   [`Hello`] and [`HelloReply`] (the transport handshake). Each
+//!   [`Hello`] and [`HelloReply`] (the transport handshake), and the DHT's [`DhtHello`],
+//!   [`DhtRequest`] and [`DhtResponse`]. Each
 //!   decodes with `TryFrom<&[u8]>`-style constructors that check every length and enum, so the rest
 //!   of the program never sees a 31-byte key or an unknown message type.
 //!
@@ -14,6 +15,7 @@
 //!
 //! No IO, no clock, no randomness: bytes in, values out, and back.
 
+mod dht;
 pub mod frame;
 mod message;
 
@@ -33,6 +35,7 @@ mod proto {
     include!("gen/dp2ptcs.v1.rs");
 }
 
+pub use dht::{DhtHello, DhtRequest, DhtRequestBody, DhtResponse, DhtResponseBody};
 pub use frame::{encode_frame, FrameDecoder, FrameError, MAX_FRAME_LEN};
 pub use message::{
     Chat, DecodeError, Envelope, ErrorReport, HandshakeInit, HandshakeOffer, Hello, HelloBody,

@@ -50,6 +50,19 @@ pub enum DecodeError {
     /// Fields that must appear together do not.
     #[error("inconsistent fields: {0}")]
     Inconsistent(&'static str),
+    /// A number is above its field's range.
+    #[error("{field} is {actual}, at most {max}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        actual: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
+    /// An IP address field is neither 4 (IPv4) nor 16 (IPv6) bytes.
+    #[error("IP address has {0} bytes, expected 4 or 16")]
+    IpLength(usize),
 }
 
 /// Application error codes used to close QUIC streams and connections, and in [`ErrorReport`].
@@ -90,11 +103,14 @@ impl DecodeError {
     }
 }
 
-fn decode_proto<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, DecodeError> {
+pub(crate) fn decode_proto<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, DecodeError> {
     M::decode(bytes).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
-fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], DecodeError> {
+pub(crate) fn fixed<const N: usize>(
+    field: &'static str,
+    bytes: &[u8],
+) -> Result<[u8; N], DecodeError> {
     <[u8; N]>::try_from(bytes).map_err(|_| DecodeError::FieldLength {
         field,
         actual: bytes.len(),
@@ -102,7 +118,7 @@ fn fixed<const N: usize>(field: &'static str, bytes: &[u8]) -> Result<[u8; N], D
     })
 }
 
-fn bounded(field: &'static str, actual: usize, max: usize) -> Result<(), DecodeError> {
+pub(crate) fn bounded(field: &'static str, actual: usize, max: usize) -> Result<(), DecodeError> {
     if actual > max {
         return Err(DecodeError::TooLong { field, actual, max });
     }

@@ -124,6 +124,127 @@ pub struct HelloReply {
     #[prost(message, optional, tag = "3")]
     pub error: ::core::option::Option<ErrorReport>,
 }
+/// First frame each way on a DHT connection. The transport binding (PROTOCOL.md section 9) says
+/// what `signature` covers.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtHello {
+    /// 32 bytes: the sender's Ed25519 public key
+    #[prost(bytes = "vec", tag = "1")]
+    pub identity_key: ::prost::alloc::vec::Vec<u8>,
+    /// 64 bytes: Ed25519 signature
+    #[prost(bytes = "vec", tag = "2")]
+    pub signature: ::prost::alloc::vec::Vec<u8>,
+}
+/// A contact in a NODES answer: a node id and the address it can be dialled at.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtContact {
+    /// 32 bytes
+    #[prost(bytes = "vec", tag = "1")]
+    pub node_id: ::prost::alloc::vec::Vec<u8>,
+    /// 4 bytes (IPv4) or 16 bytes (IPv6), network order
+    #[prost(bytes = "vec", tag = "2")]
+    pub ip: ::prost::alloc::vec::Vec<u8>,
+    /// at most 65535
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+}
+/// PING: are you alive? Answered with PONG.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtPing {}
+/// FIND_NODE: the contacts you know closest to `target`. Answered with NODES.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtFindNode {
+    /// 32 bytes: a node id
+    #[prost(bytes = "vec", tag = "1")]
+    pub target: ::prost::alloc::vec::Vec<u8>,
+}
+/// FIND_VALUE: the record of kind `kind` owned by `owner`, else NODES as for FIND_NODE(owner).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtFindValue {
+    /// 32 bytes: the owner's node id
+    #[prost(bytes = "vec", tag = "1")]
+    pub owner: ::prost::alloc::vec::Vec<u8>,
+    /// record kind byte (PROTOCOL.md section 10.2), at most 255
+    #[prost(uint32, tag = "2")]
+    pub kind: u32,
+}
+/// STORE: hold this record. Answered with STORED.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtStore {
+    /// a signed record (PROTOCOL.md section 10.2), at most 1024 bytes
+    #[prost(bytes = "vec", tag = "1")]
+    pub record: ::prost::alloc::vec::Vec<u8>,
+}
+/// A DHT request; exactly one body is set.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtRequest {
+    /// unique per sender; the response echoes it
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    #[prost(oneof = "dht_request::Body", tags = "2, 3, 4, 5")]
+    pub body: ::core::option::Option<dht_request::Body>,
+}
+/// Nested message and enum types in `DhtRequest`.
+pub mod dht_request {
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "2")]
+        Ping(super::DhtPing),
+        #[prost(message, tag = "3")]
+        FindNode(super::DhtFindNode),
+        #[prost(message, tag = "4")]
+        FindValue(super::DhtFindValue),
+        #[prost(message, tag = "5")]
+        Store(super::DhtStore),
+    }
+}
+/// Answer to PING.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtPong {}
+/// Answer to FIND_NODE (and FIND_VALUE without the record): closest to the target first.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DhtNodes {
+    /// at most 20 (k)
+    #[prost(message, repeated, tag = "1")]
+    pub contacts: ::prost::alloc::vec::Vec<DhtContact>,
+}
+/// Answer to FIND_VALUE when the record is held.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtValue {
+    /// a signed record (PROTOCOL.md section 10.2), at most 1024 bytes
+    #[prost(bytes = "vec", tag = "1")]
+    pub record: ::prost::alloc::vec::Vec<u8>,
+}
+/// Answer to STORE.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtStored {
+    /// stored, or already held
+    #[prost(bool, tag = "1")]
+    pub accepted: bool,
+}
+/// A DHT response; exactly one body is set.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DhtResponse {
+    /// the request's id
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    #[prost(oneof = "dht_response::Body", tags = "2, 3, 4, 5")]
+    pub body: ::core::option::Option<dht_response::Body>,
+}
+/// Nested message and enum types in `DhtResponse`.
+pub mod dht_response {
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Body {
+        #[prost(message, tag = "2")]
+        Pong(super::DhtPong),
+        #[prost(message, tag = "3")]
+        Nodes(super::DhtNodes),
+        #[prost(message, tag = "4")]
+        Value(super::DhtValue),
+        #[prost(message, tag = "5")]
+        Stored(super::DhtStored),
+    }
+}
 /// What an envelope's (decrypted) payload holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
