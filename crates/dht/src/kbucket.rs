@@ -25,8 +25,10 @@ use rand_core::RngCore;
 
 use crate::contact::{Contact, NetPrefix};
 
-/// Bucket size and replication factor.
-pub const K: usize = 20;
+/// Bucket size, replication factor and most contacts per `NODES` answer: the wire bound
+/// [`MAX_DHT_CONTACTS`](dp2ptcs_types::limits::MAX_DHT_CONTACTS), so that every answer fits.
+pub const K: usize = dp2ptcs_types::limits::MAX_DHT_CONTACTS;
+const _: () = assert!(K == 20, "PROTOCOL.md section 10.1 fixes k = 20");
 /// Most contacts of one IPv4 /24 or IPv6 /48 in one bucket (and in its replacement cache).
 pub const MAX_PER_PREFIX: usize = 2;
 /// Most newcomers remembered per full bucket, waiting for a slot.

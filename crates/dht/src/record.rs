@@ -33,8 +33,13 @@ pub const RECORD_SIGNATURE_CONTEXT: &[u8] = b"dp2ptcs/v1/dht-record";
 pub const RECORD_VERSION: u8 = 1;
 /// Most addresses one peer record may list.
 pub const MAX_PEER_ADDRESSES: usize = 8;
-/// Largest encoded record (body and signature), in bytes.
-pub const MAX_RECORD_LEN: usize = 1024;
+/// Largest encoded record (body and signature), in bytes: the wire bound
+/// [`MAX_DHT_RECORD_LEN`](dp2ptcs_types::limits::MAX_DHT_RECORD_LEN).
+pub const MAX_RECORD_LEN: usize = dp2ptcs_types::limits::MAX_DHT_RECORD_LEN;
+const _: () = assert!(
+    MAX_RECORD_LEN == 1024,
+    "PROTOCOL.md section 10.1 fixes 1024 bytes"
+);
 /// Size of the fixed part of a body before the payload.
 const HEADER_LEN: usize = 1 + 1 + 32 + 8 + 8 + 2;
 const SIGNATURE_LEN: usize = 64;
