@@ -17,8 +17,10 @@
 //! This crate does no IO, reads no clock and owns no random number generator: time is a `u64` of
 //! milliseconds passed in by the caller (Unix time in the node, virtual time in the simulator,
 //! the same clock for timers and record expiry) and randomness comes from a `&mut impl RngCore`.
-//! Messages are plain Rust values ([`Request`], [`Response`]); encoding them is the wire crate's
-//! job and sending them the node's.
+//! Messages are plain Rust values ([`Request`], [`Response`]); [`encode_request`],
+//! [`decode_request`], [`encode_response`] and [`decode_response`] turn them into the protobuf
+//! messages of `dp2ptcs-wire` and back (verifying every record), and sending them is the node's
+//! job.
 //!
 //! ```
 //! use dp2ptcs_dht::{Contact, Dht, DhtConfig, Event, Request, Response};
@@ -53,6 +55,7 @@
 //! [`Dht::handle_request`], [`Dht::handle_response`] or [`Dht::add_peer`]. Contacts named inside a
 //! response are hints: lookups may ask them, nothing else trusts them.
 
+mod codec;
 mod contact;
 mod dht;
 mod kbucket;
@@ -61,6 +64,7 @@ mod message;
 mod record;
 mod store;
 
+pub use codec::{decode_request, decode_response, encode_request, encode_response, CodecError};
 pub use contact::{Contact, NetPrefix};
 pub use dht::{Dht, DhtConfig, DhtError, Event, LookupId, LookupOutcome, LookupPurpose};
 pub use kbucket::{

@@ -1,7 +1,7 @@
 //! The DHT's RPC messages, as plain validated Rust values.
 //!
-//! Their protobuf encoding belongs to `dp2ptcs-wire` and is added when the node carries them
-//! (PROTOCOL.md section 10 fixes the fields); this crate neither encodes nor sends anything.
+//! Their protobuf encoding is in [`codec`](crate::encode_request) (PROTOCOL.md section 10.3);
+//! this crate never sends anything.
 
 use dp2ptcs_types::NodeId;
 
