@@ -27,7 +27,7 @@ use rand_core::RngCore;
 
 use crate::contact::Contact;
 use crate::kbucket::{random_id_in_bucket, InsertOutcome, RoutingTable, K, REFRESH_INTERVAL_MS};
-use crate::lookup::{Lookup, LookupParams};
+use crate::lookup::{Lookup, LookupParams, PathStep};
 use crate::message::{Request, RequestId, Response, Transmit};
 use crate::record::{Record, RecordKey};
 use crate::store::{PutOutcome, RecordStore, StoreError, DEFAULT_STORE_CAPACITY};
@@ -124,6 +124,9 @@ pub struct LookupOutcome {
     pub requests: u32,
     /// STORE requests sent when it ended (put and republish).
     pub stores_sent: u32,
+    /// Every peer the lookup asked, in the order first asked, with its hop and how its request
+    /// ended: at most `disjoint_paths ×` [`MAX_PEERS_PER_PATH`](crate::MAX_PEERS_PER_PATH).
+    pub path: Vec<PathStep>,
 }
 
 /// What the DHT tells its caller.
@@ -452,6 +455,7 @@ impl Dht {
             target_answered: lookup.target_answered(),
             rounds: lookup.rounds(),
             requests: lookup.requests(),
+            path: lookup.path().to_vec(),
             closest,
             purpose,
             stores_sent,

@@ -10,6 +10,12 @@
 //! learned is ignored by the others. A node that answers with wrong or self-serving peers can
 //! then spoil only the path it sits on; the lookup succeeds if any path reaches the target.
 //!
+//! **Path.** Every peer asked is recorded once, in the order first asked, with its hop (its depth)
+//! and how its request ended ([`PathStep`]), for a caller that shows how a lookup went. It is
+//! bounded because the lookup is: a path never forgets a peer it asked and holds at most
+//! [`MAX_PEERS_PER_PATH`], so a lookup asks at most `paths ×` [`MAX_PEERS_PER_PATH`] peers however
+//! many fresh ids hostile nodes name.
+//!
 //! The state machine does not know about request ids, time or the network: the
 //! [`Dht`](crate::Dht) asks it for the next peer, sends, and reports success or failure.
 
@@ -24,6 +30,31 @@ use crate::record::Record;
 pub const MAX_PEERS_PER_PATH: usize = 8 * crate::K;
 /// Requests sent to one peer in one lookup before it counts as failed.
 pub const MAX_ATTEMPTS: u32 = 2;
+
+/// How the request to a peer on a lookup's path ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepOutcome {
+    /// It answered (contacts or a record).
+    Answered,
+    /// It did not answer, after [`MAX_ATTEMPTS`] requests.
+    Failed,
+    /// Its answer was unusable (a record for another key, the wrong message): failed at once.
+    Invalid,
+    /// No final answer when the lookup ended: a request in flight, or a retry not sent.
+    Pending,
+}
+
+/// One peer a lookup asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PathStep {
+    /// The peer.
+    pub peer: Contact,
+    /// Its hop: 1 for a starting peer (from the routing table), n + 1 for one learned from a peer
+    /// of hop n.
+    pub hop: u32,
+    /// How its request ended.
+    pub outcome: StepOutcome,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -42,6 +73,8 @@ struct Peer {
     depth: u32,
     /// Requests sent to it.
     attempts: u32,
+    /// Its index in [`Lookup::path`], once asked.
+    step: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -118,6 +151,8 @@ pub struct Lookup {
     target_answered: bool,
     requests: u32,
     max_depth: u32,
+    /// Peers asked, in the order first asked (at most `paths ×` [`MAX_PEERS_PER_PATH`]).
+    path: Vec<PathStep>,
 }
 
 impl Lookup {
@@ -147,6 +182,7 @@ impl Lookup {
             target_answered: false,
             requests: 0,
             max_depth: 0,
+            path: Vec::new(),
         };
         let mut seeds = seeds;
         seeds.sort_by_key(|c| c.id.distance(&target));
@@ -163,6 +199,7 @@ impl Lookup {
                 state: State::NotAsked,
                 depth: 1,
                 attempts: 0,
+                step: None,
             });
         }
         lookup
@@ -190,6 +227,14 @@ impl Lookup {
                 peer.attempts += 1;
                 self.requests += 1;
                 self.max_depth = self.max_depth.max(peer.depth);
+                if peer.step.is_none() {
+                    peer.step = Some(self.path.len());
+                    self.path.push(PathStep {
+                        peer: peer.contact,
+                        hop: peer.depth,
+                        outcome: StepOutcome::Pending,
+                    });
+                }
                 return Some(peer.contact);
             }
         }
@@ -215,10 +260,11 @@ impl Lookup {
             return;
         }
         peer.state = State::Answered;
+        let (step, depth) = (peer.step, peer.depth + 1);
+        self.set_outcome(step, StepOutcome::Answered);
         if *from == self.target {
             self.target_answered = true;
         }
-        let depth = peer.depth + 1;
         // Paths that were dealt no starting peer (a node bootstrapping from one contact) are
         // seeded from the first answers, round-robin with the answering path.
         let mut empty: Vec<usize> = (0..self.paths.len())
@@ -244,6 +290,7 @@ impl Lookup {
                 state: State::NotAsked,
                 depth,
                 attempts: 0,
+                step: None,
             });
         }
     }
@@ -272,6 +319,10 @@ impl Lookup {
                 } else {
                     State::Failed
                 };
+                if peer.state == State::Failed {
+                    let step = peer.step;
+                    self.set_outcome(step, StepOutcome::Failed);
+                }
             }
         }
     }
@@ -283,7 +334,15 @@ impl Lookup {
             let peer = &mut self.paths[pi].peers[i];
             if peer.state == State::Waiting {
                 peer.state = State::Failed;
+                let step = peer.step;
+                self.set_outcome(step, StepOutcome::Invalid);
             }
+        }
+    }
+
+    fn set_outcome(&mut self, step: Option<usize>, outcome: StepOutcome) {
+        if let Some(s) = step.and_then(|i| self.path.get_mut(i)) {
+            s.outcome = outcome;
         }
     }
 
@@ -335,6 +394,12 @@ impl Lookup {
     /// Whether the target itself answered.
     pub fn target_answered(&self) -> bool {
         self.target_answered
+    }
+
+    /// Every peer asked so far, in the order first asked: at most `paths ×`
+    /// [`MAX_PEERS_PER_PATH`].
+    pub fn path(&self) -> &[PathStep] {
+        &self.path
     }
 }
 

@@ -6,7 +6,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::lookup::MAX_ATTEMPTS;
+use crate::lookup::{StepOutcome, MAX_ATTEMPTS};
 use crate::record::{PeerRecord, RecordKind, RecordPayload};
 
 /// A toy network that delivers every request instantly, except to `silent` nodes.
@@ -100,6 +100,15 @@ fn every_node_finds_every_other() {
         if *a != b {
             assert!(outcome.target_answered, "{a:?} did not find {b:?}");
             assert_eq!(outcome.closest[0].id, b);
+            // The path: every request's peer once, the target answered at the deepest hop.
+            assert_eq!(outcome.path.len() as u32, outcome.requests);
+            let last = outcome.path.iter().find(|s| s.peer.id == b).unwrap();
+            assert_eq!(last.outcome, StepOutcome::Answered);
+            assert!(last.hop <= outcome.rounds);
+            assert_eq!(
+                outcome.path.iter().map(|s| s.hop).max(),
+                Some(outcome.rounds)
+            );
         }
     }
 }
@@ -253,6 +262,11 @@ fn a_value_for_another_key_does_not_satisfy_a_get() {
     assert_eq!(outcome.id, lid);
     assert_eq!(outcome.record, None);
     assert!(outcome.closest.is_empty());
+    assert!(!outcome.path.is_empty());
+    assert!(outcome
+        .path
+        .iter()
+        .all(|s| s.outcome == StepOutcome::Invalid && s.hop == 1));
 }
 
 #[test]

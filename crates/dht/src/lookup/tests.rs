@@ -200,3 +200,105 @@ fn one_seed_is_spread_over_every_disjoint_path_after_its_answer() {
     }
     assert_eq!(n, 9);
 }
+
+#[test]
+fn the_path_records_every_peer_asked_once_in_order_with_hop_and_outcome() {
+    let net = network(400, 4);
+    let target = net[200].id;
+    let seeds = net[1..21].to_vec();
+    let seed_ids: HashSet<NodeId> = seeds.iter().map(|c| c.id).collect();
+    let mut lookup = Lookup::new(net[0].id, target, seeds, params(1), false);
+    let mut first_asked = Vec::new();
+    let mut in_flight = Vec::new();
+    let mut n = 0;
+    let mut expected: Vec<(NodeId, StepOutcome)> = Vec::new();
+    let outcome_of = |expected: &mut Vec<(NodeId, StepOutcome)>, id: NodeId, o| {
+        if let Some(e) = expected.iter_mut().find(|e| e.0 == id) {
+            e.1 = o;
+        }
+    };
+    while !lookup.is_finished() {
+        while let Some(c) = lookup.next_request() {
+            if !first_asked.contains(&c.id) {
+                first_asked.push(c.id);
+                expected.push((c.id, StepOutcome::Pending));
+            }
+            in_flight.push(c);
+        }
+        let c = in_flight.remove(0);
+        n += 1;
+        if c.id == target {
+            lookup.on_success(&c.id, &closest_in(&net, &target, 20));
+            outcome_of(&mut expected, c.id, StepOutcome::Answered);
+        } else if n % 5 == 0 {
+            // Twice silent: asked again, then failed.
+            lookup.on_failure(&c.id);
+            if let Some(again) = lookup.next_request() {
+                assert_eq!(again.id, c.id, "a timed-out peer is retried first");
+                lookup.on_failure(&again.id);
+            }
+            outcome_of(&mut expected, c.id, StepOutcome::Failed);
+        } else if n % 7 == 0 {
+            lookup.on_invalid(&c.id);
+            outcome_of(&mut expected, c.id, StepOutcome::Invalid);
+        } else {
+            lookup.on_success(&c.id, &closest_in(&net, &target, 20));
+            outcome_of(&mut expected, c.id, StepOutcome::Answered);
+        }
+    }
+    let path = lookup.path();
+    let got: Vec<(NodeId, StepOutcome)> = path.iter().map(|s| (s.peer.id, s.outcome)).collect();
+    // Still in flight when it ended: pending.
+    for c in &in_flight {
+        assert_eq!(
+            path.iter().find(|s| s.peer.id == c.id).map(|s| s.outcome),
+            Some(StepOutcome::Pending)
+        );
+    }
+    assert_eq!(got, expected);
+    assert!(got.iter().any(|g| g.1 == StepOutcome::Failed));
+    assert!(got.iter().any(|g| g.1 == StepOutcome::Invalid));
+    // Hops: the starting peers are hop 1, peers learned from them hop 2, and the deepest step is
+    // the lookup's round count.
+    for s in path {
+        assert_eq!(s.hop == 1, seed_ids.contains(&s.peer.id), "{s:?}");
+    }
+    assert_eq!(path.iter().map(|s| s.hop).max(), Some(lookup.rounds()));
+    assert!(path.iter().any(|s| s.hop == 2));
+}
+
+#[test]
+fn the_path_is_bounded() {
+    // A hostile network: every answer names 20 fresh ids, each closer to the target than any
+    // named before. A path never forgets a peer it asked and holds at most MAX_PEERS_PER_PATH, so
+    // the lookup ends after asking that many, and its path is that long.
+    let target = NodeId::from_bytes([0; 32]);
+    let seeds = network(20, 5);
+    let mut lookup = Lookup::new(
+        NodeId::from_bytes([0xff; 32]),
+        target,
+        seeds,
+        params(1),
+        false,
+    );
+    let mut next = u64::MAX;
+    let mut requests = 0;
+    while !lookup.is_finished() && requests < 10 * MAX_PEERS_PER_PATH {
+        let Some(c) = lookup.next_request() else {
+            break;
+        };
+        requests += 1;
+        let fresh: Vec<Contact> = (0..20)
+            .map(|_| {
+                let mut id = [0u8; 32];
+                id[24..].copy_from_slice(&next.to_be_bytes());
+                next -= 1;
+                Contact::new(NodeId::from_bytes(id), SocketAddr::from(([10, 0, 0, 1], 1)))
+            })
+            .collect();
+        lookup.on_success(&c.id, &fresh);
+    }
+    assert!(lookup.is_finished());
+    assert_eq!(requests, MAX_PEERS_PER_PATH);
+    assert_eq!(lookup.path().len(), MAX_PEERS_PER_PATH);
+}
