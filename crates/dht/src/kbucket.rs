@@ -91,6 +91,19 @@ impl Bucket {
     }
 }
 
+/// One contact of the routing table as [`RoutingTable::entries`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TableEntry {
+    /// The contact.
+    pub contact: Contact,
+    /// Its bucket: the index of the highest bit of its distance to the local id.
+    pub bucket: usize,
+    /// When it last proved itself (answered, or was inserted or updated), caller milliseconds.
+    pub last_seen_ms: u64,
+    /// Consecutive failed requests to it (it is dropped at [`MAX_FAILURES`]).
+    pub failures: u32,
+}
+
 /// What [`RoutingTable::insert`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -304,6 +317,23 @@ impl RoutingTable {
         self.buckets
             .values()
             .flat_map(|b| b.entries.iter().map(|e| e.contact))
+    }
+
+    /// Every contact in the buckets with what the table knows of it, sorted by bucket, then by
+    /// distance to the local id (closest first). Replacement caches are not listed.
+    pub fn entries(&self) -> Vec<TableEntry> {
+        let mut out = Vec::with_capacity(self.len);
+        for (&bucket, b) in &self.buckets {
+            let start = out.len();
+            out.extend(b.entries.iter().map(|e| TableEntry {
+                contact: e.contact,
+                bucket,
+                last_seen_ms: e.last_seen_ms,
+                failures: e.failures,
+            }));
+            out[start..].sort_by_key(|e| self.local.distance(&e.contact.id));
+        }
+        out
     }
 
     /// Number of contacts in bucket `idx`.

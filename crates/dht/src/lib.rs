@@ -68,7 +68,7 @@ pub use codec::{decode_request, decode_response, encode_request, encode_response
 pub use contact::{Contact, NetPrefix};
 pub use dht::{Dht, DhtConfig, DhtError, Event, LookupId, LookupOutcome, LookupPurpose};
 pub use kbucket::{
-    random_id_in_bucket, InsertOutcome, RoutingTable, BUCKETS, K, MAX_FAILURES,
+    random_id_in_bucket, InsertOutcome, RoutingTable, TableEntry, BUCKETS, K, MAX_FAILURES,
     MAX_PER_PREFIX, REFRESH_INTERVAL_MS, REPLACEMENT_CACHE_LEN,
 };
 pub use lookup::{Lookup, LookupParams, PathStep, StepOutcome, MAX_ATTEMPTS, MAX_PEERS_PER_PATH};

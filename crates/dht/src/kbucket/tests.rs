@@ -200,3 +200,47 @@ fn the_local_id_is_never_inserted() {
     );
     assert!(table.is_empty());
 }
+
+#[test]
+fn entries_list_every_contact_by_bucket_then_distance_with_its_state() {
+    let local = NodeId::from_bytes([0x5a; 32]);
+    let mut table = RoutingTable::new(local, 0);
+    let mut inserted = Vec::new();
+    for (i, idx) in [255usize, 3, 200, 255, 200, 17, 255]
+        .into_iter()
+        .enumerate()
+    {
+        let c = contact(*id_in_bucket(&local, idx, i as u64).as_bytes(), i as u8, 1);
+        assert_eq!(table.insert(c, 10 + i as u64), InsertOutcome::Inserted);
+        inserted.push((c, idx, 10 + i as u64));
+    }
+    // One failure on one contact, another seen again later.
+    table.report_failure(&inserted[2].0.id, 50);
+    table.insert(inserted[0].0, 99);
+    let entries = table.entries();
+    assert_eq!(entries.len(), table.len());
+    assert_eq!(entries.len(), inserted.len());
+    for (c, idx, seen) in &inserted {
+        let e = entries.iter().find(|e| e.contact == *c).unwrap();
+        assert_eq!(e.bucket, *idx);
+        let (want_seen, want_failures) = if c.id == inserted[0].0.id {
+            (99, 0)
+        } else if c.id == inserted[2].0.id {
+            (*seen, 1)
+        } else {
+            (*seen, 0)
+        };
+        assert_eq!((e.last_seen_ms, e.failures), (want_seen, want_failures));
+    }
+    // Sorted by bucket, then by distance to the local id.
+    let keys: Vec<_> = entries
+        .iter()
+        .map(|e| (e.bucket, local.distance(&e.contact.id)))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(entries.first().map(|e| e.bucket), Some(3));
+    assert_eq!(entries.last().map(|e| e.bucket), Some(255));
+    assert!(RoutingTable::new(local, 0).entries().is_empty());
+}
