@@ -4,12 +4,14 @@ vectors in testdata/ that the Rust implementation generated.
 
 Written from PROTOCOL.md alone, with Python's hashlib plus the `cryptography` and `argon2-cffi`
 packages (`python3 -m pip install cryptography argon2-cffi`). It re-derives: node ids, the
-safety number and its QR text, the contact URI (byte for byte, signature included), and the
-node.key file (decrypts it, and re-encrypts it with the recorded salt and nonce to the same bytes).
+safety number and its QR text, the contact URI (byte for byte, signature included), the
+node.key file (decrypts it, and re-encrypts it with the recorded salt and nonce to the same bytes),
+and the DHT records (rebuilds each body from its fields and verifies its signature).
 Exit code 0 when everything matches.
 """
 import base64
 import hashlib
+import ipaddress
 import json
 import pathlib
 import struct
@@ -17,7 +19,9 @@ import sys
 import urllib.parse
 
 from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives import serialization
 
@@ -121,6 +125,70 @@ rebuilt = json.dumps({
     "ciphertext": base64.b64encode(again).decode(),
 }, indent=2) + "\n"
 check("keystore file bytes", rebuilt, ks["file"])
+
+
+# --- DHT records (PROTOCOL.md section 10.2) ------------------------------------------------
+def x25519_public(private: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def peer_payload(p) -> bytes:
+    out = bytes([len(p["addresses"])])
+    for a in p["addresses"]:
+        ip = ipaddress.ip_address(a["ip"])
+        out += bytes([4 if ip.version == 4 else 6]) + ip.packed + struct.pack(">H", a["port"])
+    if p["mix_key"] is None:
+        return out + b"\x00"
+    return out + b"\x01" + bytes.fromhex(p["mix_key"])
+
+
+def bundle_payload(p, what) -> bytes:
+    ik, spk = bytes.fromhex(p["identity_key"]), bytes.fromhex(p["signed_prekey"])
+    sig = bytes.fromhex(p["signed_prekey_signature"])
+    check(f"{what}: signed prekey from its private key", x25519_public(bytes.fromhex(p["signed_prekey_private"])), spk)
+    try:
+        Ed25519PublicKey.from_public_bytes(ik).verify(
+            sig, b"DP2PTCS_SignedPreKey_v1" + struct.pack(">I", p["signed_prekey_id"]) + spk)
+        check(f"{what}: signed prekey signature verifies", True, True)
+    except InvalidSignature:
+        check(f"{what}: signed prekey signature verifies", False, True)
+    out = b"\x01" + ik + struct.pack(">I", p["signed_prekey_id"]) + spk + sig
+    if p.get("one_time_prekey_id") is None:
+        return out + b"\x00"
+    opk = bytes.fromhex(p["one_time_prekey"])
+    check(f"{what}: one-time prekey from its private key",
+          x25519_public(bytes.fromhex(p["one_time_prekey_private"])), opk)
+    return out + b"\x01" + struct.pack(">I", p["one_time_prekey_id"]) + opk
+
+
+dr = json.loads((TESTDATA / "dht_record.json").read_text())
+context = dr["signature_context"].encode()
+check("DHT record signature context", context, b"dp2ptcs/v1/dht-record")
+for name, build in [("peer_record", peer_payload), ("prekey_bundle_record", bundle_payload)]:
+    r = dr[name]
+    seed = bytes.fromhex(r["seed"])
+    owner = public_key(seed)
+    check(f"{name}: owner public key", owner.hex(), r["owner_public_key"])
+    check(f"{name}: key (node id of the owner)", node_id(owner).hex(), r["key_owner_node_id"])
+    if build is bundle_payload:
+        check(f"{name}: bundle identity is the owner", r["payload"]["identity_key"], owner.hex())
+        payload = bundle_payload(r["payload"], name)
+    else:
+        payload = peer_payload(r["payload"])
+    body = (bytes([1, r["kind"]]) + owner + struct.pack(">QQH", r["sequence"], r["expires_at_ms"], len(payload))
+            + payload)
+    check(f"{name}: body rebuilt from its fields", body.hex(), r["body"])
+    sig = bytes.fromhex(r["signature"])
+    try:
+        Ed25519PublicKey.from_public_bytes(owner).verify(sig, context + body)
+        check(f"{name}: signature over context || body verifies", True, True)
+    except InvalidSignature:
+        check(f"{name}: signature over context || body verifies", False, True)
+    # Ed25519 is deterministic: signing again gives the same bytes; the record is body || signature.
+    check(f"{name}: signature", Ed25519PrivateKey.from_private_bytes(seed).sign(context + body).hex(), r["signature"])
+    check(f"{name}: record bytes", (body + sig).hex(), r["record"])
+    check(f"{name}: at most 1024 bytes", len(body + sig) <= 1024, True)
 
 if failures:
     print(f"{len(failures)} checks failed: {', '.join(failures)}")
