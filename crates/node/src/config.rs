@@ -43,6 +43,13 @@ pub struct NodeConfig {
     pub retry_max: Duration,
     /// The outbox is looked at least this often even when nothing wakes it (default 30 s).
     pub outbox_poll: Duration,
+    /// Addresses of DHT nodes to join through (node ids unknown; each proves its own).
+    pub bootstrap: Vec<SocketAddr>,
+    /// Addresses our DHT peer record advertises (empty: the bound address if it is a specific
+    /// IP; see also [`Node::set_advertised`](crate::Node::set_advertised)).
+    pub advertise: Vec<SocketAddr>,
+    /// The DHT's tunables (default: the protocol's values, `PROTOCOL.md` section 10.1).
+    pub dht: dp2ptcs_dht::DhtConfig,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +71,9 @@ impl Default for NodeConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             outbox_poll: Duration::from_secs(30),
+            bootstrap: Vec::new(),
+            advertise: Vec::new(),
+            dht: dp2ptcs_dht::DhtConfig::default(),
         }
     }
 }

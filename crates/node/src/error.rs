@@ -30,6 +30,9 @@ pub enum NodeError {
     /// A frame does not decode.
     #[error("decode: {0}")]
     Decode(#[from] DecodeError),
+    /// A DHT message does not decode or verify.
+    #[error("dht: {0}")]
+    Dht(#[from] dp2ptcs_dht::CodecError),
     /// Bytes followed the one frame a stream may carry.
     #[error("junk after the frame")]
     JunkAfterFrame,
@@ -65,7 +68,7 @@ impl NodeError {
     /// The code with which a stream or connection is closed because of this error.
     pub fn wire_code(&self) -> WireErrorCode {
         match self {
-            Self::Frame(_) | Self::JunkAfterFrame => WireErrorCode::MalformedFrame,
+            Self::Frame(_) | Self::JunkAfterFrame | Self::Dht(_) => WireErrorCode::MalformedFrame,
             Self::Decode(e) => e.wire_code(),
             Self::Authentication(_) | Self::NotAContact => WireErrorCode::AuthenticationFailed,
             Self::Limit(_) | Self::Timeout(_) => WireErrorCode::LimitExceeded,
@@ -82,6 +85,7 @@ impl NodeError {
             Self::Frame(_)
                 | Self::JunkAfterFrame
                 | Self::Decode(_)
+                | Self::Dht(_)
                 | Self::Authentication(_)
                 | Self::NotAContact
         )

@@ -15,6 +15,7 @@
 
 pub mod api;
 mod config;
+mod discovery;
 mod error;
 mod frames;
 mod handshake;
@@ -25,10 +26,13 @@ mod sessions;
 pub mod tls;
 
 pub use config::NodeConfig;
+pub use discovery::{DhtStatus, LookupReport, LookupStep, PeerEntry};
 pub use error::NodeError;
 pub use node::{Node, NodeEvent, NodeStatus};
 
-/// The QUIC ALPN protocol id.
+/// The QUIC ALPN protocol id of messaging connections.
 pub const ALPN: &[u8] = b"dp2ptcs/1";
+/// The QUIC ALPN protocol id of DHT connections (`PROTOCOL.md` section 10.5).
+pub const DHT_ALPN: &[u8] = b"dp2ptcs-dht/1";
 /// The TLS server name dialers use (identity is proven by the handshake, not by it).
 pub const SERVER_NAME: &str = "dp2ptcs";

@@ -19,11 +19,12 @@ use rand::Rng;
 use tokio::sync::{broadcast, watch, Semaphore};
 use zeroize::Zeroizing;
 
+use crate::discovery::{DhtStatus, Discovery, LookupReport, PeerEntry};
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
 use crate::outbox::Outbox;
 use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
-use crate::{tls, NodeConfig, NodeError, SERVER_NAME};
+use crate::{tls, NodeConfig, NodeError, DHT_ALPN, SERVER_NAME};
 
 /// Something that happened, for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,8 @@ pub struct NodeStatus {
     pub messages: Vec<(Direction, MessageState, u64)>,
     /// Peers the outbox is waiting to retry.
     pub peers_retrying: usize,
+    /// The DHT: routing table, records held, connections.
+    pub dht: DhtStatus,
 }
 
 /// The state every task of a node shares.
@@ -84,17 +87,20 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<Mutex<Store>>,
     pub(crate) sessions: Arc<SessionManager>,
     pub(crate) prekeys: Mutex<PreKeyStore>,
-    endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) discovery: Discovery,
     /// One pooled connection per authenticated peer (bounded by `max_connections`).
     pool: Mutex<HashMap<NodeId, Connection>>,
+    /// Where the DHT last found a contact (entries only for contacts we send to).
+    resolved: Mutex<HashMap<NodeId, SocketAddr>>,
     /// One dial at a time per peer (entries only for contacts we send to).
     dial_locks: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
     /// Request rate per authenticated peer.
     buckets: Mutex<HashMap<NodeId, TokenBucket>>,
-    limiter: ConnectionLimiter,
-    in_flight: Arc<Semaphore>,
+    pub(crate) limiter: ConnectionLimiter,
+    pub(crate) in_flight: Arc<Semaphore>,
     events: broadcast::Sender<NodeEvent>,
-    shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) outbox: Outbox,
     started: Instant,
 }
@@ -129,28 +135,42 @@ impl Node {
             keys.database_key(),
             node_id,
         ));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
-            .max_concurrent_uni_streams(VarInt::from_u32(0))
-            .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(config.idle_timeout)
-                    .map_err(|e| NodeError::Tls(e.to_string()))?,
-            ))
-            .keep_alive_interval(Some(config.idle_timeout / 3));
-        let transport = Arc::new(transport);
+        // Only the dialer of a messaging connection keeps it alive; DHT connections close when
+        // idle.
+        let transport = |keep_alive: bool| -> Result<Arc<quinn::TransportConfig>, NodeError> {
+            let mut t = quinn::TransportConfig::default();
+            t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
+                .max_concurrent_uni_streams(VarInt::from_u32(0))
+                .max_idle_timeout(Some(
+                    quinn::IdleTimeout::try_from(config.idle_timeout)
+                        .map_err(|e| NodeError::Tls(e.to_string()))?,
+                ))
+                .keep_alive_interval(keep_alive.then_some(config.idle_timeout / 3));
+            Ok(Arc::new(t))
+        };
         let server_crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto()?)
                 .map_err(|e| NodeError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(transport.clone());
-        let client_crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto()?)
-                .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client.transport_config(transport);
+        server.transport_config(transport(false)?);
+        let client_for = |alpn: &[u8],
+                          keep_alive: bool|
+         -> Result<quinn::ClientConfig, NodeError> {
+            let crypto =
+                quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto_for(alpn)?)
+                    .map_err(|e| NodeError::Tls(e.to_string()))?;
+            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+            client.transport_config(transport(keep_alive)?);
+            Ok(client)
+        };
         let mut endpoint = Endpoint::server(server, config.listen)?;
-        endpoint.set_default_client_config(client);
+        endpoint.set_default_client_config(client_for(crate::ALPN, true)?);
+        let discovery = Discovery::new(
+            node_id,
+            config.dht,
+            client_for(DHT_ALPN, false)?,
+            config.advertise.clone(),
+        );
         let prekeys = PreKeyStore::new(&mut OsRng, &identity);
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (shutdown, _) = watch::channel(false);
@@ -163,7 +183,9 @@ impl Node {
             sessions,
             prekeys: Mutex::new(prekeys),
             endpoint,
+            discovery,
             pool: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             limiter: ConnectionLimiter::default(),
@@ -174,6 +196,8 @@ impl Node {
         });
         tokio::spawn(inner.clone().accept_loop());
         tokio::spawn(inner.clone().outbox_loop());
+        tokio::spawn(inner.clone().discovery_loop());
+        tokio::spawn(inner.clone().maintain());
         tracing::info!(node = %node_id.short(8), addr = ?inner.endpoint.local_addr().ok(), "node started");
         Ok(Node { inner })
     }
@@ -238,7 +262,31 @@ impl Node {
             contacts,
             messages,
             peers_retrying: inner.outbox.backing_off(),
+            dht: inner.dht_status(),
         })
+    }
+
+    /// The DHT routing table, by bucket.
+    pub fn peers(&self) -> Vec<PeerEntry> {
+        self.inner.dht_peers()
+    }
+
+    /// Looks `target` up in the DHT and reports the path the lookup took.
+    pub async fn lookup(&self, target: &NodeId) -> Result<LookupReport, NodeError> {
+        self.inner.lookup(*target).await
+    }
+
+    /// Sets the addresses our DHT peer record advertises, and republishes it.
+    pub fn set_advertised(&self, addresses: Vec<SocketAddr>) {
+        self.inner.set_advertised(addresses);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if inner.dht_status().peers > 0 {
+                if let Err(e) = inner.publish().await {
+                    tracing::debug!(error = %e, "republishing after an address change failed");
+                }
+            }
+        });
     }
 
     /// The contact with node id `id`.
@@ -338,10 +386,14 @@ impl Node {
             tracing::warn!("shutdown deadline passed with requests in flight");
         }
         inner.in_flight.close();
+        if let Err(e) = inner.save_snapshot().await {
+            tracing::warn!(error = %e, "saving the routing table failed");
+        }
         inner
             .endpoint
             .close(code(WireErrorCode::ShuttingDown), b"shutting down");
         lock(&inner.pool).clear();
+        inner.close_dht();
         let _ = tokio::time::timeout_at(end.into(), inner.endpoint.wait_idle()).await;
         let store = inner.store.clone();
         blocking(move || Ok(lock(&store).checkpoint()?)).await
@@ -349,7 +401,7 @@ impl Node {
 }
 
 impl Inner {
-    fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
 
@@ -377,9 +429,19 @@ impl Inner {
 
     async fn serve_incoming(self: Arc<Self>, incoming: quinn::Incoming, slot: ConnectionSlot) {
         let timeout = self.config.handshake_timeout;
+        let conn = match tokio::time::timeout(timeout, incoming).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "inbound QUIC handshake failed");
+                return;
+            }
+            Err(_) => return,
+        };
+        if crate::discovery::is_dht_connection(&conn) {
+            return self.serve_dht_incoming(conn, slot).await;
+        }
         let this = self.clone();
         let handshake = async move {
-            let conn = incoming.await?;
             let (mut send, mut recv) = conn.accept_bi().await?;
             match this.accept_handshake(&mut send, &mut recv).await {
                 Ok(peer) => Ok((conn, peer)),
@@ -534,31 +596,63 @@ impl Inner {
         if let Some(c) = pooled(self) {
             return Ok(c);
         }
-        let addr = *contact
-            .addresses
-            .first()
-            .ok_or(NodeError::Connect("contact has no address".into()))?;
+        // Where it was last reached through the DHT, then the contact's own hints; when those
+        // fail (or there are none), the DHT is asked where it is now.
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        addrs.extend(lock(&self.resolved).get(&peer).copied());
+        for a in &contact.addresses {
+            if !addrs.contains(a) {
+                addrs.push(*a);
+            }
+        }
+        let mut looked_up = false;
         let mut backoff = self.config.dial_backoff;
-        let mut last = NodeError::Connect("no attempt".into());
+        let mut last = NodeError::Connect("contact has no known address".into());
         for attempt in 0..self.config.dial_attempts.max(1) {
             if self.is_shutting_down() {
                 return Err(NodeError::ShuttingDown);
             }
-            if attempt > 0 {
+            if !looked_up && (addrs.is_empty() || attempt > 0) {
+                looked_up = true;
+                match self.resolve(peer).await {
+                    Ok(found) => {
+                        for a in found.into_iter().rev() {
+                            addrs.retain(|x| *x != a);
+                            addrs.insert(0, a);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "DHT lookup of a contact failed"),
+                }
+                if addrs.is_empty() {
+                    return Err(NodeError::Connect(
+                        "no address known for the contact and the DHT does not know it".into(),
+                    ));
+                }
+            } else if attempt > 0 {
                 let jitter = OsRng.gen_range(0.5..1.5);
                 tokio::time::sleep(backoff.mul_f64(jitter)).await;
                 backoff = backoff.saturating_mul(2).min(Duration::from_secs(30));
             }
-            match self.dial_once(contact, addr).await {
-                Ok(c) => return Ok(c),
-                // A refusal or a failed proof will not improve by retrying.
-                Err(e @ (NodeError::Refused { .. } | NodeError::Authentication(_))) => {
-                    return Err(e)
+            let mut all_refused = true;
+            for &addr in &addrs {
+                match self.dial_once(contact, addr).await {
+                    Ok(c) => {
+                        if !contact.addresses.contains(&addr) {
+                            lock(&self.resolved).insert(peer, addr);
+                        }
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, attempt, %addr, "dial failed");
+                        all_refused &=
+                            matches!(e, NodeError::Refused { .. } | NodeError::Authentication(_));
+                        last = e;
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, attempt, "dial failed");
-                    last = e;
-                }
+            }
+            // A refusal or a failed proof will not improve by retrying.
+            if all_refused && looked_up {
+                return Err(last);
             }
         }
         Err(last)

@@ -22,7 +22,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::{NodeError, ALPN, SERVER_NAME};
+use crate::{NodeError, ALPN, DHT_ALPN, SERVER_NAME};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -109,18 +109,24 @@ pub fn server_crypto() -> Result<rustls::ServerConfig, NodeError> {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(|e| NodeError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec(), DHT_ALPN.to_vec()];
     Ok(config)
 }
 
 /// The rustls client configuration: TLS 1.3, ALPN `dp2ptcs/1`, [`AcceptAnyCertificate`].
 pub fn client_crypto() -> Result<rustls::ClientConfig, NodeError> {
+    client_crypto_for(ALPN)
+}
+
+/// [`client_crypto`] offering the ALPN protocol `alpn` instead (`DHT_ALPN` for DHT
+/// connections).
+pub fn client_crypto_for(alpn: &[u8]) -> Result<rustls::ClientConfig, NodeError> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NodeError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new()))
         .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }

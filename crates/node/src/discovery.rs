@@ -1,0 +1,921 @@
+//! The discovery service: the sans-IO DHT of `dp2ptcs-dht` driven over QUIC (`PROTOCOL.md`
+//! section 10.5).
+//!
+//! - **Connections.** DHT traffic uses its own QUIC connections (ALPN [`DHT_ALPN`]), apart from
+//!   the messaging connections of contacts, so that any node can talk to any other without a
+//!   ratchet session and without a disk write. The first stream of a DHT connection carries one
+//!   [`DhtHello`] each way: the sender's Ed25519 key and its signature over the TLS exporter of
+//!   this very connection, so a hello cannot be replayed on another connection. A peer is in the
+//!   routing table only once its hello verified; an id learned from a `NODES` answer stays a
+//!   hint until then.
+//! - **Requests.** Every later stream carries one request frame and one response frame, in
+//!   either direction. Each side bounds the rate of requests per connection, and the requests in
+//!   flight across all peers share the node's `max_in_flight`.
+//! - **Driver.** One task owns the timing: it sends what [`Dht::poll_transmit`] asks (each in its
+//!   own task, with a deadline), hands finished lookups to their waiters, and calls
+//!   [`Dht::handle_timeout`] when [`Dht::poll_timeout`] says.
+//! - **Joining.** At start the node dials its `bootstrap` addresses and the peers of its last
+//!   routing-table snapshot (kept in the store), then looks up its own id and publishes its peer
+//!   record and prekey bundle; both are signed again with a fresh expiry every
+//!   [`PUBLISH_INTERVAL`]. With an empty table it tries again every [`REJOIN_INTERVAL`].
+//! - **Bounds.** DHT connections are at most half of `max_connections`, the least recently used
+//!   is closed for a new one, and an idle one closes after the idle timeout (nobody keeps it
+//!   alive). Lookups are bounded by [`DhtConfig::max_lookups`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dp2ptcs_dht::{
+    Contact, Dht, DhtConfig, Event, LookupOutcome, PeerRecord, Record, RecordKey, RecordKind,
+    RecordPayload, Response, TableEntry, Transmit,
+};
+use dp2ptcs_types::NodeId;
+use dp2ptcs_wire::{DhtHello, WireErrorCode};
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, Notify};
+
+use crate::frames::{write_frame, FrameReader};
+use crate::limits::{ConnectionSlot, TokenBucket};
+use crate::node::Inner;
+use crate::sessions::{blocking, lock, now_ms};
+use crate::{NodeError, DHT_ALPN, SERVER_NAME};
+
+/// Context of the hello signature.
+pub(crate) const HELLO_CONTEXT: &[u8] = b"dp2ptcs/v1/dht-hello";
+/// TLS exporter label of the hello's channel binding.
+pub(crate) const HELLO_EXPORTER_LABEL: &[u8] = b"EXPORTER-dp2ptcs-dht-hello";
+/// Role byte of the dialer's hello.
+const ROLE_DIALER: u8 = 0x01;
+/// Role byte of the responder's hello.
+const ROLE_RESPONDER: u8 = 0x02;
+/// Our own records are signed again with a fresh expiry this often.
+pub(crate) const PUBLISH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Lifetime of our own records (under the 24 h a holder accepts, so a clock a little behind
+/// ours still takes them).
+pub(crate) const RECORD_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
+/// With an empty routing table, joining is tried again this often.
+pub(crate) const REJOIN_INTERVAL: Duration = Duration::from_secs(30);
+/// The routing-table snapshot is written this often (and at shutdown).
+pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Most peers in the snapshot.
+pub(crate) const MAX_SNAPSHOT_PEERS: usize = 256;
+/// Peers of the snapshot dialed at once when rejoining.
+const REJOIN_PARALLEL: usize = 16;
+/// Profile key of the routing-table snapshot in the store.
+const SNAPSHOT_KEY: &str = "dht_peers";
+
+/// A DHT connection in the pool.
+#[derive(Debug)]
+struct Pooled {
+    conn: Connection,
+    used: Instant,
+}
+
+/// The discovery service's state, owned by [`Inner`].
+pub(crate) struct Discovery {
+    dht: std::sync::Mutex<Dht>,
+    /// Wakes the driver: something was queued.
+    wake: Notify,
+    /// Lookups someone waits for.
+    waiters: std::sync::Mutex<HashMap<dp2ptcs_dht::LookupId, oneshot::Sender<LookupOutcome>>>,
+    pool: std::sync::Mutex<HashMap<NodeId, Pooled>>,
+    /// One dial at a time per peer id (entries live only while dialing).
+    dialing: std::sync::Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    client: quinn::ClientConfig,
+    /// The addresses our peer record advertises (empty: the bound address, if specific).
+    advertised: std::sync::Mutex<Vec<SocketAddr>>,
+    /// Sequence number of the last record we signed.
+    last_sequence: std::sync::Mutex<u64>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery").finish_non_exhaustive()
+    }
+}
+
+impl Discovery {
+    pub(crate) fn new(
+        local: NodeId,
+        config: DhtConfig,
+        client: quinn::ClientConfig,
+        advertised: Vec<SocketAddr>,
+    ) -> Self {
+        Self {
+            dht: std::sync::Mutex::new(Dht::new(local, config, now_ms())),
+            wake: Notify::new(),
+            waiters: std::sync::Mutex::new(HashMap::new()),
+            pool: std::sync::Mutex::new(HashMap::new()),
+            dialing: std::sync::Mutex::new(HashMap::new()),
+            client,
+            advertised: std::sync::Mutex::new(advertised),
+            last_sequence: std::sync::Mutex::new(0),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        }
+    }
+
+    fn pooled(&self, peer: &NodeId) -> Option<Connection> {
+        let mut pool = lock(&self.pool);
+        let entry = pool.get_mut(peer)?;
+        if entry.conn.close_reason().is_some() {
+            pool.remove(peer);
+            return None;
+        }
+        entry.used = Instant::now();
+        Some(entry.conn.clone())
+    }
+
+    fn evict(&self, peer: &NodeId, conn: &Connection) {
+        let mut pool = lock(&self.pool);
+        if pool
+            .get(peer)
+            .is_some_and(|p| p.conn.stable_id() == conn.stable_id())
+        {
+            pool.remove(peer);
+        }
+    }
+}
+
+/// One routing-table entry, as `peers` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerEntry {
+    /// The peer.
+    pub node_id: NodeId,
+    /// Where it was last reached.
+    pub addr: SocketAddr,
+    /// Its k-bucket (255 − leading zero bits of the distance).
+    pub bucket: usize,
+    /// When it last answered or asked, Unix milliseconds.
+    pub last_seen_ms: u64,
+    /// Consecutive failed requests.
+    pub failures: u32,
+    /// Whether a DHT connection to it is open now.
+    pub connected: bool,
+}
+
+/// One peer asked during a lookup, as `lookup` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LookupStep {
+    /// The peer asked.
+    pub node_id: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Hop: 1 for the peers of our own table, n + 1 for a peer learned from a hop-n answer.
+    pub hop: u32,
+    /// `answered`, `failed`, `invalid` or `pending`.
+    pub outcome: &'static str,
+}
+
+/// The result of [`Node::lookup`](crate::Node::lookup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LookupReport {
+    /// The id looked up.
+    pub target: NodeId,
+    /// Where the target answered, if it did.
+    pub found: Option<SocketAddr>,
+    /// The closest peers that answered, closest first.
+    pub closest: Vec<(NodeId, SocketAddr)>,
+    /// Every peer asked, in the order first asked.
+    pub path: Vec<LookupStep>,
+    /// Rounds (the greatest hop asked).
+    pub rounds: u32,
+    /// Requests sent.
+    pub requests: u32,
+    /// Wall-clock time of the lookup.
+    pub elapsed: Duration,
+}
+
+/// What the DHT holds and knows, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DhtStatus {
+    /// Peers in the routing table.
+    pub peers: usize,
+    /// Records held for others and ourselves.
+    pub records: usize,
+    /// Open DHT connections.
+    pub connections: usize,
+    /// Lookups running.
+    pub lookups: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotPeer {
+    id: String,
+    addr: SocketAddr,
+}
+
+fn hello_message(conn: &Connection, role: u8) -> Result<Vec<u8>, NodeError> {
+    let mut binding = [0u8; 32];
+    conn.export_keying_material(&mut binding, HELLO_EXPORTER_LABEL, &[])
+        .map_err(|_| NodeError::Internal("TLS exporter unavailable".into()))?;
+    let mut m = Vec::with_capacity(HELLO_CONTEXT.len() + 1 + binding.len());
+    m.extend_from_slice(HELLO_CONTEXT);
+    m.push(role);
+    m.extend_from_slice(&binding);
+    Ok(m)
+}
+
+fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// Whether `conn` was opened for the DHT (else it is a messaging connection).
+pub(crate) fn is_dht_connection(conn: &Connection) -> bool {
+    alpn(conn).as_deref() == Some(DHT_ALPN)
+}
+
+fn close_code(e: &NodeError) -> VarInt {
+    VarInt::from_u32(e.wire_code().code())
+}
+
+impl Inner {
+    fn our_hello(&self, conn: &Connection, role: u8) -> Result<DhtHello, NodeError> {
+        Ok(DhtHello {
+            identity_key: self.identity.public().to_bytes(),
+            signature: self.identity.sign(&hello_message(conn, role)?),
+        })
+    }
+
+    fn check_hello(
+        &self,
+        conn: &Connection,
+        hello: &DhtHello,
+        role: u8,
+    ) -> Result<NodeId, NodeError> {
+        let identity = dp2ptcs_crypto::PublicIdentity::from_bytes(&hello.identity_key)
+            .map_err(|_| NodeError::Authentication("bad identity key"))?;
+        if !identity.verify(&hello_message(conn, role)?, &hello.signature) {
+            return Err(NodeError::Authentication("DHT hello signature"));
+        }
+        let peer = identity.node_id();
+        if peer == self.node_id {
+            return Err(NodeError::Authentication("a DHT hello with our own id"));
+        }
+        Ok(peer)
+    }
+
+    /// Responder side of a new DHT connection: hellos, then requests until it ends.
+    pub(crate) async fn serve_dht_incoming(
+        self: Arc<Self>,
+        conn: Connection,
+        slot: ConnectionSlot,
+    ) {
+        let this = self.clone();
+        let c = conn.clone();
+        let hello = async move {
+            let (mut send, mut recv) = c.accept_bi().await?;
+            let mut reader = FrameReader::new();
+            let theirs = DhtHello::decode(&reader.expect(&mut recv).await?)?;
+            let peer = this.check_hello(&c, &theirs, ROLE_DIALER)?;
+            write_frame(&mut send, &this.our_hello(&c, ROLE_RESPONDER)?.encode()).await?;
+            let _ = send.finish();
+            Ok::<_, NodeError>(peer)
+        };
+        let peer = match tokio::time::timeout(self.config.handshake_timeout, hello).await {
+            Ok(Ok(peer)) => peer,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "inbound DHT hello failed");
+                conn.close(close_code(&e), b"hello failed");
+                return;
+            }
+            Err(_) => {
+                conn.close(close_code(&NodeError::Timeout("hello")), b"hello timed out");
+                return;
+            }
+        };
+        self.pool_dht(peer, conn.clone());
+        {
+            let mut dht = lock(&self.discovery.dht);
+            dht.add_peer(Contact::new(peer, conn.remote_address()), now_ms());
+        }
+        self.discovery.wake.notify_one();
+        self.serve_dht_connection(conn, peer, slot).await;
+    }
+
+    /// Puts a DHT connection in the pool, closing the least recently used one beyond the bound.
+    fn pool_dht(&self, peer: NodeId, conn: Connection) {
+        let bound = (self.config.max_connections / 2).max(1);
+        let mut pool = lock(&self.discovery.pool);
+        if let Some(old) = pool.insert(
+            peer,
+            Pooled {
+                conn,
+                used: Instant::now(),
+            },
+        ) {
+            // A second connection with the same peer (both dialed at once): keep the new one,
+            // let the old one end when idle.
+            drop(old);
+        }
+        while pool.len() > bound {
+            let Some(oldest) = pool.iter().min_by_key(|(_, p)| p.used).map(|(id, _)| *id) else {
+                break;
+            };
+            if let Some(p) = pool.remove(&oldest) {
+                p.conn.close(
+                    VarInt::from_u32(WireErrorCode::NoError.code()),
+                    b"pool full",
+                );
+            }
+        }
+    }
+
+    /// Serves the request streams a DHT peer opens on `conn` until it ends.
+    async fn serve_dht_connection(
+        self: Arc<Self>,
+        conn: Connection,
+        peer: NodeId,
+        _slot: ConnectionSlot,
+    ) {
+        let contact = Contact::new(peer, conn.remote_address());
+        let mut bucket = TokenBucket::new(
+            self.config.peer_burst,
+            self.config.peer_rate_per_sec,
+            Instant::now(),
+        );
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(_) => break,
+            };
+            let permit = if bucket.try_take(Instant::now()) && !self.is_shutting_down() {
+                self.in_flight.clone().try_acquire_owned().ok()
+            } else {
+                None
+            };
+            let Some(permit) = permit else {
+                refuse(send, recv, WireErrorCode::LimitExceeded);
+                continue;
+            };
+            let this = self.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let r = tokio::time::timeout(
+                    this.config.request_timeout,
+                    this.answer_dht(contact, send, recv),
+                )
+                .await
+                .unwrap_or(Err(NodeError::Timeout("request")));
+                if let Err(e) = r {
+                    if e.is_peer_fault() {
+                        tracing::debug!(error = %e, peer = %peer.short(8), "closing DHT connection");
+                        conn.close(close_code(&e), b"protocol violation");
+                    }
+                }
+            });
+        }
+        self.discovery.evict(&peer, &conn);
+    }
+
+    async fn answer_dht(
+        &self,
+        from: Contact,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) -> Result<(), NodeError> {
+        let mut reader = FrameReader::new();
+        let frame = reader.expect(&mut recv).await?;
+        reader.expect_end(&mut recv).await?;
+        let (id, request) = dp2ptcs_dht::decode_request(&frame)?;
+        let response = {
+            let mut dht = lock(&self.discovery.dht);
+            dht.handle_request(from, request, now_ms())
+        };
+        // Answering may have queued a ping (a full bucket): the driver sends it.
+        self.discovery.wake.notify_one();
+        let bytes = dp2ptcs_dht::encode_response(id, &response)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        write_frame(&mut send, &bytes).await?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// The DHT connection to `to`, dialing it if needed; the peer must prove `to.id`.
+    async fn dht_connection(self: &Arc<Self>, to: Contact) -> Result<Connection, NodeError> {
+        if let Some(c) = self.discovery.pooled(&to.id) {
+            return Ok(c);
+        }
+        let dial_lock = lock(&self.discovery.dialing)
+            .entry(to.id)
+            .or_default()
+            .clone();
+        let result = async {
+            let _guard = dial_lock.lock().await;
+            if let Some(c) = self.discovery.pooled(&to.id) {
+                return Ok(c);
+            }
+            self.dht_dial(to.addr, Some(to.id)).await.map(|(_, c)| c)
+        }
+        .await;
+        {
+            let mut dialing = lock(&self.discovery.dialing);
+            if dialing
+                .get(&to.id)
+                .is_some_and(|l| Arc::ptr_eq(l, &dial_lock) && Arc::strong_count(l) <= 2)
+            {
+                dialing.remove(&to.id);
+            }
+        }
+        result
+    }
+
+    /// Dials `addr` for the DHT and runs the hellos; with `expected`, the peer must prove that
+    /// id. The peer enters the routing table.
+    async fn dht_dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        expected: Option<NodeId>,
+    ) -> Result<(NodeId, Connection), NodeError> {
+        if self.is_shutting_down() {
+            return Err(NodeError::ShuttingDown);
+        }
+        let slot = self
+            .limiter
+            .try_acquire(None, self.config.max_connections, usize::MAX)
+            .ok_or(NodeError::Limit("connections"))?;
+        let this = self.clone();
+        let dial = async move {
+            let conn = this
+                .endpoint
+                .connect_with(this.discovery.client.clone(), addr, SERVER_NAME)
+                .map_err(|e| NodeError::Connect(e.to_string()))?
+                .await?;
+            let result = async {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                write_frame(&mut send, &this.our_hello(&conn, ROLE_DIALER)?.encode()).await?;
+                let _ = send.finish();
+                let mut reader = FrameReader::new();
+                let theirs = DhtHello::decode(&reader.expect(&mut recv).await?)?;
+                let peer = this.check_hello(&conn, &theirs, ROLE_RESPONDER)?;
+                if expected.is_some_and(|e| e != peer) {
+                    return Err(NodeError::Authentication("DHT peer proved another id"));
+                }
+                Ok(peer)
+            }
+            .await;
+            match result {
+                Ok(peer) => Ok((peer, conn)),
+                Err(e) => {
+                    conn.close(close_code(&e), b"hello failed");
+                    Err(e)
+                }
+            }
+        };
+        let timeout = self
+            .discovery
+            .request_timeout
+            .max(Duration::from_millis(500));
+        let (peer, conn) = tokio::time::timeout(timeout, dial)
+            .await
+            .map_err(|_| NodeError::Timeout("DHT dial"))??;
+        self.pool_dht(peer, conn.clone());
+        {
+            let mut dht = lock(&self.discovery.dht);
+            dht.add_peer(Contact::new(peer, addr), now_ms());
+        }
+        tokio::spawn(self.clone().serve_dht_connection(conn.clone(), peer, slot));
+        Ok((peer, conn))
+    }
+
+    /// Sends one request the DHT asked for and reports its response or failure.
+    async fn dht_transmit(self: Arc<Self>, t: Transmit) {
+        let limit = self.discovery.request_timeout + Duration::from_millis(500);
+        let result = tokio::time::timeout(limit, self.dht_exchange(&t))
+            .await
+            .unwrap_or(Err(NodeError::Timeout("DHT request")));
+        {
+            let mut dht = lock(&self.discovery.dht);
+            match result {
+                Ok(response) => dht.handle_response(&t.to.id, t.id, response, now_ms()),
+                Err(e) => {
+                    tracing::trace!(error = %e, peer = %t.to.id.short(8), "DHT request failed");
+                    dht.handle_failure(t.id, now_ms());
+                }
+            }
+        }
+        self.discovery.wake.notify_one();
+    }
+
+    async fn dht_exchange(self: &Arc<Self>, t: &Transmit) -> Result<Response, NodeError> {
+        let conn = self.dht_connection(t.to).await?;
+        let bytes = dp2ptcs_dht::encode_request(t.id, &t.request)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let result = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            write_frame(&mut send, &bytes).await?;
+            let _ = send.finish();
+            let mut reader = FrameReader::new();
+            let frame = reader.expect(&mut recv).await?;
+            let (id, response) = dp2ptcs_dht::decode_response(&frame)?;
+            if id != t.id {
+                return Err(NodeError::Authentication("response to another request"));
+            }
+            Ok(response)
+        }
+        .await;
+        if let Err(e) = &result {
+            if e.is_peer_fault() {
+                conn.close(close_code(e), b"protocol violation");
+            }
+            if e.is_peer_fault() || matches!(e, NodeError::Connection(_) | NodeError::Stream(_)) {
+                self.discovery.evict(&t.to.id, &conn);
+            }
+        }
+        result
+    }
+
+    /// The driver: sends transmits, dispatches events, runs timers, until shutdown.
+    pub(crate) async fn discovery_loop(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let (transmits, events, next) = {
+                let mut dht = lock(&self.discovery.dht);
+                let now = now_ms();
+                if dht.poll_timeout() <= now {
+                    dht.handle_timeout(now, &mut OsRng);
+                }
+                let transmits: Vec<Transmit> = std::iter::from_fn(|| dht.poll_transmit()).collect();
+                let events: Vec<Event> = std::iter::from_fn(|| dht.poll_event()).collect();
+                (transmits, events, dht.poll_timeout())
+            };
+            for t in transmits {
+                tokio::spawn(self.clone().dht_transmit(t));
+            }
+            for event in events {
+                match event {
+                    Event::LookupFinished(outcome) => {
+                        if let Some(tx) = lock(&self.discovery.waiters).remove(&outcome.id) {
+                            let _ = tx.send(outcome);
+                        }
+                    }
+                }
+            }
+            let wait = Duration::from_millis(next.saturating_sub(now_ms()).min(60_000));
+            tokio::select! {
+                () = self.discovery.wake.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        // Nobody waits past shutdown.
+        lock(&self.discovery.waiters).clear();
+    }
+
+    /// Joins the network, publishes our records, and keeps both fresh until shutdown.
+    pub(crate) async fn maintain(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        let mut published: Option<Instant> = None;
+        let mut snapshot_at = Instant::now() + SNAPSHOT_INTERVAL;
+        loop {
+            if lock(&self.discovery.dht).table().is_empty() {
+                self.join().await;
+                published = None;
+            }
+            let joined = !lock(&self.discovery.dht).table().is_empty();
+            if joined && published.is_none_or(|t| t.elapsed() >= PUBLISH_INTERVAL) {
+                match self.publish().await {
+                    Ok(()) => published = Some(Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "publishing our DHT records failed"),
+                }
+            }
+            if Instant::now() >= snapshot_at {
+                if let Err(e) = self.save_snapshot().await {
+                    tracing::warn!(error = %e, "saving the routing table failed");
+                }
+                snapshot_at = Instant::now() + SNAPSHOT_INTERVAL;
+            }
+            let wait = if joined {
+                let publish_in = published.map_or(Duration::ZERO, |t| {
+                    PUBLISH_INTERVAL.saturating_sub(t.elapsed())
+                });
+                publish_in
+                    .min(snapshot_at.saturating_duration_since(Instant::now()))
+                    .max(REJOIN_INTERVAL)
+            } else {
+                REJOIN_INTERVAL
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    /// Dials the bootstrap addresses and the snapshot's peers, then looks up our own id.
+    async fn join(self: &Arc<Self>) {
+        let mut targets: Vec<(SocketAddr, Option<NodeId>)> =
+            self.config.bootstrap.iter().map(|a| (*a, None)).collect();
+        match self.load_snapshot().await {
+            Ok(peers) => targets.extend(peers.into_iter().map(|c| (c.addr, Some(c.id)))),
+            Err(e) => tracing::warn!(error = %e, "reading the routing-table snapshot failed"),
+        }
+        if targets.is_empty() {
+            return;
+        }
+        let mut joined = 0usize;
+        for chunk in targets.chunks(REJOIN_PARALLEL) {
+            let mut set = tokio::task::JoinSet::new();
+            for (addr, expected) in chunk.iter().copied() {
+                let this = self.clone();
+                set.spawn(async move { (addr, this.dht_dial(addr, expected).await) });
+            }
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok((_, Ok(_))) => joined += 1,
+                    Ok((addr, Err(e))) => {
+                        tracing::debug!(%addr, error = %e, "could not reach a DHT peer")
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        if joined == 0 {
+            tracing::info!(
+                tried = targets.len(),
+                "no DHT peer reachable yet; trying again later"
+            );
+            return;
+        }
+        match self.lookup_raw(self.node_id, Purpose::Bootstrap).await {
+            Ok(o) => tracing::info!(
+                peers = lock(&self.discovery.dht).table().len(),
+                rounds = o.rounds,
+                "joined the DHT"
+            ),
+            Err(e) => tracing::warn!(error = %e, "DHT self-lookup failed"),
+        }
+    }
+
+    /// The prekey bundle we publish: our signed prekey, no one-time prekey.
+    fn published_bundle(&self) -> dp2ptcs_crypto::PreKeyBundle {
+        lock(&self.prekeys).bundle(None)
+    }
+
+    /// The addresses our peer record carries.
+    fn advertised(&self) -> Vec<SocketAddr> {
+        let set = lock(&self.discovery.advertised).clone();
+        if !set.is_empty() {
+            return set;
+        }
+        match self.endpoint.local_addr() {
+            Ok(a) if !a.ip().is_unspecified() => vec![a],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A sequence number above every one we signed before (also across restarts: it is the
+    /// clock in milliseconds, bumped if the clock went back).
+    fn next_sequence(&self) -> u64 {
+        let mut last = lock(&self.discovery.last_sequence);
+        *last = now_ms().max(*last + 1);
+        *last
+    }
+
+    /// Signs our peer record and prekey bundle afresh and stores them at the k closest nodes.
+    pub(crate) async fn publish(self: &Arc<Self>) -> Result<(), NodeError> {
+        let now = now_ms();
+        let expires = now + RECORD_LIFETIME.as_millis() as u64;
+        let addresses = self.advertised();
+        let mut records = Vec::new();
+        if !addresses.is_empty() {
+            let peer = RecordPayload::Peer(PeerRecord {
+                addresses,
+                mix_key: None,
+            });
+            records.push(
+                Record::sign(&self.identity, self.next_sequence(), expires, peer)
+                    .map_err(|e| NodeError::Internal(e.to_string()))?,
+            );
+        }
+        let bundle = self.published_bundle();
+        records.push(
+            Record::sign(
+                &self.identity,
+                self.next_sequence(),
+                expires,
+                RecordPayload::PrekeyBundle(Box::new(bundle)),
+            )
+            .map_err(|e| NodeError::Internal(e.to_string()))?,
+        );
+        let mut waits = Vec::new();
+        for record in records {
+            waits.push(self.lookup_raw(record.key().owner, Purpose::Put(Box::new(record))));
+        }
+        for w in waits {
+            let outcome = w.await?;
+            tracing::debug!(stores = outcome.stores_sent, "published a DHT record");
+        }
+        Ok(())
+    }
+
+    /// Starts a lookup and returns a future of its outcome.
+    fn lookup_raw(
+        self: &Arc<Self>,
+        target: NodeId,
+        purpose: Purpose,
+    ) -> impl std::future::Future<Output = Result<LookupOutcome, NodeError>> + Send + 'static {
+        let started = (|| {
+            let (tx, rx) = oneshot::channel();
+            let mut dht = lock(&self.discovery.dht);
+            let now = now_ms();
+            let id = match purpose {
+                Purpose::Find => dht.find_node(target, now),
+                Purpose::Bootstrap => dht.bootstrap(now),
+                Purpose::Get(kind) => dht.get_record(
+                    RecordKey {
+                        owner: target,
+                        kind,
+                    },
+                    now,
+                ),
+                Purpose::Put(record) => dht.put_record(*record, now),
+            }
+            .map_err(|e| NodeError::Limit(dht_limit(&e)))?;
+            lock(&self.discovery.waiters).insert(id, tx);
+            Ok::<_, NodeError>(rx)
+        })();
+        self.discovery.wake.notify_one();
+        async move { started?.await.map_err(|_| NodeError::ShuttingDown) }
+    }
+
+    /// Addresses at which `peer` may be reached, from the DHT: where it answered a lookup of
+    /// its id (proven), then the addresses of its signed peer record.
+    pub(crate) async fn resolve(
+        self: &Arc<Self>,
+        peer: NodeId,
+    ) -> Result<Vec<SocketAddr>, NodeError> {
+        let mut found = Vec::new();
+        let outcome = self.lookup_raw(peer, Purpose::Find).await?;
+        if let Some(c) = outcome.closest.iter().find(|c| c.id == peer) {
+            found.push(c.addr);
+        }
+        if found.is_empty() {
+            let outcome = self
+                .lookup_raw(peer, Purpose::Get(RecordKind::Peer))
+                .await?;
+            if let Some(RecordPayload::Peer(p)) = outcome.record.as_ref().map(Record::payload) {
+                found.extend(p.addresses.iter().copied());
+            }
+        }
+        Ok(found)
+    }
+
+    /// `peer`'s prekey bundle from the DHT, verified (its signature and its owner).
+    pub(crate) async fn fetch_bundle(
+        self: &Arc<Self>,
+        peer: NodeId,
+    ) -> Result<Option<dp2ptcs_crypto::PreKeyBundle>, NodeError> {
+        let outcome = self
+            .lookup_raw(peer, Purpose::Get(RecordKind::PrekeyBundle))
+            .await?;
+        Ok(match outcome.record.as_ref().map(Record::payload) {
+            Some(RecordPayload::PrekeyBundle(b)) if b.identity().node_id() == peer => {
+                Some((**b).clone())
+            }
+            _ => None,
+        })
+    }
+
+    async fn load_snapshot(&self) -> Result<Vec<Contact>, NodeError> {
+        let store = self.store.clone();
+        let json = blocking(move || Ok(lock(&store).profile(SNAPSHOT_KEY)?)).await?;
+        let Some(json) = json else {
+            return Ok(Vec::new());
+        };
+        let peers: Vec<SnapshotPeer> = match serde_json::from_str(&json) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unreadable routing-table snapshot");
+                return Ok(Vec::new());
+            }
+        };
+        Ok(peers
+            .into_iter()
+            .take(MAX_SNAPSHOT_PEERS)
+            .filter_map(|p| Some(Contact::new(p.id.parse().ok()?, p.addr)))
+            .filter(|c| c.id != self.node_id)
+            .collect())
+    }
+
+    /// Writes the routing table to the store, most recently seen first.
+    pub(crate) async fn save_snapshot(&self) -> Result<(), NodeError> {
+        let mut entries = lock(&self.discovery.dht).table().entries();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
+        let peers: Vec<SnapshotPeer> = entries
+            .iter()
+            .take(MAX_SNAPSHOT_PEERS)
+            .map(|e| SnapshotPeer {
+                id: e.contact.id.to_hex(),
+                addr: e.contact.addr,
+            })
+            .collect();
+        let json = serde_json::to_string(&peers).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let store = self.store.clone();
+        blocking(move || Ok(lock(&store).set_profile(SNAPSHOT_KEY, &json)?)).await
+    }
+
+    pub(crate) fn set_advertised(self: &Arc<Self>, addresses: Vec<SocketAddr>) {
+        *lock(&self.discovery.advertised) = addresses;
+    }
+
+    pub(crate) fn dht_peers(&self) -> Vec<PeerEntry> {
+        let entries: Vec<TableEntry> = lock(&self.discovery.dht).table().entries();
+        let pool = lock(&self.discovery.pool);
+        entries
+            .into_iter()
+            .map(|e| PeerEntry {
+                node_id: e.contact.id,
+                addr: e.contact.addr,
+                bucket: e.bucket,
+                last_seen_ms: e.last_seen_ms,
+                failures: e.failures,
+                connected: pool
+                    .get(&e.contact.id)
+                    .is_some_and(|p| p.conn.close_reason().is_none()),
+            })
+            .collect()
+    }
+
+    pub(crate) fn dht_status(&self) -> DhtStatus {
+        let dht = lock(&self.discovery.dht);
+        DhtStatus {
+            peers: dht.table().len(),
+            records: dht.store().len(),
+            connections: lock(&self.discovery.pool).len(),
+            lookups: dht.running_lookups(),
+        }
+    }
+
+    pub(crate) async fn lookup(
+        self: &Arc<Self>,
+        target: NodeId,
+    ) -> Result<LookupReport, NodeError> {
+        let started = Instant::now();
+        let o = self.lookup_raw(target, Purpose::Find).await?;
+        Ok(LookupReport {
+            target,
+            found: o.closest.iter().find(|c| c.id == target).map(|c| c.addr),
+            closest: o.closest.iter().map(|c| (c.id, c.addr)).collect(),
+            path: o
+                .path
+                .iter()
+                .map(|s| LookupStep {
+                    node_id: s.peer.id,
+                    addr: s.peer.addr,
+                    hop: s.hop,
+                    outcome: match s.outcome {
+                        dp2ptcs_dht::StepOutcome::Answered => "answered",
+                        dp2ptcs_dht::StepOutcome::Failed => "failed",
+                        dp2ptcs_dht::StepOutcome::Invalid => "invalid",
+                        dp2ptcs_dht::StepOutcome::Pending => "pending",
+                    },
+                })
+                .collect(),
+            rounds: o.rounds,
+            requests: o.requests,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Closes every DHT connection (shutdown).
+    pub(crate) fn close_dht(&self) {
+        lock(&self.discovery.pool).clear();
+    }
+}
+
+/// What a lookup is for.
+enum Purpose {
+    Find,
+    Bootstrap,
+    Get(RecordKind),
+    Put(Box<Record>),
+}
+
+fn dht_limit(e: &dp2ptcs_dht::DhtError) -> &'static str {
+    match e {
+        dp2ptcs_dht::DhtError::TooManyLookups(_) => "DHT lookups running",
+        _ => "DHT record refused",
+    }
+}
+
+fn refuse(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {
+    let code = VarInt::from_u32(c.code());
+    let _ = send.reset(code);
+    let _ = recv.stop(code);
+}
