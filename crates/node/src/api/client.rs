@@ -13,7 +13,9 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::{Contact, ErrorBody, Event, Message, SendRequest, SendResponse, Status};
+use super::{
+    Contact, DhtPeer, ErrorBody, Event, Lookup, Message, SendRequest, SendResponse, Status,
+};
 
 /// Largest response body read (a history page of 10 000 messages of 32 KiB would exceed it; the
 /// server's limit keeps real pages far below).
@@ -193,6 +195,20 @@ impl Client {
     pub async fn send(&self, request: &SendRequest) -> Result<SendResponse, ClientError> {
         let body = serde_json::to_vec(request).map_err(protocol)?;
         Ok(self.call(Method::POST, "/v1/messages", Some(body)).await?.1)
+    }
+
+    /// `GET /v1/peers`.
+    pub async fn peers(&self) -> Result<Vec<DhtPeer>, ClientError> {
+        Ok(self.call(Method::GET, "/v1/peers", None).await?.1)
+    }
+
+    /// `GET /v1/lookup/{node_id}`: `node_id` is 64 hex digits.
+    pub async fn lookup(&self, node_id: &str) -> Result<Lookup, ClientError> {
+        let path = format!(
+            "/v1/lookup/{}",
+            utf8_percent_encode(node_id, NON_ALPHANUMERIC)
+        );
+        Ok(self.call(Method::GET, &path, None).await?.1)
     }
 
     /// `GET /v1/events`: the stream of events from now on.

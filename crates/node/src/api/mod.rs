@@ -8,6 +8,8 @@
 //! | `GET /v1/messages?peer=&direction=&after=&limit=&newest=` | `[`[`Message`]`]`, oldest first |
 //! | `POST /v1/messages` | [`SendRequest`] → [`SendResponse`] (`202` queued, `200` delivered) |
 //! | `GET /v1/events` | server-sent events, one [`Event`] per `data:` line |
+//! | `GET /v1/peers` | `[`[`DhtPeer`]`]`: the DHT routing table |
+//! | `GET /v1/lookup/{node_id}` | [`Lookup`]: a DHT lookup of the id and the path it took |
 //!
 //! Errors are [`ErrorBody`] with a 4xx or 5xx status. The CLI (`dp2ptcs send`, `inbox`,
 //! `status`) is a client of this API through [`client::Client`].
@@ -49,6 +51,82 @@ pub struct Status {
     pub messages: Counts,
     /// Peers the outbox waits to retry (their last attempt failed).
     pub peers_retrying: usize,
+    /// The DHT.
+    #[serde(default)]
+    pub dht: DhtSummary,
+}
+
+/// The DHT part of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtSummary {
+    /// Peers in the routing table.
+    pub peers: usize,
+    /// Records held (ours and others').
+    pub records: usize,
+    /// Open DHT connections.
+    pub connections: usize,
+    /// Lookups running.
+    pub lookups: usize,
+}
+
+/// One entry of `GET /v1/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtPeer {
+    /// Node id, 64 hex digits.
+    pub node_id: String,
+    /// Where it was last reached.
+    pub addr: String,
+    /// Its k-bucket (255 − leading zero bits of the XOR distance).
+    pub bucket: usize,
+    /// When it was last heard from, Unix milliseconds.
+    pub last_seen_ms: u64,
+    /// Consecutive failed requests.
+    pub failures: u32,
+    /// Whether a DHT connection to it is open.
+    pub connected: bool,
+}
+
+/// `GET /v1/lookup/{node_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lookup {
+    /// The id looked up.
+    pub target: String,
+    /// Whether the target itself answered.
+    pub found: bool,
+    /// Where it answered.
+    pub addr: Option<String>,
+    /// Rounds (the greatest hop asked).
+    pub rounds: u32,
+    /// Requests sent.
+    pub requests: u32,
+    /// Wall-clock milliseconds.
+    pub elapsed_ms: u64,
+    /// Every peer asked, in the order first asked.
+    pub path: Vec<LookupHop>,
+    /// The closest peers that answered, closest first.
+    pub closest: Vec<DhtPeerRef>,
+}
+
+/// One peer asked by a lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupHop {
+    /// Node id, 64 hex digits.
+    pub node_id: String,
+    /// Its address.
+    pub addr: String,
+    /// 1 for peers of our own table; n + 1 for peers learned from a hop-n answer.
+    pub hop: u32,
+    /// `answered`, `failed`, `invalid` or `pending`.
+    pub outcome: String,
+}
+
+/// A peer and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhtPeerRef {
+    /// Node id, 64 hex digits.
+    pub node_id: String,
+    /// Its address.
+    pub addr: String,
 }
 
 /// A connected peer.

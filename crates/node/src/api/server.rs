@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +22,8 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    Contact, Counts, ErrorBody, Event, Message, Peer, SendRequest, SendResponse, Status,
-    MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    Contact, Counts, DhtPeer, DhtPeerRef, DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message,
+    Peer, SendRequest, SendResponse, Status, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
 
@@ -130,6 +130,8 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
         .route("/v1/contacts", get(contacts))
         .route("/v1/messages", get(history).post(send))
         .route("/v1/events", get(events))
+        .route("/v1/peers", get(peers))
+        .route("/v1/lookup/{node_id}", get(lookup))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state);
@@ -143,7 +145,8 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint (the API is under /v1/: status, contacts, messages, events)",
+        "no such endpoint (the API is under /v1/: status, contacts, messages, events, peers, \
+         lookup/NODE_ID)",
     )
 }
 
@@ -195,6 +198,72 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
         contacts: s.contacts,
         messages: counts,
         peers_retrying: s.peers_retrying,
+        dht: DhtSummary {
+            peers: s.dht.peers,
+            records: s.dht.records,
+            connections: s.dht.connections,
+            lookups: s.dht.lookups,
+        },
+    }))
+}
+
+async fn peers(State(st): State<AppState>) -> Json<Vec<DhtPeer>> {
+    Json(
+        st.node
+            .peers()
+            .into_iter()
+            .map(|p| DhtPeer {
+                node_id: p.node_id.to_hex(),
+                addr: p.addr.to_string(),
+                bucket: p.bucket,
+                last_seen_ms: p.last_seen_ms,
+                failures: p.failures,
+                connected: p.connected,
+            })
+            .collect(),
+    )
+}
+
+async fn lookup(
+    State(st): State<AppState>,
+    UrlPath(node_id): UrlPath<String>,
+) -> Result<Json<Lookup>, ApiError> {
+    let target: NodeId = node_id
+        .parse()
+        .map_err(|_| ApiError::bad_request("a node id is 64 hex digits"))?;
+    let r = st.node.lookup(&target).await.map_err(|e| match e {
+        NodeError::Limit(what) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("too many {what}"),
+        ),
+        e => e.into(),
+    })?;
+    Ok(Json(Lookup {
+        target: r.target.to_hex(),
+        found: r.found.is_some(),
+        addr: r.found.map(|a| a.to_string()),
+        rounds: r.rounds,
+        requests: r.requests,
+        elapsed_ms: r.elapsed.as_millis() as u64,
+        path: r
+            .path
+            .iter()
+            .map(|s| LookupHop {
+                node_id: s.node_id.to_hex(),
+                addr: s.addr.to_string(),
+                hop: s.hop,
+                outcome: s.outcome.to_owned(),
+            })
+            .collect(),
+        closest: r
+            .closest
+            .iter()
+            .map(|(id, addr)| DhtPeerRef {
+                node_id: id.to_hex(),
+                addr: addr.to_string(),
+            })
+            .collect(),
     }))
 }
 
