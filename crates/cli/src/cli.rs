@@ -52,6 +52,21 @@ pub(crate) enum Command {
     Inbox(InboxArgs),
     /// Show the running node's addresses, connected peers and message counts.
     Status(JsonArg),
+    /// Show the running node's DHT routing table.
+    Peers(JsonArg),
+    /// Find a node by its id through the DHT, and show the path the lookup took.
+    Lookup(LookupArgs),
+}
+
+/// `lookup`.
+#[derive(Debug, Args)]
+pub(crate) struct LookupArgs {
+    /// The node id to find (64 hex digits).
+    #[arg(value_name = "NODE_ID")]
+    pub(crate) node_id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Log output format.

@@ -149,6 +149,8 @@ pub(crate) fn merge(
         .clone()
         .or(file.log)
         .unwrap_or_else(|| DEFAULT_LOG.to_owned());
+    node.bootstrap = bootstrap.clone();
+    node.advertise = advertise.clone();
     Ok(RunConfig {
         node,
         advertise,

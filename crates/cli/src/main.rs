@@ -20,6 +20,8 @@ use clap::Parser;
 pub(crate) const EXIT_MISMATCH: u8 = 3;
 /// Exit code when `send --wait` got no receipt in time (the message stays queued).
 pub(crate) const EXIT_NOT_DELIVERED: u8 = 4;
+/// Exit code when `lookup` did not find the node.
+pub(crate) const EXIT_NOT_FOUND: u8 = 5;
 
 /// An error that asks for a specific exit code.
 #[derive(Debug, thiserror::Error)]

@@ -103,6 +103,11 @@ impl Person {
 
     /// Starts `dp2ptcs run` and waits until its API answers.
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// [`Person::start`] with more `run` flags.
+    fn start_with(&mut self, extra: &[&str]) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -110,7 +115,7 @@ impl Person {
             .unwrap();
         let listen = format!("127.0.0.1:{}", self.port);
         let child = self
-            .cmd(&["run", "--listen", &listen, "--log-format", "json"])
+            .cmd(&[&["run", "--listen", &listen, "--log-format", "json"], extra].concat())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -425,4 +430,74 @@ fn id_shows_the_listening_address_after_a_run() {
     let parsed: dp2ptcs_crypto::ContactUri = uri.parse().unwrap();
     let expected: SocketAddr = format!("127.0.0.1:{}", a.port).parse().unwrap();
     assert_eq!(parsed.addresses(), &[expected]);
+}
+
+#[test]
+fn nodes_join_through_a_seed_and_reach_a_contact_known_only_by_key() {
+    let mut seed = Person::init("Seed");
+    let mut a = Person::init("Alpha");
+    let mut b = Person::init("Bravo");
+    // Contact URIs made before the first run carry no address: only the keys.
+    a.add("Bravo", &b);
+    b.add("Alpha", &a);
+    let bravo = a.json(&["contact", "show", "Bravo", "--json"]);
+    assert_eq!(bravo["addresses"], serde_json::json!([]));
+    let b_id = b.json(&["id", "--json"])["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let seed_id = seed.json(&["id", "--json"])["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    seed.start();
+    let seed_addr = format!("127.0.0.1:{}", seed.port);
+    a.start_with(&["--bootstrap", &seed_addr]);
+    b.start_with(&["--bootstrap", &seed_addr]);
+    wait_until("both nodes to join the DHT", || {
+        a.status().dht.peers >= 1 && b.status().dht.peers >= 1
+    });
+
+    // `peers`: the seed is in Alpha's table, proven, in human and JSON form.
+    let peers = a.json(&["peers", "--json"]);
+    let peers = peers.as_array().unwrap();
+    assert!(peers
+        .iter()
+        .any(|p| p["node_id"] == seed_id.as_str() && p["addr"] == seed_addr.as_str()));
+    let out = a.run_ok(&["peers"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&seed_id));
+
+    // `lookup` finds Bravo where it listens, and shows the path.
+    let found = a.json(&["lookup", &b_id, "--json"]);
+    assert_eq!(found["found"], true, "{found}");
+    assert_eq!(found["addr"], format!("127.0.0.1:{}", b.port).as_str());
+    assert!(!found["path"].as_array().unwrap().is_empty());
+    let out = a.run_ok(&["lookup", &b_id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Found"));
+
+    // A message to the contact known only by its key: found by lookup, delivered, once.
+    let out = a.run(&[
+        "send",
+        "Bravo",
+        "found by key alone",
+        "--wait",
+        "--timeout",
+        "60",
+    ]);
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    let received = b.history("incoming");
+    assert_exactly_once_in_order(&received, &["found by key alone".to_owned()]);
+    // And the reply goes back the same way.
+    let out = b.run(&["send", "Alpha", "copy", "--wait", "--timeout", "60"]);
+    assert!(out.status.success(), "reply failed: {}", stderr(&out));
+
+    // An id nobody has: exit 5 and a clear message. Not an id at all: exit 1.
+    let nobody = "00".repeat(32);
+    let out = a.run(&["lookup", &nobody]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not answer"));
+    let out = a.run(&["lookup", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a node id"));
 }

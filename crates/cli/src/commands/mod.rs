@@ -5,6 +5,8 @@ mod contact;
 mod id;
 mod inbox;
 mod init;
+mod lookup;
+mod peers;
 pub(crate) mod run;
 mod send;
 mod status;
@@ -27,6 +29,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Send(args) => send::run(&cli.global, &args),
         Command::Inbox(args) => inbox::run(&cli.global, &args),
         Command::Status(args) => status::run(&cli.global, &args),
+        Command::Peers(args) => peers::run(&cli.global, &args),
+        Command::Lookup(args) => lookup::run(&cli.global, &args),
     }
 }
 
@@ -69,6 +73,14 @@ fn kdf_params(args: &KdfArgs, base: KdfParams) -> Result<KdfParams> {
         );
     }
     Ok(params)
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch.

@@ -134,11 +134,11 @@ async fn daemon(
             version: env!("CARGO_PKG_VERSION").to_owned(),
         },
     ));
-    if !config.bootstrap.is_empty() {
-        tracing::warn!(
-            bootstrap = ?config.bootstrap,
-            "bootstrap addresses noted, but this version has no peer discovery yet: \
-             contacts are reached at the addresses in their contact URIs"
+    node.set_advertised(advertised.clone());
+    if config.bootstrap.is_empty() {
+        tracing::info!(
+            "no --bootstrap address: the DHT joins through the peers this node knew last time, \
+             or when another node dials it"
         );
     }
     tracing::info!(

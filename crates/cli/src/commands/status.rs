@@ -38,6 +38,10 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         m.sent,
         m.expired
     );
+    println!(
+        "DHT          {} peers in the routing table, {} records held, {} connections",
+        s.dht.peers, s.dht.records, s.dht.connections
+    );
     if s.peers_retrying > 0 {
         println!(
             "Retrying     {} peer(s) unreachable at their last attempt",

@@ -1,0 +1,55 @@
+//! `dp2ptcs lookup NODE_ID`: a DHT lookup through the running node, with the path it took.
+
+use anyhow::{bail, Result};
+use dp2ptcs_types::NodeId;
+
+use super::{api_client, block_on, print_json};
+use crate::cli::{Global, LookupArgs};
+use crate::{ExitError, EXIT_NOT_FOUND};
+
+pub(super) fn run(global: &Global, args: &LookupArgs) -> Result<()> {
+    let target = args.node_id.trim();
+    if target.parse::<NodeId>().is_err() {
+        bail!(
+            "`{}` is not a node id: give its 64 hex digits (`dp2ptcs contact show NAME` prints a \
+             contact's)",
+            args.node_id
+        );
+    }
+    let client = api_client(global)?;
+    let r = block_on(client.lookup(target))??;
+    if args.json {
+        print_json(&serde_json::to_value(&r)?);
+    } else {
+        match &r.addr {
+            Some(addr) => println!("Found {} at {addr}", r.target),
+            None => println!("Not found: {}", r.target),
+        }
+        println!(
+            "{} requests in {} rounds, {} ms",
+            r.requests, r.rounds, r.elapsed_ms
+        );
+        println!("Path (every peer asked, in order):");
+        for h in &r.path {
+            println!(
+                "  hop {:<2} {}…  {:<22} {}",
+                h.hop,
+                &h.node_id[..16],
+                h.addr,
+                h.outcome
+            );
+        }
+    }
+    if r.found {
+        Ok(())
+    } else {
+        Err(ExitError {
+            code: EXIT_NOT_FOUND,
+            message: format!(
+                "{} did not answer: it is offline, or not in this network",
+                r.target
+            ),
+        }
+        .into())
+    }
+}
