@@ -1,0 +1,245 @@
+//! The DHT with real nodes: 50 nodes in this process, each with its own store and its own QUIC
+//! endpoint on a loopback address of its own /24 (so the per-prefix diversity limit does not
+//! fold them together), joined through one seed node.
+//!
+//! - Every node finds every other by id.
+//! - A message to a contact known only by its public key (no address) is delivered: the sender
+//!   looks the contact up in the DHT.
+//! - After 30 % of the nodes are stopped, every survivor still finds every other survivor.
+//! - A node restarted without `bootstrap` rejoins from its routing-table snapshot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{new_keys, start, tempdir, test_config};
+use dp2ptcs_crypto::UnlockedKeystore;
+use dp2ptcs_node::{Node, NodeConfig, NodeEvent};
+use dp2ptcs_store::ContactRecord;
+use dp2ptcs_types::NodeId;
+
+const NODES: usize = 50;
+
+struct Member {
+    keys: UnlockedKeystore,
+    dir: tempfile::TempDir,
+    node: Node,
+    addr: SocketAddr,
+}
+
+fn config(i: usize, bootstrap: Vec<SocketAddr>) -> NodeConfig {
+    // 127.0.i.1: one /24 per node.
+    let ip = [127, 0, i as u8, 1];
+    NodeConfig {
+        bootstrap,
+        ..test_config(ip)
+    }
+}
+
+/// Waits until `f` holds, polling; panics with `what` after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < end, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every member of `alive` looks up every other one, `parallel` lookups at a time per node;
+/// returns the (looker, target) pairs that failed.
+async fn all_find_all(members: &[Arc<Member>], parallel: usize) -> Vec<(usize, usize)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, m) in members.iter().enumerate() {
+        let m = m.clone();
+        let targets: Vec<(usize, NodeId, SocketAddr)> = members
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, t)| (j, t.node.node_id(), t.addr))
+            .collect();
+        tasks.spawn(async move {
+            let mut failed = Vec::new();
+            for chunk in targets.chunks(parallel) {
+                let mut set = tokio::task::JoinSet::new();
+                for &(j, id, addr) in chunk {
+                    let node = m.node.clone();
+                    set.spawn(async move {
+                        let r = node.lookup(&id).await;
+                        let ok = matches!(r, Ok(ref r) if r.found == Some(addr));
+                        if !ok {
+                            eprintln!("lookup of {j} failed: {r:?}");
+                        }
+                        (j, ok)
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    let (j, ok) = r.unwrap();
+                    if !ok {
+                        failed.push((i, j));
+                    }
+                }
+            }
+            failed
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        failed.extend(r.unwrap());
+    }
+    failed
+}
+
+fn bare_contact(name: &str, m: &Member) -> ContactRecord {
+    let public = m.keys.identity().public();
+    ContactRecord {
+        node_id: public.node_id(),
+        public_key: public.to_bytes(),
+        name: name.into(),
+        addresses: Vec::new(),
+        verified: true,
+        verified_at: None,
+        added_at: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_nodes_find_each_other_message_by_key_and_survive_losing_30_percent() {
+    // The seed, then 49 nodes that know only the seed's address.
+    let mut members: Vec<Arc<Member>> = Vec::new();
+    let seed_keys = new_keys();
+    let seed_dir = tempdir();
+    let seed = start(seed_dir.path(), &seed_keys, config(0, Vec::new())).await;
+    let seed_addr = seed.local_addr().unwrap();
+    members.push(Arc::new(Member {
+        keys: seed_keys,
+        dir: seed_dir,
+        node: seed,
+        addr: seed_addr,
+    }));
+    for i in 1..NODES {
+        let keys = new_keys();
+        let dir = tempdir();
+        let node = start(dir.path(), &keys, config(i, vec![seed_addr])).await;
+        let addr = node.local_addr().unwrap();
+        members.push(Arc::new(Member {
+            keys,
+            dir,
+            node,
+            addr,
+        }));
+    }
+    // Each has joined: its self-lookup filled its table beyond the seed.
+    for m in &members {
+        let node = m.node.clone();
+        eventually(Duration::from_secs(60), "every node joins", || {
+            let node = node.clone();
+            async move { node.status().await.unwrap().dht.peers >= 10 }
+        })
+        .await;
+    }
+
+    // 1. Every node finds every other by id.
+    let failed = all_find_all(&members, 1).await;
+    assert!(
+        failed.is_empty(),
+        "{} of {} lookups failed: {:?}",
+        failed.len(),
+        NODES * (NODES - 1),
+        &failed[..failed.len().min(10)]
+    );
+    // `peers` lists proven peers, in their buckets.
+    let peers = members[7].node.peers();
+    assert!(peers.len() >= 10);
+    for p in &peers {
+        assert!(members
+            .iter()
+            .any(|m| m.node.node_id() == p.node_id && m.addr == p.addr));
+        assert_eq!(
+            Some(p.bucket),
+            members[7]
+                .node
+                .node_id()
+                .distance(&p.node_id)
+                .bucket_index()
+        );
+    }
+    // A lookup's path starts at hop 1 and names only real nodes.
+    let r = members[3]
+        .node
+        .lookup(&members[45].node.node_id())
+        .await
+        .unwrap();
+    assert!(!r.path.is_empty() && r.path.iter().any(|s| s.hop == 1));
+    assert!(r.requests >= 1);
+
+    // 2. Contacts that know only each other's public key: the sender finds the address by
+    // lookup, and the message arrives once, intact.
+    let (a, b) = (members[11].clone(), members[42].clone());
+    a.node
+        .put_contact(&bare_contact("Bravo", &b))
+        .await
+        .unwrap();
+    b.node
+        .put_contact(&bare_contact("Alpha", &a))
+        .await
+        .unwrap();
+    let mut inbox = b.node.subscribe();
+    let to_b = a.node.contact(&b.node.node_id()).await.unwrap().unwrap();
+    assert!(to_b.addresses.is_empty());
+    let id = a.node.send_chat(&to_b, "found you by key").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(NodeEvent::Message { id, from, body, .. }) = inbox.recv().await {
+                return (id, from, body);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, (id, a.node.node_id(), "found you by key".to_owned()));
+    // And back, the other way.
+    let to_a = b.node.contact(&a.node.node_id()).await.unwrap().unwrap();
+    b.node.send_chat(&to_a, "and you by yours").await.unwrap();
+
+    // 3. Stop 30 % of the nodes (the seed among them): the rest still find each other.
+    let stopped: HashSet<usize> = (0..NODES).step_by(3).take(NODES * 3 / 10).collect();
+    assert_eq!(stopped.len(), 15);
+    for &i in &stopped {
+        members[i].node.shutdown(Duration::ZERO).await.unwrap();
+    }
+    let survivors: Vec<Arc<Member>> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !stopped.contains(i))
+        .map(|(_, m)| m.clone())
+        .collect();
+    let failed = all_find_all(&survivors, 2).await;
+    let total = survivors.len() * (survivors.len() - 1);
+    assert!(
+        failed.is_empty(),
+        "{} of {total} lookups failed after the loss: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+
+    // 4. A survivor restarted without any bootstrap address rejoins from its snapshot.
+    let m = survivors[5].clone();
+    m.node.shutdown(Duration::from_secs(2)).await.unwrap();
+    let restarted = start(m.dir.path(), &m.keys, config(60, Vec::new())).await;
+    eventually(Duration::from_secs(30), "rejoin from the snapshot", || {
+        let node = restarted.clone();
+        async move { node.status().await.unwrap().dht.peers >= 5 }
+    })
+    .await;
+    let target = &survivors[20];
+    let r = restarted.lookup(&target.node.node_id()).await.unwrap();
+    assert_eq!(r.found, Some(target.addr));
+}
