@@ -58,6 +58,8 @@
 mod codec;
 mod contact;
 mod dht;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kbucket;
 mod lookup;
 mod message;
