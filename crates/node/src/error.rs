@@ -68,7 +68,8 @@ impl NodeError {
     /// The code with which a stream or connection is closed because of this error.
     pub fn wire_code(&self) -> WireErrorCode {
         match self {
-            Self::Frame(_) | Self::JunkAfterFrame | Self::Dht(_) => WireErrorCode::MalformedFrame,
+            Self::Frame(_) | Self::JunkAfterFrame => WireErrorCode::MalformedFrame,
+            Self::Dht(e) => e.wire_code(),
             Self::Decode(e) => e.wire_code(),
             Self::Authentication(_) | Self::NotAContact => WireErrorCode::AuthenticationFailed,
             Self::Limit(_) | Self::Timeout(_) => WireErrorCode::LimitExceeded,
