@@ -243,3 +243,103 @@ async fn fifty_nodes_find_each_other_message_by_key_and_survive_losing_30_percen
     let r = restarted.lookup(&target.node.node_id()).await.unwrap();
     assert_eq!(r.found, Some(target.addr));
 }
+
+mod hostile {
+    use super::*;
+    use dp2ptcs_node::{tls, DHT_ALPN, SERVER_NAME};
+    use dp2ptcs_wire::{encode_frame, DhtHello, WireErrorCode, MAX_FRAME_LEN};
+    use quinn::{Connection, ConnectionError, Endpoint};
+
+    fn dht_client() -> Endpoint {
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+            tls::client_crypto_for(DHT_ALPN).unwrap(),
+        )
+        .unwrap();
+        let mut ep = Endpoint::client(SocketAddr::from(([127, 0, 9, 9], 0))).unwrap();
+        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        ep
+    }
+
+    /// The dialer's hello for `conn`, signed by `keys` (PROTOCOL.md 10.5).
+    fn hello(conn: &Connection, keys: &UnlockedKeystore) -> DhtHello {
+        let mut binding = [0u8; 32];
+        conn.export_keying_material(&mut binding, b"EXPORTER-dp2ptcs-dht-hello", b"")
+            .unwrap();
+        let mut m = b"dp2ptcs/v1/dht-hello".to_vec();
+        m.push(0x01);
+        m.extend_from_slice(&binding);
+        DhtHello {
+            identity_key: keys.identity().public().to_bytes(),
+            signature: keys.identity().sign(&m),
+        }
+    }
+
+    async fn closed_with(conn: &Connection) -> u64 {
+        match tokio::time::timeout(Duration::from_secs(10), conn.closed()).await {
+            Ok(ConnectionError::ApplicationClosed(c)) => c.error_code.into_inner(),
+            other => panic!("unexpected end {other:?}"),
+        }
+    }
+
+    async fn send_first(conn: &Connection, bytes: &[u8]) -> (quinn::SendStream, quinn::RecvStream) {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        let _ = send.finish();
+        (send, recv)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_hellos_and_junk_requests_close_the_connection_others_still_served() {
+        let (ds, db, dc) = (tempdir(), tempdir(), tempdir());
+        let (ks, kb, kc) = (new_keys(), new_keys(), new_keys());
+        let seed = start(ds.path(), &ks, config(0, Vec::new())).await;
+        let seed_addr = seed.local_addr().unwrap();
+        let b = start(db.path(), &kb, config(1, vec![seed_addr])).await;
+        let c = start(dc.path(), &kc, config(2, vec![seed_addr])).await;
+        for n in [&b, &c] {
+            let n = n.clone();
+            eventually(Duration::from_secs(30), "join", || {
+                let n = n.clone();
+                async move { n.status().await.unwrap().dht.peers >= 2 }
+            })
+            .await;
+        }
+        let ep = dht_client();
+        let auth = WireErrorCode::AuthenticationFailed.code() as u64;
+        let malformed = WireErrorCode::MalformedFrame.code() as u64;
+
+        // Not a hello at all.
+        let conn = ep.connect(seed_addr, SERVER_NAME).unwrap().await.unwrap();
+        let garbage = encode_frame(&[0xff; 40], MAX_FRAME_LEN).unwrap();
+        let _s = send_first(&conn, &garbage).await;
+        assert_eq!(closed_with(&conn).await, malformed);
+
+        // A hello whose signature is not over this connection: a replay of another one's.
+        let stranger = new_keys();
+        let first = ep.connect(seed_addr, SERVER_NAME).unwrap().await.unwrap();
+        let replayed = hello(&first, &stranger);
+        let conn = ep.connect(seed_addr, SERVER_NAME).unwrap().await.unwrap();
+        let _s = send_first(
+            &conn,
+            &encode_frame(&replayed.encode(), MAX_FRAME_LEN).unwrap(),
+        )
+        .await;
+        assert_eq!(closed_with(&conn).await, auth);
+
+        // A valid hello, then a request stream of junk.
+        let conn = ep.connect(seed_addr, SERVER_NAME).unwrap().await.unwrap();
+        let ours = hello(&conn, &stranger);
+        let (_send, mut recv) =
+            send_first(&conn, &encode_frame(&ours.encode(), MAX_FRAME_LEN).unwrap()).await;
+        let reply = recv.read_to_end(1024).await.unwrap();
+        assert!(!reply.is_empty(), "the responder's hello");
+        let _s = send_first(&conn, &encode_frame(&[0x08, 0xff], MAX_FRAME_LEN).unwrap()).await;
+        assert_eq!(closed_with(&conn).await, malformed);
+
+        // Meanwhile the seed keeps serving the real nodes.
+        let r = c.lookup(&b.node_id()).await.unwrap();
+        assert_eq!(r.found, Some(b.local_addr().unwrap()));
+        let r = b.lookup(&c.node_id()).await.unwrap();
+        assert_eq!(r.found, Some(c.local_addr().unwrap()));
+    }
+}
