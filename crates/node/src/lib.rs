@@ -21,6 +21,7 @@ mod handshake;
 mod limits;
 mod node;
 mod outbox;
+mod prekeys;
 mod sessions;
 pub mod tls;
 

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dp2ptcs_crypto::x3dh::PreKeyStore;
-use dp2ptcs_crypto::{Identity, UnlockedKeystore};
+use dp2ptcs_crypto::{Identity, PreKeyBundle, UnlockedKeystore};
 use dp2ptcs_store::{
     ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, Store,
     StoreError,
@@ -22,6 +21,7 @@ use zeroize::Zeroizing;
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
 use crate::outbox::Outbox;
+use crate::prekeys::{LearnedBundles, PreKeys};
 use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
 use crate::{tls, NodeConfig, NodeError, SERVER_NAME};
 
@@ -83,7 +83,10 @@ pub(crate) struct Inner {
     pub(crate) node_id: NodeId,
     pub(crate) store: Arc<Mutex<Store>>,
     pub(crate) sessions: Arc<SessionManager>,
-    pub(crate) prekeys: Mutex<PreKeyStore>,
+    /// Our prekeys, persisted.
+    pub(crate) prekeys: PreKeys,
+    /// Peers' bundles learned out of band (bounded by `MAX_LEARNED_BUNDLES`).
+    pub(crate) learned_bundles: LearnedBundles,
     endpoint: Endpoint,
     /// One pooled connection per authenticated peer (bounded by `max_connections`).
     pool: Mutex<HashMap<NodeId, Connection>>,
@@ -151,7 +154,11 @@ impl Node {
         client.transport_config(transport);
         let mut endpoint = Endpoint::server(server, config.listen)?;
         endpoint.set_default_client_config(client);
-        let prekeys = PreKeyStore::new(&mut OsRng, &identity);
+        let prekeys = {
+            let (store, identity) = (store.clone(), identity.clone());
+            let key = Zeroizing::new(*keys.database_key());
+            blocking(move || PreKeys::load(store, &key, &identity)).await?
+        };
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -161,7 +168,8 @@ impl Node {
             node_id,
             store,
             sessions,
-            prekeys: Mutex::new(prekeys),
+            prekeys,
+            learned_bundles: Mutex::new(HashMap::new()),
             endpoint,
             pool: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
@@ -186,6 +194,21 @@ impl Node {
     /// The bound UDP address.
     pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
         Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// Remembers `bundle`, a bundle fetched from the DHT, so that the next dial to its owner
+    /// without a session runs X3DH from it directly, without asking the peer for a bundle
+    /// (`PROTOCOL.md` section 9.2). Refuses a bundle whose signature does not verify; drops a
+    /// one-time prekey it may carry. A bundle the peer refuses is forgotten.
+    pub fn learn_bundle(&self, bundle: PreKeyBundle) -> Result<(), NodeError> {
+        self.inner.learn_bundle(bundle)
+    }
+
+    /// Our current prekey bundle without a one-time prekey, for publishing (in the DHT). It
+    /// applies the rotation policy first, so it may rotate the signed prekey and write the
+    /// database (at most about once a week).
+    pub fn prekey_bundle(&self) -> PreKeyBundle {
+        self.inner.published_bundle()
     }
 
     /// A new subscription to node events (bounded; a lagging subscriber loses the oldest).
