@@ -659,11 +659,6 @@ impl Inner {
         }
     }
 
-    /// The prekey bundle we publish: our signed prekey, no one-time prekey.
-    fn published_bundle(&self) -> dp2ptcs_crypto::PreKeyBundle {
-        lock(&self.prekeys).bundle(None)
-    }
-
     /// The addresses our peer record carries.
     fn advertised(&self) -> Vec<SocketAddr> {
         let set = lock(&self.discovery.advertised).clone();
@@ -700,7 +695,9 @@ impl Inner {
                     .map_err(|e| NodeError::Internal(e.to_string()))?,
             );
         }
-        let bundle = self.published_bundle();
+        // It may rotate the signed prekey, which writes the database.
+        let this = self.clone();
+        let bundle = blocking(move || Ok(this.published_bundle())).await?;
         records.push(
             Record::sign(
                 &self.identity,

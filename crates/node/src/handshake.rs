@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use dp2ptcs_crypto::x3dh::InitialMessage;
+use dp2ptcs_crypto::ratchet::SessionError;
+use dp2ptcs_crypto::x3dh::{InitialMessage, X3dhError};
 use dp2ptcs_crypto::{PreKeyBundle, PublicIdentity, Session};
 use dp2ptcs_store::ContactRecord;
 use dp2ptcs_types::NodeId;
@@ -34,7 +35,36 @@ fn empty() -> Zeroizing<Vec<u8>> {
 }
 
 impl Inner {
-    /// Dialer side: proves the existing session or runs X3DH with `contact`.
+    /// Dialer side: runs X3DH as initiator from `bundle` (already verified, of `peer`), installs
+    /// and saves the new session, and returns it with the handshake to send.
+    async fn start_session(
+        self: &Arc<Self>,
+        peer: NodeId,
+        bundle: &PreKeyBundle,
+    ) -> Result<(Handle, HandshakeInit), NodeError> {
+        let new = Session::initiate(&mut OsRng, &self.identity, bundle)
+            .map_err(|_| NodeError::Authentication("X3DH failed"))?;
+        let initial = new
+            .pending_initial_message()
+            .cloned()
+            .ok_or(NodeError::Internal("no initial message".into()))?;
+        let h = self.sessions.install(peer, new, true).await?;
+        let first = self
+            .sessions
+            .encrypt(peer, &h, MessageKind::SessionProof, empty())
+            .await?;
+        let init = HandshakeInit {
+            identity_key: initial.identity().to_bytes(),
+            ephemeral_key: *initial.ephemeral_key(),
+            signed_prekey_id: initial.signed_prekey_id(),
+            one_time_prekey_id: initial.one_time_prekey_id(),
+            first_message: first,
+        };
+        Ok((h, init))
+    }
+
+    /// Dialer side: proves the existing session or runs X3DH with `contact`, directly from a
+    /// learned bundle if there is one, else from the bundle the responder offers.
     pub(crate) async fn dial_handshake(
         self: &Arc<Self>,
         send: &mut SendStream,
@@ -43,14 +73,22 @@ impl Inner {
     ) -> Result<(), NodeError> {
         let peer = contact.node_id;
         let mut reader = FrameReader::new();
-        let mut session: Option<Handle> = self.sessions.current(peer).await?;
+        let session: Option<Handle> = self.sessions.current(peer).await?;
+        // Whether the first hello is a handshake made from a learned bundle.
+        let mut direct = false;
         let body = match &session {
             Some(h) => HelloBody::Proof(
                 self.sessions
                     .encrypt(peer, h, MessageKind::SessionProof, empty())
                     .await?,
             ),
-            None => HelloBody::BundleRequest,
+            None => match self.learned_bundle(contact) {
+                Some(bundle) => {
+                    direct = true;
+                    HelloBody::Handshake(self.start_session(peer, &bundle).await?.1)
+                }
+                None => HelloBody::BundleRequest,
+            },
         };
         let hello = |body| Hello {
             identity_key: self.identity.public().to_bytes(),
@@ -58,7 +96,7 @@ impl Inner {
             body,
         };
         write_frame(send, &hello(body).encode()).await?;
-        let mut sent_handshake = false;
+        let mut offered = false;
         loop {
             let reply = HelloReply::decode(&reader.expect(recv).await?)?;
             match reply {
@@ -70,7 +108,11 @@ impl Inner {
                     let _ = send.finish();
                     return Ok(());
                 }
-                HelloReply::Offer(offer) if !sent_handshake => {
+                HelloReply::Offer(offer) if !offered => {
+                    if direct {
+                        // The responder no longer accepts the learned bundle.
+                        self.forget_bundle(&peer);
+                    }
                     let b = offer.bundle;
                     if b.identity_key != contact.public_key {
                         return Err(NodeError::Authentication("offer from another identity"));
@@ -87,40 +129,24 @@ impl Inner {
                     bundle
                         .verify()
                         .map_err(|_| NodeError::Authentication("bundle signature"))?;
-                    let new = Session::initiate(&mut OsRng, &self.identity, &bundle)
-                        .map_err(|_| NodeError::Authentication("X3DH failed"))?;
-                    let initial = new
-                        .pending_initial_message()
-                        .cloned()
-                        .ok_or(NodeError::Internal("no initial message".into()))?;
-                    let h = self.sessions.install(peer, new, true).await?;
-                    let first = self
-                        .sessions
-                        .encrypt(peer, &h, MessageKind::SessionProof, empty())
-                        .await?;
-                    session = Some(h);
-                    let init = HandshakeInit {
-                        identity_key: initial.identity().to_bytes(),
-                        ephemeral_key: *initial.ephemeral_key(),
-                        signed_prekey_id: initial.signed_prekey_id(),
-                        one_time_prekey_id: initial.one_time_prekey_id(),
-                        first_message: first,
-                    };
+                    let (_, init) = self.start_session(peer, &bundle).await?;
                     write_frame(send, &hello(HelloBody::Handshake(init)).encode()).await?;
-                    sent_handshake = true;
+                    offered = true;
                 }
                 HelloReply::Offer(_) => {
                     return Err(NodeError::Authentication("second offer"));
                 }
                 HelloReply::Error(e) => {
+                    if direct && !offered {
+                        self.forget_bundle(&peer);
+                    }
                     return Err(NodeError::Refused {
                         code: e.code,
                         reason: e.reason,
-                    })
+                    });
                 }
                 _ => return Err(NodeError::Authentication("unexpected hello reply")),
             }
-            let _ = &session;
         }
     }
 
@@ -192,21 +218,19 @@ impl Inner {
                         init.one_time_prekey_id,
                     );
                     let first = crate::sessions::to_ratchet(&init.first_message);
-                    let now = crate::sessions::now_ms() / 1000;
-                    let session = {
-                        let mut prekeys = lock(&self.prekeys);
-                        Session::respond(
-                            &mut OsRng,
-                            &self.identity,
-                            &mut prekeys,
-                            &initial,
-                            &first,
-                            now,
-                        )
-                        .map_err(|_| NodeError::Authentication("X3DH failed"))?
-                        .0
-                    };
-                    Some(self.sessions.install(peer, session, false).await?)
+                    match self.respond_x3dh(initial, first).await? {
+                        Ok(session) => Some(self.sessions.install(peer, session, false).await?),
+                        Err(SessionError::X3dh(X3dhError::ReplayedInitialMessage)) => {
+                            return Err(NodeError::Authentication("replayed initial message"))
+                        }
+                        // A handshake made from a bundle we no longer accept (say, a signed
+                        // prekey past its grace period): offer a fresh bundle instead, once.
+                        Err(e) if !offered => {
+                            tracing::debug!(error = %e, peer = %peer.short(8), "direct handshake refused, offering a bundle");
+                            None
+                        }
+                        Err(_) => return Err(NodeError::Authentication("X3DH failed")),
+                    }
                 }
                 _ => return Err(NodeError::Authentication("unexpected hello")),
             };
@@ -221,14 +245,7 @@ impl Inner {
                     return Ok(peer);
                 }
                 None => {
-                    let bundle = {
-                        let mut prekeys = lock(&self.prekeys);
-                        let otk = prekeys
-                            .generate_one_time_prekeys(&mut OsRng, 1)
-                            .first()
-                            .map(|(id, _)| *id);
-                        prekeys.bundle(otk)
-                    };
+                    let bundle = self.offer_bundle().await?;
                     let offer = HandshakeOffer {
                         bundle: to_wire_bundle(&bundle),
                     };

@@ -22,6 +22,7 @@ mod handshake;
 mod limits;
 mod node;
 mod outbox;
+mod prekeys;
 mod sessions;
 pub mod tls;
 

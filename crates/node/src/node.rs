@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dp2ptcs_crypto::x3dh::PreKeyStore;
-use dp2ptcs_crypto::{Identity, UnlockedKeystore};
+use dp2ptcs_crypto::{Identity, PreKeyBundle, UnlockedKeystore};
 use dp2ptcs_store::{
     ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, Store,
     StoreError,
@@ -23,6 +22,7 @@ use crate::discovery::{DhtStatus, Discovery, LookupReport, PeerEntry};
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
 use crate::outbox::Outbox;
+use crate::prekeys::{LearnedBundles, PreKeys};
 use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
 use crate::{tls, NodeConfig, NodeError, DHT_ALPN, SERVER_NAME};
 
@@ -86,7 +86,10 @@ pub(crate) struct Inner {
     pub(crate) node_id: NodeId,
     pub(crate) store: Arc<Mutex<Store>>,
     pub(crate) sessions: Arc<SessionManager>,
-    pub(crate) prekeys: Mutex<PreKeyStore>,
+    /// Our prekeys, persisted.
+    pub(crate) prekeys: PreKeys,
+    /// Peers' bundles learned out of band (bounded by `MAX_LEARNED_BUNDLES`).
+    pub(crate) learned_bundles: LearnedBundles,
     pub(crate) endpoint: Endpoint,
     pub(crate) discovery: Discovery,
     /// One pooled connection per authenticated peer (bounded by `max_connections`).
@@ -171,7 +174,11 @@ impl Node {
             client_for(DHT_ALPN, false)?,
             config.advertise.clone(),
         );
-        let prekeys = PreKeyStore::new(&mut OsRng, &identity);
+        let prekeys = {
+            let (store, identity) = (store.clone(), identity.clone());
+            let key = Zeroizing::new(*keys.database_key());
+            blocking(move || PreKeys::load(store, &key, &identity)).await?
+        };
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -181,7 +188,8 @@ impl Node {
             node_id,
             store,
             sessions,
-            prekeys: Mutex::new(prekeys),
+            prekeys,
+            learned_bundles: Mutex::new(HashMap::new()),
             endpoint,
             discovery,
             pool: Mutex::new(HashMap::new()),
@@ -210,6 +218,21 @@ impl Node {
     /// The bound UDP address.
     pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
         Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    /// Remembers `bundle`, a bundle fetched from the DHT, so that the next dial to its owner
+    /// without a session runs X3DH from it directly, without asking the peer for a bundle
+    /// (`PROTOCOL.md` section 9.2). Refuses a bundle whose signature does not verify; drops a
+    /// one-time prekey it may carry. A bundle the peer refuses is forgotten.
+    pub fn learn_bundle(&self, bundle: PreKeyBundle) -> Result<(), NodeError> {
+        self.inner.learn_bundle(bundle)
+    }
+
+    /// Our current prekey bundle without a one-time prekey, for publishing (in the DHT). It
+    /// applies the rotation policy first, so it may rotate the signed prekey and write the
+    /// database (at most about once a week).
+    pub fn prekey_bundle(&self) -> PreKeyBundle {
+        self.inner.published_bundle()
     }
 
     /// A new subscription to node events (bounded; a lagging subscriber loses the oldest).
@@ -614,7 +637,28 @@ impl Inner {
             }
             if !looked_up && (addrs.is_empty() || attempt > 0) {
                 looked_up = true;
-                match self.resolve(peer).await {
+                // Without a session, the contact's prekey bundle from the DHT lets the
+                // handshake start the session at once (asynchronous X3DH, PROTOCOL.md 9.2).
+                let needs_bundle = self.sessions.current(peer).await?.is_none()
+                    && self.learned_bundle(contact).is_none();
+                let bundle = async {
+                    if needs_bundle {
+                        self.fetch_bundle(peer).await
+                    } else {
+                        Ok(None)
+                    }
+                };
+                let (found, bundle) = tokio::join!(self.resolve(peer), bundle);
+                match bundle {
+                    Ok(Some(b)) => {
+                        if let Err(e) = self.learn_bundle(b) {
+                            tracing::debug!(error = %e, "a DHT prekey bundle was refused");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "no prekey bundle from the DHT"),
+                }
+                match found {
                     Ok(found) => {
                         for a in found.into_iter().rev() {
                             addrs.retain(|x| *x != a);

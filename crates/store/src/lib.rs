@@ -5,7 +5,7 @@
 //!   key is already random) and refuses a wrong key with [`StoreError::WrongKey`].
 //! - Versioned schema migrations run at open ([`migrations`]), each in a transaction.
 //! - Tables: contacts, our profile, ratchet sessions (sealed pickles, opaque here), message
-//!   history with delivery state.
+//!   history with delivery state, our prekey store (one sealed pickle, opaque here).
 //! - Durability: WAL with `synchronous = FULL`, so a write that returned is on disk. A session is
 //!   saved with [`Store::save_session`] *before* any ciphertext made with it leaves the node.
 //! - [`Store::transaction`] runs several writes as one transaction: one commit, one sync, all or
@@ -20,6 +20,7 @@ mod contacts;
 mod error;
 mod messages;
 pub mod migrations;
+mod prekeys;
 mod sessions;
 
 use std::fmt;

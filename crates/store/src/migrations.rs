@@ -40,6 +40,12 @@ const MIGRATIONS: &[&str] = &[
      -- one contact cannot pre-empt another's message by reusing its id.
      CREATE UNIQUE INDEX messages_by_peer_id ON messages (peer, id);
      CREATE INDEX messages_by_peer ON messages (peer, seq);",
+    // 2: our prekey store (one row: the sealed prekey pickle).
+    "CREATE TABLE prekeys (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        sealed     BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this program writes.

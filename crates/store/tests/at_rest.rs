@@ -37,6 +37,7 @@ fn no_plaintext_in_any_file() {
         store
             .save_session(&bob, b"session pickle bytes", 1)
             .unwrap();
+        store.save_prekeys(b"prekey pickle bytes", 1).unwrap();
         // Leave the WAL in place too: it must be encrypted as well.
     }
     let needles: Vec<Vec<u8>> = vec![
@@ -44,6 +45,7 @@ fn no_plaintext_in_any_file() {
         b"Bravo Six".to_vec(),
         b"198.51.100.9".to_vec(),
         b"session pickle".to_vec(),
+        b"prekey pickle".to_vec(),
         bob.as_bytes().to_vec(),
         bob.to_hex().into_bytes(),
         [0xb1; 32].to_vec(),

@@ -46,7 +46,7 @@ macro_rules! wipe_on_drop {
 mod chain_key;
 mod header;
 mod message_key;
-mod pickle;
+pub(crate) mod pickle;
 mod plaintext;
 mod ratchet_key;
 mod receiver_chain;

@@ -82,7 +82,7 @@ impl From<serde_json::Error> for PickleError {
 
 /// N secret bytes, serialized as lower-case hex without intermediate copies left behind.
 #[derive(Zeroize, ZeroizeOnDrop)]
-struct Hex<const N: usize>([u8; N]);
+pub(crate) struct Hex<const N: usize>(pub(crate) [u8; N]);
 
 impl<const N: usize> Serialize for Hex<N> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

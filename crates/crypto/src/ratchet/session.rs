@@ -219,8 +219,10 @@ impl Session {
     }
 
     /// X3DH as responder, `RatchetInitBob`, and decryption of the initiator's first message.
-    /// The one-time prekey is consumed only if that message authenticates, so a forged initial
-    /// message cannot burn it.
+    /// The initial message is marked used in `store` (its one-time prekey consumed, or without
+    /// one its ephemeral key recorded so a replay fails with
+    /// [`X3dhError::ReplayedInitialMessage`]) only if that message authenticates, so a forged
+    /// initial message cannot burn a one-time prekey or fill the replay set.
     pub fn respond<R: RngCore + CryptoRng>(
         rng: &mut R,
         identity: &Identity,
@@ -236,9 +238,7 @@ impl Session {
             out.ratchet_key_pair.clone(),
         );
         let plaintext = session.decrypt(rng, first_message)?;
-        if let Some(id) = out.one_time_prekey_id {
-            store.consume_one_time_prekey(id)?;
-        }
+        store.mark_used(initial)?;
         Ok((session, plaintext))
     }
 

@@ -33,6 +33,7 @@
 mod bundle;
 mod initial_message;
 mod prekey;
+mod prekey_pickle;
 
 use hkdf::Hkdf;
 use rand_core::{CryptoRng, RngCore};
@@ -44,8 +45,10 @@ pub use bundle::{BundleError, PreKeyBundle, BUNDLE_VERSION};
 pub use initial_message::{InitialMessage, InitialMessageError, INITIAL_MESSAGE_VERSION};
 pub use prekey::{
     signed_prekey_signature_message, PreKeyStore, MAX_ONE_TIME_PREKEYS,
-    SIGNED_PREKEY_GRACE_PERIOD_SECS,
+    MAX_PREVIOUS_SIGNED_PREKEYS, MAX_SEEN_INITIAL_MESSAGES, SIGNED_PREKEY_GRACE_PERIOD_SECS,
+    SIGNED_PREKEY_LIFETIME_SECS,
 };
+pub use prekey_pickle::{PreKeyPickleError, PREKEY_PICKLE_VERSION, PREKEY_SEAL_CONTEXT};
 
 use crate::ratchet::RatchetKeyPair;
 use crate::{Identity, PublicIdentity};
@@ -134,6 +137,14 @@ pub enum X3dhError {
     /// The initial message is addressed to a different identity than ours.
     #[error("the prekey store belongs to a different identity")]
     WrongIdentity,
+    /// An initial message without one-time prekey whose ephemeral key was already accepted
+    /// with the same signed prekey: a replay.
+    #[error("replayed initial message")]
+    ReplayedInitialMessage,
+    /// The signed prekey has accepted as many initial messages without one-time prekey as it
+    /// may remember ([`MAX_SEEN_INITIAL_MESSAGES`]); it must be rotated.
+    #[error("signed prekey {0} accepts no more initial messages without one-time prekey")]
+    SignedPreKeyExhausted(u32),
 }
 
 /// What the initiator (Alice) gets from X3DH.
@@ -278,12 +289,14 @@ pub(crate) fn initiate_with_ephemeral(
 }
 
 /// The responder's side: computes `SK` and `AD` from Alice's initial message and our prekeys,
-/// and consumes the one-time prekey it used (a second use fails with
-/// [`X3dhError::UnknownOneTimePreKey`]). `now` (seconds, any fixed epoch the caller uses
-/// consistently) decides whether a rotated-out signed prekey is still in its grace period.
+/// and marks the message used: it consumes the one-time prekey it used (a second use fails with
+/// [`X3dhError::UnknownOneTimePreKey`]), or, without one, records its ephemeral key under the
+/// signed prekey (a second use fails with [`X3dhError::ReplayedInitialMessage`]). `now`
+/// (seconds, any fixed epoch the caller uses consistently) decides whether a rotated-out signed
+/// prekey is still in its grace period.
 ///
-/// To consume the one-time prekey only once the first ratchet message has been authenticated,
-/// use [`crate::ratchet::Session::respond`] instead.
+/// To mark the message used only once the first ratchet message has been authenticated (so a
+/// forged initial message burns nothing), use [`crate::ratchet::Session::respond`] instead.
 pub fn respond(
     identity: &Identity,
     store: &mut PreKeyStore,
@@ -291,13 +304,11 @@ pub fn respond(
     now: u64,
 ) -> Result<ResponderOutput, X3dhError> {
     let out = compute_responder(identity, store, initial, now)?;
-    if let Some(id) = out.one_time_prekey_id {
-        store.consume_one_time_prekey(id)?;
-    }
+    store.mark_used(initial)?;
     Ok(out)
 }
 
-/// The responder's computation, without consuming anything.
+/// The responder's computation, without consuming anything. Refuses a replayed initial message.
 pub(crate) fn compute_responder(
     identity: &Identity,
     store: &PreKeyStore,
@@ -310,6 +321,7 @@ pub(crate) fn compute_responder(
     let (spk, spk_public) = store
         .signed_prekey_secret(initial.signed_prekey_id(), now)
         .ok_or(X3dhError::UnknownSignedPreKey(initial.signed_prekey_id()))?;
+    store.check_not_replayed(initial, now)?;
     let opk = match initial.one_time_prekey_id() {
         Some(id) => Some(
             store

@@ -1,19 +1,32 @@
-//! Our prekeys: the signed prekey (rotated, the previous one kept for a grace period) and a
-//! bounded pool of one-time prekeys, each usable once.
+//! Our prekeys: the signed prekey (rotated after [`SIGNED_PREKEY_LIFETIME_SECS`], the retired
+//! ones kept for [`SIGNED_PREKEY_GRACE_PERIOD_SECS`]), a bounded pool of one-time prekeys, each
+//! usable once, and per signed prekey the set of initial messages (their ephemeral keys) already
+//! accepted without a one-time prekey, so that such a message cannot be replayed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::{PublicKey as X25519PublicKey, StaticSecret};
 
-use super::{PreKeyBundle, X3dhError, SIGNED_PREKEY_SIGNATURE_PREFIX};
+use super::{InitialMessage, PreKeyBundle, X3dhError, SIGNED_PREKEY_SIGNATURE_PREFIX};
 use crate::{Identity, PublicIdentity};
 
-/// How long (seconds) a rotated-out signed prekey is still accepted: 7 days, so initial messages
-/// made from a bundle fetched just before the rotation still work.
-pub const SIGNED_PREKEY_GRACE_PERIOD_SECS: u64 = 7 * 24 * 60 * 60;
+/// How long (seconds) a signed prekey is current before [`PreKeyStore::maintain`] replaces it:
+/// 7 days.
+pub const SIGNED_PREKEY_LIFETIME_SECS: u64 = 7 * 24 * 60 * 60;
+/// How long (seconds) a rotated-out signed prekey is still accepted: 48 hours, so initial
+/// messages made from a bundle fetched just before the rotation (a DHT record lives at most
+/// 24 hours) still work.
+pub const SIGNED_PREKEY_GRACE_PERIOD_SECS: u64 = 48 * 60 * 60;
+/// The most rotated-out signed prekeys a store keeps in their grace period; a rotation beyond
+/// that drops the oldest at once.
+pub const MAX_PREVIOUS_SIGNED_PREKEYS: usize = 4;
 /// The most one-time prekeys a store holds; generating more evicts the oldest.
 pub const MAX_ONE_TIME_PREKEYS: usize = 200;
+/// The most initial messages without a one-time prekey remembered per signed prekey (by their
+/// ephemeral key, to refuse replays). A signed prekey whose set is full accepts no more such
+/// messages ([`X3dhError::SignedPreKeyExhausted`]) and is due for rotation.
+pub const MAX_SEEN_INITIAL_MESSAGES: usize = 1024;
 
 /// The message the identity key signs to certify a signed prekey:
 /// `"DP2PTCS_SignedPreKey_v1" || id (u32 big-endian) || SPK (32 bytes)`.
@@ -25,17 +38,20 @@ pub fn signed_prekey_signature_message(id: u32, public: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-/// A signed prekey we hold: secret, public, and our identity's signature over it.
+/// A signed prekey we hold: secret, public, our identity's signature over it, when it was made,
+/// and the ephemeral keys of the initial messages without one-time prekey it accepted.
 #[derive(Clone)]
-struct SignedPreKey {
-    id: u32,
-    secret: StaticSecret,
-    public: [u8; 32],
-    signature: [u8; 64],
+pub(crate) struct SignedPreKey {
+    pub(crate) id: u32,
+    pub(crate) secret: StaticSecret,
+    pub(crate) public: [u8; 32],
+    pub(crate) signature: [u8; 64],
+    pub(crate) created_at: u64,
+    pub(crate) seen: BTreeSet<[u8; 32]>,
 }
 
 impl SignedPreKey {
-    fn new(identity: &Identity, id: u32, secret: StaticSecret) -> Self {
+    fn new(identity: &Identity, id: u32, secret: StaticSecret, created_at: u64) -> Self {
         let public = X25519PublicKey::from(&secret).to_bytes();
         let signature = identity.sign(&signed_prekey_signature_message(id, &public));
         Self {
@@ -43,34 +59,48 @@ impl SignedPreKey {
             secret,
             public,
             signature,
+            created_at,
+            seen: BTreeSet::new(),
         }
     }
 }
 
-/// Our side of X3DH: the current signed prekey, the previous one during its grace period, and the
-/// unused one-time prekeys. Secrets are zeroized on drop; `Debug` shows only ids.
+/// Our side of X3DH: the current signed prekey, the rotated-out ones during their grace period,
+/// and the unused one-time prekeys. Secrets are zeroized on drop; `Debug` shows only ids.
+/// [`PreKeyStore::pickle`] gives its persistent form.
+#[derive(Clone)]
 pub struct PreKeyStore {
-    identity: PublicIdentity,
-    current: SignedPreKey,
-    /// The rotated-out signed prekey and the time it was retired.
-    previous: Option<(SignedPreKey, u64)>,
-    one_time: BTreeMap<u32, StaticSecret>,
-    next_one_time_id: u32,
+    pub(crate) identity: PublicIdentity,
+    pub(crate) current: SignedPreKey,
+    /// The rotated-out signed prekeys and the times they were retired, newest first.
+    pub(crate) previous: VecDeque<(SignedPreKey, u64)>,
+    pub(crate) one_time: BTreeMap<u32, StaticSecret>,
+    pub(crate) next_one_time_id: u32,
 }
 
 impl PreKeyStore {
-    /// A store with a fresh signed prekey (id 1) and no one-time prekeys.
+    /// A store with a fresh signed prekey (id 1) made at time 0 (so with a Unix-time clock, the
+    /// first [`PreKeyStore::maintain`] rotates it), and no one-time prekeys. See
+    /// [`PreKeyStore::new_at`].
     pub fn new<R: RngCore + CryptoRng>(rng: &mut R, identity: &Identity) -> Self {
+        Self::new_at(rng, identity, 0)
+    }
+
+    /// A store with a fresh signed prekey (id 1) made at `now` (seconds, the same clock as every
+    /// other `now` given to this store), and no one-time prekeys.
+    pub fn new_at<R: RngCore + CryptoRng>(rng: &mut R, identity: &Identity, now: u64) -> Self {
         let secret = StaticSecret::random_from_rng(&mut *rng);
-        Self::with_signed_prekey(identity, 1, secret)
+        let mut store = Self::with_signed_prekey(identity, 1, secret);
+        store.current.created_at = now;
+        store
     }
 
     /// A store whose signed prekey has the given id and secret (test vectors).
     pub fn with_signed_prekey(identity: &Identity, id: u32, secret: StaticSecret) -> Self {
         Self {
             identity: identity.public(),
-            current: SignedPreKey::new(identity, id, secret),
-            previous: None,
+            current: SignedPreKey::new(identity, id, secret, 0),
+            previous: VecDeque::new(),
             one_time: BTreeMap::new(),
             next_one_time_id: 1,
         }
@@ -86,8 +116,20 @@ impl PreKeyStore {
         self.current.id
     }
 
-    /// Replaces the signed prekey by a fresh one (id + 1). The old one stays acceptable until
-    /// `now + SIGNED_PREKEY_GRACE_PERIOD_SECS`; the one before it is dropped now.
+    /// When the current signed prekey was made.
+    pub fn signed_prekey_created_at(&self) -> u64 {
+        self.current.created_at
+    }
+
+    /// The ids of the rotated-out signed prekeys still held, newest first.
+    pub fn previous_signed_prekey_ids(&self) -> Vec<u32> {
+        self.previous.iter().map(|(k, _)| k.id).collect()
+    }
+
+    /// Replaces the signed prekey by a fresh one (id + 1) made at `now`. The old one stays
+    /// acceptable until `now + SIGNED_PREKEY_GRACE_PERIOD_SECS`, and so do older ones until their
+    /// own grace period ends, at most [`MAX_PREVIOUS_SIGNED_PREKEYS`] of them (the oldest is
+    /// dropped at once beyond that).
     pub fn rotate_signed_prekey<R: RngCore + CryptoRng>(
         &mut self,
         rng: &mut R,
@@ -99,18 +141,49 @@ impl PreKeyStore {
         }
         let secret = StaticSecret::random_from_rng(&mut *rng);
         let id = self.current.id.wrapping_add(1);
-        let old = std::mem::replace(&mut self.current, SignedPreKey::new(identity, id, secret));
-        self.previous = Some((old, now));
+        let old = std::mem::replace(
+            &mut self.current,
+            SignedPreKey::new(identity, id, secret, now),
+        );
+        self.previous.push_front((old, now));
+        self.previous.truncate(MAX_PREVIOUS_SIGNED_PREKEYS);
         Ok(())
     }
 
-    /// Drops the previous signed prekey once its grace period is over.
-    pub fn expire(&mut self, now: u64) {
-        if let Some((_, retired)) = &self.previous {
-            if now >= retired.saturating_add(SIGNED_PREKEY_GRACE_PERIOD_SECS) {
-                self.previous = None;
-            }
+    /// Drops the rotated-out signed prekeys (and their replay sets) whose grace period is over.
+    /// Returns whether any was dropped.
+    pub fn expire(&mut self, now: u64) -> bool {
+        let before = self.previous.len();
+        self.previous
+            .retain(|(_, retired)| now < retired.saturating_add(SIGNED_PREKEY_GRACE_PERIOD_SECS));
+        self.previous.len() != before
+    }
+
+    /// Whether the current signed prekey is due for rotation at `now`: older than
+    /// [`SIGNED_PREKEY_LIFETIME_SECS`], or its replay set is full.
+    pub fn needs_rotation(&self, now: u64) -> bool {
+        now >= self
+            .current
+            .created_at
+            .saturating_add(SIGNED_PREKEY_LIFETIME_SECS)
+            || self.current.seen.len() >= MAX_SEEN_INITIAL_MESSAGES
+    }
+
+    /// The rotation policy: expires rotated-out signed prekeys past their grace period and
+    /// rotates the current one if [`PreKeyStore::needs_rotation`]. Returns whether the store
+    /// changed (and so must be saved before it is used further).
+    pub fn maintain<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        identity: &Identity,
+        now: u64,
+    ) -> Result<bool, X3dhError> {
+        let mut changed = self.expire(now);
+        if self.needs_rotation(now) {
+            self.rotate_signed_prekey(rng, identity, now)?;
+            changed = true;
         }
+        Ok(changed)
     }
 
     /// Adds `count` fresh one-time prekeys and returns their ids and public keys, to publish.
@@ -166,6 +239,29 @@ impl PreKeyStore {
         )
     }
 
+    /// The signed prekey `id`, if it is current or within its grace period at `now`.
+    fn signed_prekey(&self, id: u32, now: u64) -> Option<&SignedPreKey> {
+        if self.current.id == id {
+            return Some(&self.current);
+        }
+        self.previous
+            .iter()
+            .find(|(spk, retired)| {
+                spk.id == id && now < retired.saturating_add(SIGNED_PREKEY_GRACE_PERIOD_SECS)
+            })
+            .map(|(spk, _)| spk)
+    }
+
+    fn signed_prekey_mut(&mut self, id: u32) -> Option<&mut SignedPreKey> {
+        if self.current.id == id {
+            return Some(&mut self.current);
+        }
+        self.previous
+            .iter_mut()
+            .find(|(spk, _)| spk.id == id)
+            .map(|(spk, _)| spk)
+    }
+
     /// The signed prekey secret `id` and its public key, if it is current or within its grace
     /// period at `now`.
     pub(crate) fn signed_prekey_secret(
@@ -173,18 +269,7 @@ impl PreKeyStore {
         id: u32,
         now: u64,
     ) -> Option<(&StaticSecret, &[u8; 32])> {
-        if self.current.id == id {
-            return Some((&self.current.secret, &self.current.public));
-        }
-        match &self.previous {
-            Some((spk, retired))
-                if spk.id == id
-                    && now < retired.saturating_add(SIGNED_PREKEY_GRACE_PERIOD_SECS) =>
-            {
-                Some((&spk.secret, &spk.public))
-            }
-            _ => None,
-        }
+        self.signed_prekey(id, now).map(|k| (&k.secret, &k.public))
     }
 
     pub(crate) fn one_time_prekey_secret(&self, id: u32) -> Option<&StaticSecret> {
@@ -197,6 +282,49 @@ impl PreKeyStore {
             .remove(&id)
             .map(drop)
             .ok_or(X3dhError::UnknownOneTimePreKey(id))
+    }
+
+    /// Refuses an initial message without one-time prekey whose ephemeral key its signed prekey
+    /// already accepted (a replay), or whose signed prekey's replay set is full. Messages with a
+    /// one-time prekey pass: consuming the one-time prekey makes them single-use.
+    pub(crate) fn check_not_replayed(
+        &self,
+        initial: &InitialMessage,
+        now: u64,
+    ) -> Result<(), X3dhError> {
+        if initial.one_time_prekey_id().is_some() {
+            return Ok(());
+        }
+        let id = initial.signed_prekey_id();
+        let spk = self
+            .signed_prekey(id, now)
+            .ok_or(X3dhError::UnknownSignedPreKey(id))?;
+        if spk.seen.contains(initial.ephemeral_key()) {
+            return Err(X3dhError::ReplayedInitialMessage);
+        }
+        if spk.seen.len() >= MAX_SEEN_INITIAL_MESSAGES {
+            return Err(X3dhError::SignedPreKeyExhausted(id));
+        }
+        Ok(())
+    }
+
+    /// Marks an accepted initial message as used: consumes its one-time prekey, or, without one,
+    /// records its ephemeral key under its signed prekey.
+    pub(crate) fn mark_used(&mut self, initial: &InitialMessage) -> Result<(), X3dhError> {
+        match initial.one_time_prekey_id() {
+            Some(id) => self.consume_one_time_prekey(id),
+            None => {
+                let id = initial.signed_prekey_id();
+                let spk = self
+                    .signed_prekey_mut(id)
+                    .ok_or(X3dhError::UnknownSignedPreKey(id))?;
+                if spk.seen.len() >= MAX_SEEN_INITIAL_MESSAGES {
+                    return Err(X3dhError::SignedPreKeyExhausted(id));
+                }
+                spk.seen.insert(*initial.ephemeral_key());
+                Ok(())
+            }
+        }
     }
 }
 
@@ -212,9 +340,14 @@ impl std::fmt::Debug for PreKeyStore {
         f.debug_struct("PreKeyStore")
             .field("identity", identity)
             .field("signed_prekey_id", &current.id)
+            .field("signed_prekey_created_at", &current.created_at)
+            .field("seen_initial_messages", &current.seen.len())
             .field(
-                "previous_signed_prekey_id",
-                &previous.as_ref().map(|(k, t)| (k.id, *t)),
+                "previous_signed_prekeys",
+                &previous
+                    .iter()
+                    .map(|(k, t)| (k.id, *t, k.seen.len()))
+                    .collect::<Vec<_>>(),
             )
             .field("one_time_prekey_ids", &one_time.keys().collect::<Vec<_>>())
             .field("next_one_time_id", next_one_time_id)

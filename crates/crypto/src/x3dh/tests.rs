@@ -185,30 +185,118 @@ fn signed_prekey_rotation_with_grace_period() {
     let old_bundle = store.bundle(None);
     store.rotate_signed_prekey(&mut rng, &bob, 1000).unwrap();
     assert_eq!(store.signed_prekey_id(), old_bundle.signed_prekey_id() + 1);
+    assert_eq!(store.signed_prekey_created_at(), 1000);
     let new_bundle = store.bundle(None);
     assert_ne!(new_bundle.signed_prekey(), old_bundle.signed_prekey());
 
-    let old = initiate(&mut rng, &alice, &old_bundle).unwrap();
-    let new = initiate(&mut rng, &alice, &new_bundle).unwrap();
+    let mut arng = ChaCha20Rng::seed_from_u64(70);
+    let mut from = |b: &PreKeyBundle| initiate(&mut arng, &alice, b).unwrap();
+    let old = from(&old_bundle);
     let last_ok = 1000 + SIGNED_PREKEY_GRACE_PERIOD_SECS - 1;
     let b = respond(&bob, &mut store, &old.initial_message, last_ok).unwrap();
     assert_eq!(b.shared_secret.as_bytes(), old.shared_secret.as_bytes());
+    let old2 = from(&old_bundle);
     assert_eq!(
-        respond(&bob, &mut store, &old.initial_message, last_ok + 1).unwrap_err(),
+        respond(&bob, &mut store, &old2.initial_message, last_ok + 1).unwrap_err(),
         X3dhError::UnknownSignedPreKey(old_bundle.signed_prekey_id())
     );
-    assert!(respond(&bob, &mut store, &new.initial_message, last_ok + 1).is_ok());
-    // A second rotation drops the first key at once.
+    assert!(respond(
+        &bob,
+        &mut store,
+        &from(&new_bundle).initial_message,
+        last_ok + 1
+    )
+    .is_ok());
+    // A second rotation keeps both rotated-out keys for their own grace periods.
     store.rotate_signed_prekey(&mut rng, &bob, 2000).unwrap();
-    assert!(respond(&bob, &mut store, &old.initial_message, 2000).is_err());
-    assert!(respond(&bob, &mut store, &new.initial_message, 2000).is_ok());
-    store.expire(2000 + SIGNED_PREKEY_GRACE_PERIOD_SECS);
-    assert!(respond(&bob, &mut store, &new.initial_message, 0).is_err());
+    assert_eq!(store.previous_signed_prekey_ids(), vec![2, 1]);
+    assert!(respond(&bob, &mut store, &old2.initial_message, 2000).is_ok());
+    assert!(respond(&bob, &mut store, &from(&new_bundle).initial_message, 2000).is_ok());
+    assert!(store.expire(1000 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
+    assert_eq!(store.previous_signed_prekey_ids(), vec![2]);
+    assert!(!store.expire(1000 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
+    assert!(store.expire(2000 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
+    assert!(respond(&bob, &mut store, &from(&new_bundle).initial_message, 0).is_err());
     // Rotating with another identity is refused.
     assert_eq!(
         store.rotate_signed_prekey(&mut rng, &alice, 0).unwrap_err(),
         X3dhError::WrongIdentity
     );
+}
+
+#[test]
+fn rotation_policy_lifetime_bound_and_maintain() {
+    let (mut rng, _, bob, _) = setup(12);
+    let mut store = PreKeyStore::new_at(&mut rng, &bob, 5000);
+    let end = 5000 + SIGNED_PREKEY_LIFETIME_SECS;
+    assert!(!store.needs_rotation(end - 1));
+    assert!(!store.maintain(&mut rng, &bob, end - 1).unwrap());
+    assert!(store.needs_rotation(end));
+    assert!(store.maintain(&mut rng, &bob, end).unwrap());
+    assert_eq!(store.signed_prekey_id(), 2);
+    assert_eq!(store.previous_signed_prekey_ids(), vec![1]);
+    // The retired key goes once its grace period is over.
+    let gone = end + SIGNED_PREKEY_GRACE_PERIOD_SECS;
+    assert!(!store.maintain(&mut rng, &bob, gone - 1).unwrap());
+    assert!(store.maintain(&mut rng, &bob, gone).unwrap());
+    assert!(store.previous_signed_prekey_ids().is_empty());
+    // At most MAX_PREVIOUS_SIGNED_PREKEYS rotated-out keys are kept.
+    for i in 0..MAX_PREVIOUS_SIGNED_PREKEYS as u64 + 3 {
+        store
+            .rotate_signed_prekey(&mut rng, &bob, gone + i)
+            .unwrap();
+    }
+    assert_eq!(
+        store.previous_signed_prekey_ids().len(),
+        MAX_PREVIOUS_SIGNED_PREKEYS
+    );
+    // A store made by `new` counts as made at time 0.
+    let fresh = PreKeyStore::new(&mut rng, &bob);
+    assert!(!fresh.needs_rotation(SIGNED_PREKEY_LIFETIME_SECS - 1));
+    assert!(fresh.needs_rotation(SIGNED_PREKEY_LIFETIME_SECS));
+}
+
+#[test]
+fn replayed_initial_message_without_one_time_prekey_is_refused() {
+    let (mut rng, alice, bob, mut store) = setup(13);
+    let a = initiate(&mut rng, &alice, &store.bundle(None)).unwrap();
+    respond(&bob, &mut store, &a.initial_message, 0).unwrap();
+    assert_eq!(
+        respond(&bob, &mut store, &a.initial_message, 0).unwrap_err(),
+        X3dhError::ReplayedInitialMessage
+    );
+    // After a rotation, the replay set of the rotated-out key still holds.
+    store.rotate_signed_prekey(&mut rng, &bob, 10).unwrap();
+    assert_eq!(
+        respond(&bob, &mut store, &a.initial_message, 10).unwrap_err(),
+        X3dhError::ReplayedInitialMessage
+    );
+    // A fresh initial message is fine.
+    let b = initiate(&mut rng, &alice, &store.bundle(None)).unwrap();
+    assert!(respond(&bob, &mut store, &b.initial_message, 10).is_ok());
+}
+
+#[test]
+fn replay_set_is_bounded_and_a_full_one_asks_for_rotation() {
+    let (mut rng, alice, bob, mut store) = setup(14);
+    let bundle = store.bundle(None);
+    for _ in 0..MAX_SEEN_INITIAL_MESSAGES {
+        let a = initiate(&mut rng, &alice, &bundle).unwrap();
+        respond(&bob, &mut store, &a.initial_message, 0).unwrap();
+    }
+    assert!(store.needs_rotation(0));
+    let a = initiate(&mut rng, &alice, &bundle).unwrap();
+    assert_eq!(
+        respond(&bob, &mut store, &a.initial_message, 0).unwrap_err(),
+        X3dhError::SignedPreKeyExhausted(1)
+    );
+    // Initial messages with a one-time prekey are still accepted.
+    let otk = store.generate_one_time_prekeys(&mut rng, 1)[0].0;
+    let a = initiate(&mut rng, &alice, &store.bundle(Some(otk))).unwrap();
+    assert!(respond(&bob, &mut store, &a.initial_message, 0).is_ok());
+    assert!(store.maintain(&mut rng, &bob, 0).unwrap());
+    let a = initiate(&mut rng, &alice, &store.bundle(None)).unwrap();
+    assert!(respond(&bob, &mut store, &a.initial_message, 0).is_ok());
 }
 
 #[test]
