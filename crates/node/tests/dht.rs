@@ -67,6 +67,7 @@ async fn all_find_all(members: &[Arc<Member>], parallel: usize) -> Vec<(usize, u
             .collect();
         tasks.spawn(async move {
             let mut failed = Vec::new();
+            let mut costs = Vec::new();
             for chunk in targets.chunks(parallel) {
                 let mut set = tokio::task::JoinSet::new();
                 for &(j, id, addr) in chunk {
@@ -77,23 +78,44 @@ async fn all_find_all(members: &[Arc<Member>], parallel: usize) -> Vec<(usize, u
                         if !ok {
                             eprintln!("lookup of {j} failed: {r:?}");
                         }
-                        (j, ok)
+                        (j, ok, r.map(|r| (r.requests, r.rounds)).unwrap_or((0, 0)))
                     });
                 }
                 while let Some(r) = set.join_next().await {
-                    let (j, ok) = r.unwrap();
+                    let (j, ok, cost) = r.unwrap();
                     if !ok {
                         failed.push((i, j));
                     }
+                    costs.push(cost);
                 }
             }
-            failed
+            (failed, costs)
         });
     }
+    let started = Instant::now();
     let mut failed = Vec::new();
+    let mut costs = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        failed.extend(r.unwrap());
+        let (f, c) = r.unwrap();
+        failed.extend(f);
+        costs.extend(c);
     }
+    // Figures for the record (never asserted: machines are noisy).
+    costs.sort_unstable();
+    let (requests, rounds): (Vec<u32>, Vec<u32>) = costs.iter().copied().unzip();
+    let median = |v: &[u32]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    eprintln!(
+        "{} lookups in {:.1} s: median {} requests, {} rounds; max {} requests",
+        costs.len(),
+        started.elapsed().as_secs_f64(),
+        median(&requests),
+        median(&rounds),
+        requests.iter().max().copied().unwrap_or(0)
+    );
     failed
 }
 
