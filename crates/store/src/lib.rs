@@ -18,6 +18,7 @@
 
 mod contacts;
 mod error;
+mod mailbox;
 mod messages;
 pub mod migrations;
 mod prekeys;
@@ -31,6 +32,7 @@ use zeroize::Zeroizing;
 
 pub use contacts::ContactRecord;
 pub use error::StoreError;
+pub use mailbox::HeldItem;
 pub use messages::{Direction, HistoryQuery, MessageRecord, MessageState, NewMessage};
 
 /// The database file name in the data directory.
@@ -165,6 +167,7 @@ mod tests {
             body: "hi",
             sent_at_ms: 1,
             state: MessageState::Queued,
+            expires_at_ms: None,
         };
         {
             let store = Store::open(&path, &[1; 32]).unwrap();

@@ -23,8 +23,10 @@ pub enum Direction {
 pub enum MessageState {
     /// Outgoing, waiting to be sent.
     Queued,
-    /// Outgoing, handed to the peer (or a mailbox), no receipt yet.
+    /// Outgoing, handed to the peer, no receipt yet.
     Sent,
+    /// Outgoing, held in the recipient's mailbox by at least one node, no receipt yet.
+    Held,
     /// Outgoing, the end-to-end receipt arrived.
     Delivered,
     /// Outgoing, its time to live ran out before delivery.
@@ -38,6 +40,7 @@ impl MessageState {
         match self {
             Self::Queued => "queued",
             Self::Sent => "sent",
+            Self::Held => "held",
             Self::Delivered => "delivered",
             Self::Expired => "expired",
             Self::Received => "received",
@@ -58,6 +61,7 @@ impl FromStr for MessageState {
         Ok(match s {
             "queued" => Self::Queued,
             "sent" => Self::Sent,
+            "held" => Self::Held,
             "delivered" => Self::Delivered,
             "expired" => Self::Expired,
             "received" => Self::Received,
@@ -89,6 +93,8 @@ pub struct MessageRecord {
     pub state: MessageState,
     /// When the state last changed, Unix milliseconds.
     pub state_at_ms: u64,
+    /// Outgoing: when the sender gives up on it, Unix milliseconds (`None`: never).
+    pub expires_at_ms: Option<u64>,
 }
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
@@ -117,6 +123,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         sent_at_ms: row.get::<_, i64>(5)?.max(0) as u64,
         state: state.parse().map_err(|_| conv(6, "state"))?,
         state_at_ms: row.get::<_, i64>(7)?.max(0) as u64,
+        expires_at_ms: row.get::<_, Option<i64>>(8)?.map(|t| t.max(0) as u64),
     })
 }
 
@@ -135,17 +142,21 @@ pub struct NewMessage<'a> {
     pub sent_at_ms: u64,
     /// Initial state.
     pub state: MessageState,
+    /// Outgoing: when to give up on it, Unix milliseconds (`None`: never).
+    pub expires_at_ms: Option<u64>,
 }
 
-const COLUMNS: &str = "seq, id, peer, direction, body, sent_at_ms, state, state_at_ms";
+const COLUMNS: &str =
+    "seq, id, peer, direction, body, sent_at_ms, state, state_at_ms, expires_at_ms";
 
 impl Store {
     /// Records a message. Returns `false` (and changes nothing) if a message with this id is
     /// already recorded with this peer: receivers deduplicate by (peer, id).
     pub fn insert_message(&self, m: &NewMessage<'_>, now_ms: u64) -> Result<bool, StoreError> {
         let n = self.conn.execute(
-            "INSERT OR IGNORE INTO messages (id, peer, direction, body, sent_at_ms, state, state_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR IGNORE INTO messages
+                (id, peer, direction, body, sent_at_ms, state, state_at_ms, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 m.id.as_bytes().as_slice(),
                 m.peer.as_bytes().as_slice(),
@@ -154,6 +165,7 @@ impl Store {
                 m.sent_at_ms as i64,
                 m.state.as_str(),
                 now_ms as i64,
+                m.expires_at_ms.map(|t| t.min(i64::MAX as u64) as i64),
             ],
         )?;
         Ok(n == 1)
@@ -219,14 +231,33 @@ impl Store {
         Ok(out)
     }
 
-    /// The outbox: outgoing messages not yet delivered (`queued` or `sent`), oldest first.
+    /// The outbox: outgoing messages not yet delivered nor expired (`queued`, `sent` or
+    /// `held`), oldest first.
     pub fn outbox(&self, limit: u32) -> Result<Vec<MessageRecord>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM messages
-             WHERE direction = 0 AND state IN ('queued', 'sent') ORDER BY seq LIMIT ?1"
+             WHERE direction = 0 AND state IN ('queued', 'sent', 'held') ORDER BY seq LIMIT ?1"
         ))?;
         let rows = stmt.query_map(params![i64::from(limit)], from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks every outgoing message still in the outbox whose expiry is at or before `now_ms`
+    /// as `expired`, and returns them (peer, id), oldest first.
+    pub fn expire_outgoing(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
+        let now = now_ms.min(i64::MAX as u64) as i64;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM messages
+             WHERE direction = 0 AND state IN ('queued', 'sent', 'held')
+               AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 ORDER BY seq"
+        ))?;
+        let expired: Vec<MessageRecord> = stmt
+            .query_map(params![now], from_row)?
+            .collect::<Result<_, _>>()?;
+        for m in &expired {
+            self.set_message_state(&m.peer, &m.id, MessageState::Expired, now_ms)?;
+        }
+        Ok(expired.into_iter().map(|m| (m.peer, m.id)).collect())
     }
 
     /// How many messages are in each (direction, state).
@@ -284,6 +315,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn expiry_takes_only_undelivered_outgoing_messages_past_their_time() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let bob = NodeId::from_bytes([2; 32]);
+        let ids: Vec<MessageId> = (0..5u8).map(|i| MessageId::from_bytes([i; 16])).collect();
+        let cases = [
+            (Direction::Outgoing, MessageState::Queued, Some(100)),
+            (Direction::Outgoing, MessageState::Held, Some(100)),
+            (Direction::Outgoing, MessageState::Delivered, Some(100)),
+            (Direction::Outgoing, MessageState::Sent, Some(500)),
+            (Direction::Outgoing, MessageState::Queued, None),
+        ];
+        for (id, (direction, state, expires_at_ms)) in ids.iter().zip(cases) {
+            let m = NewMessage {
+                id,
+                peer: &bob,
+                direction,
+                body: "x",
+                sent_at_ms: 1,
+                state,
+                expires_at_ms,
+            };
+            assert!(store.insert_message(&m, 1).unwrap());
+        }
+        assert_eq!(store.outbox(10).unwrap().len(), 4);
+        let expired = store.expire_outgoing(100).unwrap();
+        assert_eq!(expired, vec![(bob, ids[0]), (bob, ids[1])]);
+        assert_eq!(
+            store.message(&bob, &ids[1]).unwrap().unwrap().state,
+            MessageState::Expired
+        );
+        assert_eq!(
+            store.message(&bob, &ids[1]).unwrap().unwrap().expires_at_ms,
+            Some(100)
+        );
+        // Expired messages leave the outbox; a second pass finds nothing more until 500.
+        assert_eq!(store.outbox(10).unwrap().len(), 2);
+        assert!(store.expire_outgoing(499).unwrap().is_empty());
+        assert_eq!(store.expire_outgoing(500).unwrap(), vec![(bob, ids[3])]);
+    }
+
+    #[test]
     fn history_dedup_and_states() {
         let store = Store::open_in_memory(&[1; 32]).unwrap();
         let bob = NodeId::from_bytes([2; 32]);
@@ -297,6 +369,7 @@ mod tests {
             body: "hi",
             sent_at_ms: 10,
             state: MessageState::Queued,
+            expires_at_ms: None,
         };
         let inc = NewMessage {
             id: &m2,
@@ -305,6 +378,7 @@ mod tests {
             body: "yo",
             sent_at_ms: 11,
             state: MessageState::Received,
+            expires_at_ms: None,
         };
         assert!(store.insert_message(&out, 10).unwrap());
         assert!(store.insert_message(&inc, 12).unwrap());

@@ -46,6 +46,18 @@ const MIGRATIONS: &[&str] = &[
         sealed     BLOB NOT NULL,
         updated_at INTEGER NOT NULL
      );",
+    // 3: message expiry, and the mailbox items this node holds for others (store-and-forward).
+    "ALTER TABLE messages ADD COLUMN expires_at_ms INTEGER;
+     CREATE INDEX messages_outbox ON messages (direction, state, seq);
+     CREATE TABLE mailbox_held (
+        recipient     BLOB NOT NULL CHECK (length(recipient) = 32),
+        message_id    BLOB NOT NULL CHECK (length(message_id) = 16),
+        sender        BLOB NOT NULL CHECK (length(sender) = 32),
+        expires_at_ms INTEGER NOT NULL,
+        item          BLOB NOT NULL,
+        PRIMARY KEY (recipient, message_id)
+     );
+     CREATE INDEX mailbox_held_by_expiry ON mailbox_held (expires_at_ms);",
 ];
 
 /// The schema version this program writes.

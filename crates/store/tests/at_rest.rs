@@ -31,6 +31,7 @@ fn no_plaintext_in_any_file() {
                 body: secret_text,
                 sent_at_ms: 1,
                 state: MessageState::Sent,
+                expires_at_ms: None,
             };
             store.insert_message(&m, 1).unwrap();
         }
