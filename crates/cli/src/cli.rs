@@ -127,6 +127,10 @@ pub(crate) struct SendArgs {
     /// How long --wait waits, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, requires = "wait")]
     pub(crate) timeout: u64,
+    /// Give up on the message if no receipt came back within this time, e.g. `90s`, `2h`,
+    /// `3days` (default 7 days, at most 30 days). It then shows as `expired`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub(crate) ttl: Option<std::time::Duration>,
     /// Print {"id", "to", "state"} as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -289,4 +293,14 @@ pub(crate) struct ChangePassphraseArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// A time to live: a human duration (`90s`, `2h`, `3days`) above zero.
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write it like 90s, 15min, 2h or 3days)"))?;
+    if d.is_zero() {
+        return Err("the time to live must be above zero".into());
+    }
+    Ok(d)
 }

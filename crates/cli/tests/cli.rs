@@ -912,3 +912,17 @@ fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
     );
     assert!(stdout(&node.run_ok(&["id"])).contains("Name         Alpha"));
 }
+
+#[test]
+fn a_bad_time_to_live_is_a_usage_error_that_says_how_to_write_one() {
+    for ttl in ["0s", "banana", "5 parsecs"] {
+        let out = bin()
+            .args(["send", "Bravo", "hi", "--ttl", ttl])
+            .output()
+            .unwrap();
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(2), "--ttl {ttl}");
+        let err = stderr(&out);
+        assert!(err.contains("--ttl"), "{err}");
+    }
+}

@@ -176,6 +176,7 @@ impl Person {
             text: text.into(),
             wait: false,
             timeout_ms: None,
+            ttl_ms: None,
         };
         self.runtime
             .block_on(self.client().send(&request))

@@ -43,6 +43,11 @@ pub struct NodeConfig {
     pub retry_max: Duration,
     /// The outbox is looked at least this often even when nothing wakes it (default 30 s).
     pub outbox_poll: Duration,
+    /// How long an outgoing message is retried before it expires, unless the sender sets its
+    /// own time to live (default 7 days).
+    pub message_ttl: Duration,
+    /// The longest time to live a message may have (default 30 days).
+    pub max_message_ttl: Duration,
     /// Addresses of DHT nodes to join through (node ids unknown; each proves its own).
     pub bootstrap: Vec<SocketAddr>,
     /// Addresses our DHT peer record advertises (empty: the bound address if it is a specific
@@ -71,6 +76,8 @@ impl Default for NodeConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             outbox_poll: Duration::from_secs(30),
+            message_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            max_message_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             bootstrap: Vec::new(),
             advertise: Vec::new(),
             dht: dp2ptcs_dht::DhtConfig::default(),

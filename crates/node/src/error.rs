@@ -50,6 +50,12 @@ pub enum NodeError {
         /// The peer's reason.
         reason: String,
     },
+    /// A message's time to live is zero or above the maximum.
+    #[error("a message's time to live must be above zero and at most {max:?}")]
+    InvalidTtl {
+        /// The longest allowed.
+        max: std::time::Duration,
+    },
     /// A bound was hit.
     #[error("limit exceeded: {0}")]
     Limit(&'static str),

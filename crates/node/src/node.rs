@@ -48,6 +48,13 @@ pub enum NodeEvent {
         /// Who received it.
         to: NodeId,
     },
+    /// A message we sent outlived its time to live without a receipt: the node gave up on it.
+    Expired {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: NodeId,
+    },
 }
 
 /// Most outbox messages read in one pass (the rest wait for the next pass).
@@ -251,6 +258,18 @@ impl Node {
         self.inner.send_chat(contact, text).await
     }
 
+    /// [`Node::queue_chat`] with a time to live of its own instead of the configured default
+    /// (at most `max_message_ttl`): once it passes without a receipt, the message is `expired`
+    /// and reported as [`NodeEvent::Expired`].
+    pub async fn queue_chat_with_ttl(
+        &self,
+        contact: &ContactRecord,
+        text: &str,
+        ttl: Duration,
+    ) -> Result<MessageId, NodeError> {
+        self.inner.queue_chat(contact, text, Some(ttl)).await
+    }
+
     /// Records a chat message to `contact` in the durable outbox and returns its id at once;
     /// the outbox sends it (in order with the contact's other queued messages) and retries until
     /// the end-to-end receipt arrives, reported as [`NodeEvent::Delivered`].
@@ -259,7 +278,7 @@ impl Node {
         contact: &ContactRecord,
         text: &str,
     ) -> Result<MessageId, NodeError> {
-        self.inner.queue_chat(contact, text).await
+        self.inner.queue_chat(contact, text, None).await
     }
 
     /// The addresses, connections, contacts and message counts of this node.
@@ -737,6 +756,17 @@ impl Inner {
         Ok(conn)
     }
 
+    /// When a message sent now with `ttl` (default: the configured one) expires.
+    fn expiry(&self, ttl: Option<Duration>) -> Result<u64, NodeError> {
+        let ttl = ttl.unwrap_or(self.config.message_ttl);
+        if ttl.is_zero() || ttl > self.config.max_message_ttl {
+            return Err(NodeError::InvalidTtl {
+                max: self.config.max_message_ttl,
+            });
+        }
+        Ok(now_ms().saturating_add(ttl.as_millis().min(u128::from(u64::MAX)) as u64))
+    }
+
     /// A new chat message with a fresh id; refuses what could never be sent.
     fn new_chat(&self, text: &str) -> Result<Chat, NodeError> {
         if self.is_shutting_down() {
@@ -752,10 +782,15 @@ impl Inner {
     }
 
     /// Records `chat` to `peer` as a queued outgoing message: from here on the outbox owns it.
-    async fn record_outgoing(&self, peer: NodeId, chat: &Chat) -> Result<(), NodeError> {
+    async fn record_outgoing(
+        &self,
+        peer: NodeId,
+        chat: &Chat,
+        expires_at_ms: u64,
+    ) -> Result<(), NodeError> {
         let store = self.store.clone();
         let c = chat.clone();
-        blocking(move || Ok(insert_outgoing(&lock(&store), &peer, &c)?)).await
+        blocking(move || Ok(insert_outgoing(&lock(&store), &peer, &c, expires_at_ms)?)).await
     }
 
     async fn send_chat(
@@ -765,13 +800,14 @@ impl Inner {
     ) -> Result<MessageId, NodeError> {
         let peer = contact.node_id;
         let chat = self.new_chat(text)?;
+        let expires_at_ms = self.expiry(None)?;
         // Claimed before it is recorded, so an outbox pass cannot send it at the same time.
         let claim = self.outbox.claim(peer, chat.id).ok_or(NodeError::Internal(
             "fresh message id already in flight".into(),
         ))?;
         // Recorded as queued together with the session save of its encryption (one commit), or
         // alone if it fails before that.
-        let result = self.deliver(contact, &chat, true).await;
+        let result = self.deliver(contact, &chat, Some(expires_at_ms)).await;
         drop(claim);
         if result.is_err() {
             // The outbox takes over, after the peer's backoff.
@@ -790,27 +826,32 @@ impl Inner {
         self: &Arc<Self>,
         contact: &ContactRecord,
         text: &str,
+        ttl: Option<Duration>,
     ) -> Result<MessageId, NodeError> {
         let chat = self.new_chat(text)?;
-        self.record_outgoing(contact.node_id, &chat).await?;
+        let expires_at_ms = self.expiry(ttl)?;
+        self.record_outgoing(contact.node_id, &chat, expires_at_ms)
+            .await?;
         self.outbox.wake();
         Ok(chat.id)
     }
 
     /// Transmits one chat message and waits for its receipt. A message that left but got no
-    /// receipt is marked `sent`; one that never left stays `queued`. With `record`, the message
-    /// is not recorded yet: it is recorded as `queued` in the same transaction as the session
-    /// save of its encryption (so before it leaves), or alone if this fails before that.
+    /// receipt is marked `sent`; one that never left stays `queued`. With `record` (its
+    /// expiry), the message is not recorded yet: it is recorded as `queued` in the same
+    /// transaction as the session save of its encryption (so before it leaves), or alone if this
+    /// fails before that.
     async fn deliver(
         self: &Arc<Self>,
         contact: &ContactRecord,
         chat: &Chat,
-        record: bool,
+        record: Option<u64>,
     ) -> Result<(), NodeError> {
-        let mut recorded = !record;
-        let result = self.transmit(contact, chat, &mut recorded).await;
-        if result.is_err() && !recorded {
-            self.record_outgoing(contact.node_id, chat).await?;
+        let mut recorded = record.is_none();
+        let result = self.transmit(contact, chat, record, &mut recorded).await;
+        if let (Err(_), false, Some(expires_at_ms)) = (&result, recorded, record) {
+            self.record_outgoing(contact.node_id, chat, expires_at_ms)
+                .await?;
         }
         result
     }
@@ -819,6 +860,7 @@ impl Inner {
         self: &Arc<Self>,
         contact: &ContactRecord,
         chat: &Chat,
+        expires_at_ms: Option<u64>,
         recorded: &mut bool,
     ) -> Result<(), NodeError> {
         let _permit = self
@@ -839,8 +881,9 @@ impl Inner {
             None
         } else {
             let c = chat.clone();
+            let expires_at_ms = expires_at_ms.unwrap_or(u64::MAX);
             Some(Box::new(move |store: &Store| {
-                Ok(insert_outgoing(store, &peer, &c)?)
+                Ok(insert_outgoing(store, &peer, &c, expires_at_ms)?)
             }))
         };
         let env = self
@@ -933,9 +976,25 @@ impl Inner {
     /// returns when the next pass is due.
     async fn outbox_pass(self: &Arc<Self>) -> Result<Instant, NodeError> {
         let store = self.store.clone();
-        let pending = blocking(move || Ok(lock(&store).outbox(OUTBOX_BATCH)?)).await?;
+        let (expired, pending) = blocking(move || {
+            let store = lock(&store);
+            Ok((
+                store.expire_outgoing(now_ms())?,
+                store.outbox(OUTBOX_BATCH)?,
+            ))
+        })
+        .await?;
+        for (to, id) in expired {
+            tracing::info!(id = %id, to = %to.short(8), "message expired before delivery");
+            let _ = self.events.send(NodeEvent::Expired { id, to });
+        }
         let now = Instant::now();
         let mut next = now + self.config.outbox_poll;
+        // Wake in time to expire the first message that will.
+        let wall = now_ms();
+        if let Some(first) = pending.iter().filter_map(|m| m.expires_at_ms).min() {
+            next = next.min(now + Duration::from_millis(first.saturating_sub(wall)));
+        }
         let mut order = Vec::new();
         let mut by_peer: HashMap<NodeId, Vec<MessageRecord>> = HashMap::new();
         for m in pending {
@@ -978,7 +1037,10 @@ impl Inner {
                 let state = blocking(move || Ok(lock(&store).message(&peer, &id)?))
                     .await?
                     .map(|m| m.state);
-                if !matches!(state, Some(MessageState::Queued | MessageState::Sent)) {
+                if !matches!(
+                    state,
+                    Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
+                ) {
                     continue;
                 }
                 let chat = Chat {
@@ -986,7 +1048,7 @@ impl Inner {
                     sent_at_ms: m.sent_at_ms,
                     body: m.body,
                 };
-                self.deliver(&contact, &chat, false).await?;
+                self.deliver(&contact, &chat, None).await?;
             }
             Ok(())
         }
@@ -1049,6 +1111,7 @@ fn inbound(
                     body: &chat.body,
                     sent_at_ms: chat.sent_at_ms,
                     state: MessageState::Received,
+                    expires_at_ms: None,
                 },
                 now_ms(),
             )?;
@@ -1079,7 +1142,12 @@ fn inbound(
 }
 
 /// Records `chat` to `peer` as a queued outgoing message.
-fn insert_outgoing(store: &Store, peer: &NodeId, chat: &Chat) -> Result<(), StoreError> {
+fn insert_outgoing(
+    store: &Store,
+    peer: &NodeId,
+    chat: &Chat,
+    expires_at_ms: u64,
+) -> Result<(), StoreError> {
     store.insert_message(
         &NewMessage {
             id: &chat.id,
@@ -1088,6 +1156,7 @@ fn insert_outgoing(store: &Store, peer: &NodeId, chat: &Chat) -> Result<(), Stor
             body: &chat.body,
             sent_at_ms: chat.sent_at_ms,
             state: MessageState::Queued,
+            expires_at_ms: Some(expires_at_ms),
         },
         now_ms(),
     )?;

@@ -42,6 +42,7 @@ fn send(to: &str, text: &str, wait: bool) -> SendRequest {
         text: text.into(),
         wait,
         timeout_ms: Some(20_000),
+        ttl_ms: None,
     }
 }
 
@@ -359,4 +360,73 @@ async fn requests_over_the_peer_rate_are_refused_with_a_typed_error_and_retried_
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_past_its_time_to_live_expires_and_says_so() {
+    let (da, ka, kb) = (tempdir(), new_keys(), new_keys());
+    // B never runs: its address is a reserved port nobody answers on.
+    let b_addr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let client = serve(&a, da.path());
+    let mut b_contact = contact_of("b", &kb, &a);
+    b_contact.addresses = vec![b_addr];
+    a.put_contact(&b_contact).await.unwrap();
+    let mut events = client.events().await.unwrap();
+
+    let mut short = send("b", "only worth 2 s", false);
+    short.ttl_ms = Some(2_000);
+    let short = client.send(&short).await.unwrap();
+    let long = client
+        .send(&send("b", "worth a week", false))
+        .await
+        .unwrap();
+    let expired = tokio::time::timeout(SAFETY, async {
+        loop {
+            if let Some(Ok(Event::Expired { id, to })) = events.next().await {
+                return (id, to);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(expired, (short.id.clone(), b_contact.node_id.to_hex()));
+    let history = client
+        .history(&HistoryFilter {
+            direction: Some("outgoing".into()),
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    let state = |id: &str| history.iter().find(|m| m.id == id).unwrap().state.clone();
+    assert_eq!(state(&short.id), "expired");
+    assert_ne!(state(&long.id), "expired");
+    assert_eq!(client.status().await.unwrap().messages.expired, 1);
+
+    // A zero or too long time to live is refused with a clear error, and nothing is queued.
+    for ttl in [0, 31 * 24 * 60 * 60 * 1000] {
+        let mut bad = send("b", "never queued", false);
+        bad.ttl_ms = Some(ttl);
+        match client.send(&bad).await {
+            Err(ClientError::Api {
+                status: 400,
+                message,
+                ..
+            }) => {
+                assert!(message.contains("time to live"), "{message}")
+            }
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        client
+            .history(&HistoryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -50,7 +50,7 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
     while let Some(event) = events.next().await {
         match event? {
             Event::Message { .. } | Event::Lagged { .. } => {}
-            Event::Delivered { .. } => continue,
+            Event::Delivered { .. } | Event::Expired { .. } => continue,
         }
         // Read what is new from the history: the same shape as above, and nothing is lost
         // even if this subscriber lagged.

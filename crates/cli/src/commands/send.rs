@@ -41,6 +41,9 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
         text,
         wait: args.wait,
         timeout_ms: Some(args.timeout.saturating_mul(1000)),
+        ttl_ms: args
+            .ttl
+            .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
     };
     let response = block_on(client.send(&request))??;
     if args.json {

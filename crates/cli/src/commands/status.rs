@@ -30,12 +30,13 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
     println!("Connected    {}: {}", peers.len(), list(&peers));
     let m = &s.messages;
     println!(
-        "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent), {} expired",
+        "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent, {} held in mailboxes), {} expired",
         m.received,
         m.delivered,
-        m.queued + m.sent,
+        m.queued + m.sent + m.held,
         m.queued,
         m.sent,
+        m.held,
         m.expired
     );
     println!(

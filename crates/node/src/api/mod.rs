@@ -145,6 +145,9 @@ pub struct Counts {
     pub queued: u64,
     /// Outgoing, sent but no receipt yet.
     pub sent: u64,
+    /// Outgoing, held in the recipient's mailbox, no receipt yet.
+    #[serde(default)]
+    pub held: u64,
     /// Outgoing, receipt received.
     pub delivered: u64,
     /// Outgoing, given up on.
@@ -185,7 +188,7 @@ pub struct Message {
     pub body: String,
     /// The sender's clock when sent, Unix milliseconds.
     pub sent_at_ms: u64,
-    /// `queued`, `sent`, `delivered`, `expired` (outgoing) or `received` (incoming).
+    /// `queued`, `sent`, `held`, `delivered`, `expired` (outgoing) or `received` (incoming).
     pub state: String,
     /// When the state last changed, Unix milliseconds.
     pub state_at_ms: u64,
@@ -204,6 +207,10 @@ pub struct SendRequest {
     /// How long to wait, in milliseconds (default 30 000, at most [`MAX_WAIT_MS`]).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Time to live in milliseconds: without a receipt by then, the message expires (default:
+    /// the node's, 7 days; at most its maximum, 30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// The answer to [`SendRequest`].
@@ -236,6 +243,13 @@ pub enum Event {
     },
     /// The receipt for a message we sent arrived.
     Delivered {
+        /// The message id.
+        id: String,
+        /// The recipient's node id.
+        to: String,
+    },
+    /// A message we sent expired without a receipt.
+    Expired {
         /// The message id.
         id: String,
         /// The recipient's node id.

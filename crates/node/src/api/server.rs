@@ -83,6 +83,7 @@ impl From<NodeError> for ApiError {
                 "the node is shutting down",
             ),
             NodeError::Decode(e) => Self::new(StatusCode::BAD_REQUEST, "too_large", e.to_string()),
+            e @ NodeError::InvalidTtl { .. } => Self::bad_request(e.to_string()),
             e => {
                 tracing::warn!(error = %e, "api request failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -175,6 +176,7 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
         let slot = match state {
             MessageState::Queued => &mut counts.queued,
             MessageState::Sent => &mut counts.sent,
+            MessageState::Held => &mut counts.held,
             MessageState::Delivered => &mut counts.delivered,
             MessageState::Expired => &mut counts.expired,
             _ => &mut counts.received,
@@ -391,7 +393,14 @@ async fn send(
     let peer = contact.node_id;
     // Subscribe before queueing, so the receipt cannot slip past.
     let mut events = st.node.subscribe();
-    let id = st.node.queue_chat(&contact, &req.text).await?;
+    let id = match req.ttl_ms {
+        Some(ms) => {
+            st.node
+                .queue_chat_with_ttl(&contact, &req.text, Duration::from_millis(ms))
+                .await?
+        }
+        None => st.node.queue_chat(&contact, &req.text).await?,
+    };
     let mut state = MessageState::Queued;
     if req.wait {
         let wait = Duration::from_millis(req.timeout_ms.unwrap_or(30_000).min(MAX_WAIT_MS));
@@ -468,12 +477,17 @@ async fn events(
                     id: id.to_hex(),
                     to: to.to_hex(),
                 },
+                Ok(NodeEvent::Expired { id, to }) => Event::Expired {
+                    id: id.to_hex(),
+                    to: to.to_hex(),
+                },
                 Err(RecvError::Lagged(missed)) => Event::Lagged { missed },
                 Err(RecvError::Closed) => return None,
             };
             let kind = match &event {
                 Event::Message { .. } => "message",
                 Event::Delivered { .. } => "delivered",
+                Event::Expired { .. } => "expired",
                 Event::Lagged { .. } => "lagged",
             };
             match SseEvent::default().event(kind).json_data(&event) {
