@@ -3,8 +3,9 @@
 //!
 //! The wire crate checks the shape (id lengths, at most [`K`] contacts, record length, addresses,
 //! exactly one body); this module checks the meaning: a record kind must be known, and record
-//! bytes must be a valid record, signature included ([`Record::from_bytes`]). A value decoded
-//! here can be handed to [`Dht`](crate::Dht) as is.
+//! bytes must be a valid record, signature included ([`Record::from_bytes`]), and mailbox items
+//! and delete requests must verify ([`MailboxItem::from_bytes`], [`MailboxDelete::from_bytes`]).
+//! A value decoded here can be handed to [`Dht`](crate::Dht) as is.
 //!
 //! An IPv6 contact address loses its flow label and scope id on the wire.
 
@@ -15,6 +16,7 @@ use dp2ptcs_wire::{
 
 use crate::contact::Contact;
 use crate::kbucket::K;
+use crate::mailbox::{MailboxDelete, MailboxError, MailboxItem};
 use crate::message::{Request, RequestId, Response};
 use crate::record::{Record, RecordError, RecordKey, RecordKind};
 
@@ -34,6 +36,9 @@ pub enum CodecError {
     /// A `NODES` answer carries more than [`K`] contacts.
     #[error("{0} contacts, at most {K}")]
     TooManyContacts(usize),
+    /// A mailbox item or delete request is malformed or forged.
+    #[error("mailbox: {0}")]
+    Mailbox(#[from] MailboxError),
 }
 
 impl CodecError {
@@ -42,8 +47,12 @@ impl CodecError {
         match self {
             Self::Wire(e) => e.wire_code(),
             Self::UnknownRecordKind(_) => WireErrorCode::UnknownType,
-            Self::Record(RecordError::BadSignature) => WireErrorCode::AuthenticationFailed,
-            Self::Record(_) | Self::TooManyContacts(_) => WireErrorCode::MalformedFrame,
+            Self::Record(RecordError::BadSignature) | Self::Mailbox(MailboxError::BadSignature) => {
+                WireErrorCode::AuthenticationFailed
+            }
+            Self::Record(_) | Self::TooManyContacts(_) | Self::Mailbox(_) => {
+                WireErrorCode::MalformedFrame
+            }
         }
     }
 }
@@ -58,6 +67,12 @@ pub fn encode_request(id: RequestId, request: &Request) -> Result<Vec<u8>, Codec
             kind: key.kind.code(),
         },
         Request::Store { record } => DhtRequestBody::Store(record.to_bytes()),
+        Request::MailboxPut { item } => DhtRequestBody::MailboxPut(item.to_bytes()),
+        Request::MailboxFetch { limit_bytes, after } => DhtRequestBody::MailboxFetch {
+            limit_bytes: *limit_bytes,
+            after: *after,
+        },
+        Request::MailboxDelete { request } => DhtRequestBody::MailboxDelete(request.to_bytes()),
     };
     Ok(DhtRequest {
         request_id: id.0,
@@ -66,7 +81,8 @@ pub fn encode_request(id: RequestId, request: &Request) -> Result<Vec<u8>, Codec
     .encode()?)
 }
 
-/// Decodes and validates a request; a stored record is verified in full.
+/// Decodes and validates a request; a stored record, a mailbox item and a delete request are
+/// verified in full.
 pub fn decode_request(bytes: &[u8]) -> Result<(RequestId, Request), CodecError> {
     let m = DhtRequest::decode(bytes)?;
     let request = match m.body {
@@ -81,12 +97,21 @@ pub fn decode_request(bytes: &[u8]) -> Result<(RequestId, Request), CodecError> 
         DhtRequestBody::Store(bytes) => Request::Store {
             record: Box::new(Record::from_bytes(&bytes)?),
         },
+        DhtRequestBody::MailboxPut(bytes) => Request::MailboxPut {
+            item: Box::new(MailboxItem::from_bytes(&bytes)?),
+        },
+        DhtRequestBody::MailboxFetch { limit_bytes, after } => {
+            Request::MailboxFetch { limit_bytes, after }
+        }
+        DhtRequestBody::MailboxDelete(bytes) => Request::MailboxDelete {
+            request: Box::new(MailboxDelete::from_bytes(&bytes)?),
+        },
     };
     Ok((RequestId(m.request_id), request))
 }
 
 /// The protobuf encoding of the response to request `id`. Fails if it lists more than [`K`]
-/// contacts.
+/// contacts, or mailbox items beyond the bounds of one answer.
 pub fn encode_response(id: RequestId, response: &Response) -> Result<Vec<u8>, CodecError> {
     let body = match response {
         Response::Pong => DhtResponseBody::Pong,
@@ -98,6 +123,15 @@ pub fn encode_response(id: RequestId, response: &Response) -> Result<Vec<u8>, Co
         }
         Response::Value { record } => DhtResponseBody::Value(record.to_bytes()),
         Response::Stored { accepted } => DhtResponseBody::Stored(*accepted),
+        Response::MailboxStored { accepted, reason } => DhtResponseBody::MailboxStored {
+            accepted: *accepted,
+            reason: *reason,
+        },
+        Response::MailboxItems { items, more } => DhtResponseBody::MailboxItems {
+            items: items.iter().map(MailboxItem::to_bytes).collect(),
+            more: *more,
+        },
+        Response::MailboxDeleted { removed } => DhtResponseBody::MailboxDeleted(*removed),
     };
     Ok(DhtResponse {
         request_id: id.0,
@@ -106,7 +140,8 @@ pub fn encode_response(id: RequestId, response: &Response) -> Result<Vec<u8>, Co
     .encode()?)
 }
 
-/// Decodes and validates a response: at most [`K`] contacts, a record verified in full.
+/// Decodes and validates a response: at most [`K`] contacts, a record and mailbox items verified
+/// in full.
 pub fn decode_response(bytes: &[u8]) -> Result<(RequestId, Response), CodecError> {
     let m = DhtResponse::decode(bytes)?;
     let response = match m.body {
@@ -126,6 +161,17 @@ pub fn decode_response(bytes: &[u8]) -> Result<(RequestId, Response), CodecError
             record: Box::new(Record::from_bytes(&bytes)?),
         },
         DhtResponseBody::Stored(accepted) => Response::Stored { accepted },
+        DhtResponseBody::MailboxStored { accepted, reason } => {
+            Response::MailboxStored { accepted, reason }
+        }
+        DhtResponseBody::MailboxItems { items, more } => Response::MailboxItems {
+            items: items
+                .iter()
+                .map(|b| MailboxItem::from_bytes(b))
+                .collect::<Result<_, _>>()?,
+            more,
+        },
+        DhtResponseBody::MailboxDeleted(removed) => Response::MailboxDeleted { removed },
     };
     Ok((RequestId(m.request_id), response))
 }

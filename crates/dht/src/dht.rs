@@ -253,6 +253,15 @@ impl Dht {
             Request::Store { record } => Response::Stored {
                 accepted: self.store.put(*record, now_ms).is_ok(),
             },
+            Request::MailboxPut { .. } => Response::MailboxStored {
+                accepted: false,
+                reason: crate::MailboxRefusal::NotHolding.code(),
+            },
+            Request::MailboxFetch { .. } => Response::MailboxItems {
+                items: Vec::new(),
+                more: false,
+            },
+            Request::MailboxDelete { .. } => Response::MailboxDeleted { removed: 0 },
         }
     }
 
@@ -299,7 +308,11 @@ impl Dht {
                             running.lookup.on_invalid(from);
                         }
                     }
-                    Response::Pong | Response::Stored { .. } => running.lookup.on_invalid(from),
+                    Response::Pong
+                    | Response::Stored { .. }
+                    | Response::MailboxStored { .. }
+                    | Response::MailboxItems { .. }
+                    | Response::MailboxDeleted { .. } => running.lookup.on_invalid(from),
                 }
                 self.drive(lid, now_ms);
             }

@@ -62,6 +62,7 @@ mod dht;
 pub mod fuzzing;
 mod kbucket;
 mod lookup;
+mod mailbox;
 mod message;
 mod record;
 mod store;
@@ -74,6 +75,13 @@ pub use kbucket::{
     MAX_PER_PREFIX, REFRESH_INTERVAL_MS, REPLACEMENT_CACHE_LEN,
 };
 pub use lookup::{Lookup, LookupParams, PathStep, StepOutcome, MAX_ATTEMPTS, MAX_PEERS_PER_PATH};
+pub use mailbox::{
+    mailbox_key, MailboxDelete, MailboxError, MailboxItem, MailboxLimits, MailboxPut,
+    MailboxRefusal, MailboxStore, QuotaKind, DEFAULT_MAILBOX_TTL_MS, MAILBOX_DELETE_CONTEXT,
+    MAILBOX_ITEM_CONTEXT, MAILBOX_KEY_CONTEXT, MAILBOX_REPLICAS, MAILBOX_VERSION,
+    MAX_MAILBOX_CLOCK_SKEW_MS, MAX_MAILBOX_DELETE_IDS, MAX_MAILBOX_ITEM_LEN, MAX_MAILBOX_PAYLOAD,
+    MAX_MAILBOX_TTL_MS,
+};
 pub use message::{Request, RequestId, Response, Transmit};
 pub use record::{
     PeerRecord, Record, RecordError, RecordKey, RecordKind, RecordPayload, MAX_PEER_ADDRESSES,

@@ -3,9 +3,10 @@
 //! Their protobuf encoding is in [`codec`](crate::encode_request) (PROTOCOL.md section 10.3);
 //! this crate never sends anything.
 
-use dp2ptcs_types::NodeId;
+use dp2ptcs_types::{MessageId, NodeId};
 
 use crate::contact::Contact;
+use crate::mailbox::{MailboxDelete, MailboxItem};
 use crate::record::{Record, RecordKey};
 
 /// Identifies a request so that its response (or timeout) can be matched to it. Unique per
@@ -34,6 +35,25 @@ pub enum Request {
         /// The record, verified by the receiver before anything else.
         record: Box<Record>,
     },
+    /// Hold this item in its recipient's mailbox: [`Response::MailboxStored`]. The sender need
+    /// not be the requester (holders hand items on): the item's signature proves who sent it.
+    MailboxPut {
+        /// The item, verified by the receiver before anything else.
+        item: Box<MailboxItem>,
+    },
+    /// The items of the requester's own mailbox, oldest first: [`Response::MailboxItems`].
+    MailboxFetch {
+        /// Most item bytes wanted (the holder answers with at least one item's worth and at most
+        /// a frame's worth).
+        limit_bytes: u32,
+        /// Continue after this message id, the last of the previous answer.
+        after: Option<MessageId>,
+    },
+    /// Delete ids from the signer's mailbox: [`Response::MailboxDeleted`].
+    MailboxDelete {
+        /// The recipient's signed request, verified by the receiver before anything else.
+        request: Box<MailboxDelete>,
+    },
 }
 
 /// A DHT response.
@@ -55,6 +75,25 @@ pub enum Response {
     Stored {
         /// Whether the record was accepted (stored, or already held).
         accepted: bool,
+    },
+    /// Answer to [`Request::MailboxPut`].
+    MailboxStored {
+        /// Whether the item was accepted (stored, or already held).
+        accepted: bool,
+        /// Why not: a [`MailboxRefusal`](crate::MailboxRefusal) code, 0 when accepted.
+        reason: u32,
+    },
+    /// Answer to [`Request::MailboxFetch`]: verified items, oldest first.
+    MailboxItems {
+        /// The items (a receiver checks they are for it: a holder could send anyone's).
+        items: Vec<MailboxItem>,
+        /// Whether the holder has more after the last one.
+        more: bool,
+    },
+    /// Answer to [`Request::MailboxDelete`].
+    MailboxDeleted {
+        /// How many items the request removed at this holder.
+        removed: u32,
     },
 }
 

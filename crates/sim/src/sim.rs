@@ -684,6 +684,19 @@ impl Sim {
         let target = match request {
             Request::Ping => return Response::Pong,
             Request::Store { .. } => return Response::Stored { accepted: true },
+            Request::MailboxPut { .. } => {
+                return Response::MailboxStored {
+                    accepted: true,
+                    reason: 0,
+                }
+            }
+            Request::MailboxFetch { .. } => {
+                return Response::MailboxItems {
+                    items: Vec::new(),
+                    more: false,
+                }
+            }
+            Request::MailboxDelete { .. } => return Response::MailboxDeleted { removed: 0 },
             Request::FindNode { target } => *target,
             Request::FindValue { key } => key.owner,
         };

@@ -32,3 +32,25 @@ pub const MAX_DHT_CONTACTS: usize = 20;
 
 /// Largest encoded DHT record (body and signature), in bytes (PROTOCOL.md section 10.1).
 pub const MAX_DHT_RECORD_LEN: usize = 1024;
+
+/// Largest sealed payload one mailbox item may carry, in bytes (PROTOCOL.md section 11): an
+/// encrypted chat of at most 32 KiB plus its envelope and an X3DH initial message, with room.
+pub const MAX_MAILBOX_PAYLOAD: usize = 48 * 1024;
+
+/// Largest encoded mailbox item (body and signature), in bytes (PROTOCOL.md section 11.2): the
+/// 93-byte header, [`MAX_MAILBOX_PAYLOAD`] and a 64-byte signature.
+pub const MAX_MAILBOX_ITEM_LEN: usize = 93 + MAX_MAILBOX_PAYLOAD + 64;
+
+/// Most message ids one signed mailbox delete request may name (PROTOCOL.md section 11.3).
+pub const MAX_MAILBOX_DELETE_IDS: usize = 256;
+
+/// Largest encoded mailbox delete request (body and signature), in bytes: a 43-byte header,
+/// [`MAX_MAILBOX_DELETE_IDS`] ids of 16 bytes and a 64-byte signature.
+pub const MAX_MAILBOX_DELETE_LEN: usize = 43 + 16 * MAX_MAILBOX_DELETE_IDS + 64;
+
+/// Most item bytes (the sum of the encoded items) one `MAILBOX_ITEMS` answer may carry, so that
+/// with its protobuf overhead it fits one 64 KiB wire frame (PROTOCOL.md section 11.4).
+pub const MAX_MAILBOX_FETCH_BYTES: usize = 60 * 1024;
+
+/// Most items one `MAILBOX_ITEMS` answer may carry.
+pub const MAX_MAILBOX_FETCH_ITEMS: usize = 384;

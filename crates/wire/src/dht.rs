@@ -5,16 +5,26 @@
 //! exactly 32 bytes, a `NODES` answer carries at most
 //! [`MAX_DHT_CONTACTS`](dp2ptcs_types::limits::MAX_DHT_CONTACTS) contacts, record bytes are at
 //! most [`MAX_DHT_RECORD_LEN`](dp2ptcs_types::limits::MAX_DHT_RECORD_LEN), an address is 4 or 16
-//! IP bytes and a port at most 65535, and exactly one body is set. What a record's bytes mean
-//! (and whether its signature verifies) is the DHT crate's business: here they are opaque.
+//! IP bytes and a port at most 65535, and exactly one body is set. Mailbox messages (PROTOCOL.md
+//! section 11.4) are bounded the same way: an item at most
+//! [`MAX_MAILBOX_ITEM_LEN`](dp2ptcs_types::limits::MAX_MAILBOX_ITEM_LEN) bytes, a delete request
+//! at most [`MAX_MAILBOX_DELETE_LEN`](dp2ptcs_types::limits::MAX_MAILBOX_DELETE_LEN), and a
+//! `MAILBOX_ITEMS` answer at most
+//! [`MAX_MAILBOX_FETCH_ITEMS`](dp2ptcs_types::limits::MAX_MAILBOX_FETCH_ITEMS) items of
+//! [`MAX_MAILBOX_FETCH_BYTES`](dp2ptcs_types::limits::MAX_MAILBOX_FETCH_BYTES) in all, so that it
+//! fits one frame. What a record's, item's or delete request's bytes mean (and whether their
+//! signatures verify) is the DHT crate's business: here they are opaque.
 //!
 //! Unknown fields are skipped, as in every other message of this crate, so that later versions
 //! may add optional fields.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use dp2ptcs_types::limits::{MAX_DHT_CONTACTS, MAX_DHT_RECORD_LEN};
-use dp2ptcs_types::NodeId;
+use dp2ptcs_types::limits::{
+    MAX_DHT_CONTACTS, MAX_DHT_RECORD_LEN, MAX_MAILBOX_DELETE_LEN, MAX_MAILBOX_FETCH_BYTES,
+    MAX_MAILBOX_FETCH_ITEMS, MAX_MAILBOX_ITEM_LEN,
+};
+use dp2ptcs_types::{MessageId, NodeId};
 use prost::Message as _;
 
 use crate::message::{bounded, decode_proto, fixed, DecodeError};
@@ -82,10 +92,25 @@ pub enum DhtRequestBody {
     /// `STORE(record)`: the signed record bytes of PROTOCOL.md section 10.2, at most
     /// [`MAX_DHT_RECORD_LEN`] bytes.
     Store(Vec<u8>),
+    /// `MAILBOX_PUT(item)`: the signed item bytes of PROTOCOL.md section 11.2, at most
+    /// [`MAX_MAILBOX_ITEM_LEN`] bytes.
+    MailboxPut(Vec<u8>),
+    /// `MAILBOX_FETCH(limit_bytes, after)`: the requester's own mailbox items.
+    MailboxFetch {
+        /// Most item bytes wanted in the answer.
+        limit_bytes: u32,
+        /// Continue after this message id (the last of the previous answer); `None`: from the
+        /// start.
+        after: Option<MessageId>,
+    },
+    /// `MAILBOX_DELETE(delete)`: the signed delete request bytes of PROTOCOL.md section 11.3, at
+    /// most [`MAX_MAILBOX_DELETE_LEN`] bytes.
+    MailboxDelete(Vec<u8>),
 }
 
 impl DhtRequest {
-    /// The protobuf encoding. Fails if a stored record is longer than [`MAX_DHT_RECORD_LEN`].
+    /// The protobuf encoding. Fails if a stored record, item or delete request is longer than
+    /// its maximum.
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
         let body = match &self.body {
             DhtRequestBody::Ping => RequestBodyProto::Ping(proto::DhtPing {}),
@@ -102,6 +127,22 @@ impl DhtRequest {
                 bounded("record", record.len(), MAX_DHT_RECORD_LEN)?;
                 RequestBodyProto::Store(proto::DhtStore {
                     record: record.clone(),
+                })
+            }
+            DhtRequestBody::MailboxPut(item) => {
+                bounded("item", item.len(), MAX_MAILBOX_ITEM_LEN)?;
+                RequestBodyProto::MailboxPut(proto::DhtMailboxPut { item: item.clone() })
+            }
+            DhtRequestBody::MailboxFetch { limit_bytes, after } => {
+                RequestBodyProto::MailboxFetch(proto::DhtMailboxFetch {
+                    limit_bytes: *limit_bytes,
+                    after: after.map(|id| id.as_bytes().to_vec()).unwrap_or_default(),
+                })
+            }
+            DhtRequestBody::MailboxDelete(delete) => {
+                bounded("delete", delete.len(), MAX_MAILBOX_DELETE_LEN)?;
+                RequestBodyProto::MailboxDelete(proto::DhtMailboxDelete {
+                    delete: delete.clone(),
                 })
             }
         };
@@ -131,6 +172,22 @@ impl DhtRequest {
             RequestBodyProto::Store(s) => {
                 bounded("record", s.record.len(), MAX_DHT_RECORD_LEN)?;
                 DhtRequestBody::Store(s.record)
+            }
+            RequestBodyProto::MailboxPut(p) => {
+                bounded("item", p.item.len(), MAX_MAILBOX_ITEM_LEN)?;
+                DhtRequestBody::MailboxPut(p.item)
+            }
+            RequestBodyProto::MailboxFetch(f) => DhtRequestBody::MailboxFetch {
+                limit_bytes: f.limit_bytes,
+                after: if f.after.is_empty() {
+                    None
+                } else {
+                    Some(MessageId::from_bytes(fixed::<16>("after", &f.after)?))
+                },
+            },
+            RequestBodyProto::MailboxDelete(d) => {
+                bounded("delete", d.delete.len(), MAX_MAILBOX_DELETE_LEN)?;
+                DhtRequestBody::MailboxDelete(d.delete)
             }
         };
         Ok(Self {
@@ -163,11 +220,29 @@ pub enum DhtResponseBody {
     Value(Vec<u8>),
     /// `STORED(accepted)`.
     Stored(bool),
+    /// `MAILBOX_STORED(accepted, reason)`: `reason` says why not (PROTOCOL.md section 11.4), 0
+    /// when accepted.
+    MailboxStored {
+        /// Stored, or already held.
+        accepted: bool,
+        /// The refusal code.
+        reason: u32,
+    },
+    /// `MAILBOX_ITEMS(items, more)`: signed item bytes, at most [`MAX_MAILBOX_FETCH_ITEMS`] of at
+    /// most [`MAX_MAILBOX_ITEM_LEN`] bytes each and [`MAX_MAILBOX_FETCH_BYTES`] in all.
+    MailboxItems {
+        /// The items, oldest first.
+        items: Vec<Vec<u8>>,
+        /// Whether more are held after the last.
+        more: bool,
+    },
+    /// `MAILBOX_DELETED(removed)`: how many items the delete request removed.
+    MailboxDeleted(u32),
 }
 
 impl DhtResponse {
-    /// The protobuf encoding. Fails if there are more than [`MAX_DHT_CONTACTS`] contacts or the
-    /// record is longer than [`MAX_DHT_RECORD_LEN`].
+    /// The protobuf encoding. Fails if there are more than [`MAX_DHT_CONTACTS`] contacts, the
+    /// record is longer than [`MAX_DHT_RECORD_LEN`], or the mailbox items break their bounds.
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
         let body = match &self.body {
             DhtResponseBody::Pong => ResponseBodyProto::Pong(proto::DhtPong {}),
@@ -189,6 +264,22 @@ impl DhtResponse {
             DhtResponseBody::Stored(accepted) => ResponseBodyProto::Stored(proto::DhtStored {
                 accepted: *accepted,
             }),
+            DhtResponseBody::MailboxStored { accepted, reason } => {
+                ResponseBodyProto::MailboxStored(proto::DhtMailboxStored {
+                    accepted: *accepted,
+                    reason: *reason,
+                })
+            }
+            DhtResponseBody::MailboxItems { items, more } => {
+                check_items(items)?;
+                ResponseBodyProto::MailboxItems(proto::DhtMailboxItems {
+                    items: items.clone(),
+                    more: *more,
+                })
+            }
+            DhtResponseBody::MailboxDeleted(removed) => {
+                ResponseBodyProto::MailboxDeleted(proto::DhtMailboxDeleted { removed: *removed })
+            }
         };
         Ok(proto::DhtResponse {
             request_id: self.request_id,
@@ -216,12 +307,35 @@ impl DhtResponse {
                 DhtResponseBody::Value(v.record)
             }
             ResponseBodyProto::Stored(s) => DhtResponseBody::Stored(s.accepted),
+            ResponseBodyProto::MailboxStored(s) => DhtResponseBody::MailboxStored {
+                accepted: s.accepted,
+                reason: s.reason,
+            },
+            ResponseBodyProto::MailboxItems(m) => {
+                check_items(&m.items)?;
+                DhtResponseBody::MailboxItems {
+                    items: m.items,
+                    more: m.more,
+                }
+            }
+            ResponseBodyProto::MailboxDeleted(d) => DhtResponseBody::MailboxDeleted(d.removed),
         };
         Ok(Self {
             request_id: m.request_id,
             body,
         })
     }
+}
+
+/// The bounds of a `MAILBOX_ITEMS` answer: count, each item, and the total.
+fn check_items(items: &[Vec<u8>]) -> Result<(), DecodeError> {
+    bounded("items", items.len(), MAX_MAILBOX_FETCH_ITEMS)?;
+    let mut total = 0usize;
+    for item in items {
+        bounded("item", item.len(), MAX_MAILBOX_ITEM_LEN)?;
+        total = total.saturating_add(item.len());
+    }
+    bounded("items bytes", total, MAX_MAILBOX_FETCH_BYTES)
 }
 
 fn node_id(field: &'static str, bytes: &[u8]) -> Result<NodeId, DecodeError> {
@@ -505,6 +619,140 @@ mod tests {
     }
 
     #[test]
+    fn mailbox_messages_round_trip_at_their_bounds() {
+        let requests = [
+            DhtRequestBody::MailboxPut(vec![1; MAX_MAILBOX_ITEM_LEN]),
+            DhtRequestBody::MailboxFetch {
+                limit_bytes: u32::MAX,
+                after: None,
+            },
+            DhtRequestBody::MailboxFetch {
+                limit_bytes: 0,
+                after: Some(MessageId::from_bytes([9; 16])),
+            },
+            DhtRequestBody::MailboxDelete(vec![2; MAX_MAILBOX_DELETE_LEN]),
+        ];
+        for body in requests {
+            let r = DhtRequest {
+                request_id: u64::MAX,
+                body,
+            };
+            let bytes = r.encode().unwrap();
+            assert!(bytes.len() <= crate::MAX_FRAME_LEN);
+            assert_eq!(DhtRequest::decode(&bytes).unwrap(), r);
+        }
+        // The fullest MAILBOX_ITEMS answers fit one frame: by bytes, and by count.
+        let by_bytes = vec![
+            vec![3; MAX_MAILBOX_ITEM_LEN],
+            vec![4; MAX_MAILBOX_FETCH_BYTES - MAX_MAILBOX_ITEM_LEN],
+        ];
+        let each = MAX_MAILBOX_FETCH_BYTES / MAX_MAILBOX_FETCH_ITEMS;
+        let by_count = vec![vec![5; each]; MAX_MAILBOX_FETCH_ITEMS];
+        for items in [by_bytes, by_count, Vec::new()] {
+            let r = DhtResponse {
+                request_id: u64::MAX,
+                body: DhtResponseBody::MailboxItems { items, more: true },
+            };
+            let bytes = r.encode().unwrap();
+            assert!(bytes.len() <= crate::MAX_FRAME_LEN, "{}", bytes.len());
+            assert_eq!(DhtResponse::decode(&bytes).unwrap(), r);
+        }
+        for body in [
+            DhtResponseBody::MailboxStored {
+                accepted: false,
+                reason: 5,
+            },
+            DhtResponseBody::MailboxDeleted(256),
+        ] {
+            let r = DhtResponse {
+                request_id: 3,
+                body,
+            };
+            assert_eq!(DhtResponse::decode(&r.encode().unwrap()).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn mailbox_bounds_are_enforced_both_ways() {
+        let put = |item: Vec<u8>| proto::DhtRequest {
+            request_id: 1,
+            body: Some(RequestBodyProto::MailboxPut(proto::DhtMailboxPut { item })),
+        };
+        let too_long = DecodeError::TooLong {
+            field: "item",
+            actual: MAX_MAILBOX_ITEM_LEN + 1,
+            max: MAX_MAILBOX_ITEM_LEN,
+        };
+        assert_eq!(
+            DhtRequest::decode(&put(vec![0; MAX_MAILBOX_ITEM_LEN + 1]).encode_to_vec()),
+            Err(too_long.clone())
+        );
+        let r = DhtRequest {
+            request_id: 1,
+            body: DhtRequestBody::MailboxPut(vec![0; MAX_MAILBOX_ITEM_LEN + 1]),
+        };
+        assert_eq!(r.encode(), Err(too_long));
+        let del = proto::DhtRequest {
+            request_id: 1,
+            body: Some(RequestBodyProto::MailboxDelete(proto::DhtMailboxDelete {
+                delete: vec![0; MAX_MAILBOX_DELETE_LEN + 1],
+            })),
+        };
+        assert!(matches!(
+            DhtRequest::decode(&del.encode_to_vec()),
+            Err(DecodeError::TooLong {
+                field: "delete",
+                ..
+            })
+        ));
+        let fetch = proto::DhtRequest {
+            request_id: 1,
+            body: Some(RequestBodyProto::MailboxFetch(proto::DhtMailboxFetch {
+                limit_bytes: 1,
+                after: vec![0; 15],
+            })),
+        };
+        assert_eq!(
+            DhtRequest::decode(&fetch.encode_to_vec()),
+            Err(DecodeError::FieldLength {
+                field: "after",
+                actual: 15,
+                expected: 16
+            })
+        );
+        let items = |items: Vec<Vec<u8>>| proto::DhtResponse {
+            request_id: 1,
+            body: Some(ResponseBodyProto::MailboxItems(proto::DhtMailboxItems {
+                items,
+                more: false,
+            })),
+        };
+        let over = [
+            (vec![vec![0; MAX_MAILBOX_ITEM_LEN + 1]], "item"),
+            (vec![Vec::new(); MAX_MAILBOX_FETCH_ITEMS + 1], "items"),
+            (
+                vec![vec![0; MAX_MAILBOX_ITEM_LEN], vec![0; MAX_MAILBOX_ITEM_LEN]],
+                "items bytes",
+            ),
+        ];
+        for (list, field) in over {
+            let m = items(list.clone());
+            match DhtResponse::decode(&m.encode_to_vec()) {
+                Err(DecodeError::TooLong { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+            let r = DhtResponse {
+                request_id: 1,
+                body: DhtResponseBody::MailboxItems {
+                    items: list,
+                    more: false,
+                },
+            };
+            assert!(r.encode().is_err(), "{field}");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_skipped() {
         let mut bytes = DhtRequest {
             request_id: 9,
@@ -539,6 +787,15 @@ mod tests {
             }),
             proptest::collection::vec(any::<u8>(), 0..=MAX_DHT_RECORD_LEN)
                 .prop_map(DhtRequestBody::Store),
+            proptest::collection::vec(any::<u8>(), 0..2048).prop_map(DhtRequestBody::MailboxPut),
+            (any::<u32>(), proptest::option::of(any::<[u8; 16]>())).prop_map(|(limit_bytes, a)| {
+                DhtRequestBody::MailboxFetch {
+                    limit_bytes,
+                    after: a.map(MessageId::from_bytes),
+                }
+            }),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_MAILBOX_DELETE_LEN)
+                .prop_map(DhtRequestBody::MailboxDelete),
         ]
     }
 
@@ -556,6 +813,14 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..=MAX_DHT_RECORD_LEN)
                 .prop_map(DhtResponseBody::Value),
             any::<bool>().prop_map(DhtResponseBody::Stored),
+            (any::<bool>(), any::<u32>())
+                .prop_map(|(accepted, reason)| DhtResponseBody::MailboxStored { accepted, reason }),
+            (
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..20),
+                any::<bool>()
+            )
+                .prop_map(|(items, more)| DhtResponseBody::MailboxItems { items, more }),
+            any::<u32>().prop_map(DhtResponseBody::MailboxDeleted),
         ]
     }
 

@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use rand_chacha::rand_core::SeedableRng;
 
 use super::*;
+use crate::mailbox::MAX_MAILBOX_PAYLOAD;
 use crate::record::{PeerRecord, RecordPayload, MAX_PEER_ADDRESSES};
+use dp2ptcs_types::MessageId;
 
 fn peer_record(seed: u8) -> Record {
     let id = Identity::from_seed(&[seed; 32]);
@@ -14,6 +16,24 @@ fn peer_record(seed: u8) -> Record {
         mix_key: None,
     });
     Record::sign(&id, 1, 1_000, payload).unwrap()
+}
+
+fn mailbox_item(seed: u8, payload: usize) -> MailboxItem {
+    MailboxItem::sign(
+        &Identity::from_seed(&[seed; 32]),
+        NodeId::from_bytes([seed ^ 0xff; 32]),
+        MessageId::from_bytes([seed; 16]),
+        1_000,
+        vec![seed; payload],
+    )
+    .unwrap()
+}
+
+fn mailbox_delete(seed: u8, ids: usize) -> MailboxDelete {
+    let ids = (0..ids)
+        .map(|i| MessageId::from_bytes([i as u8; 16]))
+        .collect();
+    MailboxDelete::sign(&Identity::from_seed(&[seed; 32]), ids, 5).unwrap()
 }
 
 fn contact(i: u8) -> Contact {
@@ -35,6 +55,20 @@ fn every_request_round_trips() {
         Request::Store {
             record: Box::new(record),
         },
+        Request::MailboxPut {
+            item: Box::new(mailbox_item(4, MAX_MAILBOX_PAYLOAD)),
+        },
+        Request::MailboxFetch {
+            limit_bytes: 60_000,
+            after: Some(MessageId::from_bytes([5; 16])),
+        },
+        Request::MailboxFetch {
+            limit_bytes: 0,
+            after: None,
+        },
+        Request::MailboxDelete {
+            request: Box::new(mailbox_delete(6, 256)),
+        },
     ];
     for (i, r) in requests.into_iter().enumerate() {
         let bytes = encode_request(RequestId(i as u64), &r).unwrap();
@@ -54,6 +88,19 @@ fn every_response_round_trips() {
             record: Box::new(peer_record(3)),
         },
         Response::Stored { accepted: true },
+        Response::MailboxStored {
+            accepted: false,
+            reason: 2,
+        },
+        Response::MailboxItems {
+            items: vec![mailbox_item(1, MAX_MAILBOX_PAYLOAD), mailbox_item(2, 10)],
+            more: true,
+        },
+        Response::MailboxItems {
+            items: Vec::new(),
+            more: false,
+        },
+        Response::MailboxDeleted { removed: 3 },
     ];
     for r in responses {
         let bytes = encode_response(RequestId(7), &r).unwrap();
@@ -158,6 +205,59 @@ fn forged_records_are_refused_in_store_and_value() {
 }
 
 #[test]
+fn forged_mailbox_items_and_deletes_are_refused() {
+    let mut item = mailbox_item(7, 20).to_bytes();
+    item[40] ^= 1;
+    let put = DhtRequest {
+        request_id: 1,
+        body: DhtRequestBody::MailboxPut(item.clone()),
+    }
+    .encode()
+    .unwrap();
+    let err = decode_request(&put).unwrap_err();
+    assert_eq!(err, CodecError::Mailbox(MailboxError::BadSignature));
+    assert_eq!(err.wire_code(), WireErrorCode::AuthenticationFailed);
+    // One forged item spoils a whole MAILBOX_ITEMS answer.
+    let items = DhtResponse {
+        request_id: 1,
+        body: DhtResponseBody::MailboxItems {
+            items: vec![mailbox_item(8, 1).to_bytes(), item],
+            more: false,
+        },
+    }
+    .encode()
+    .unwrap();
+    assert_eq!(
+        decode_response(&items),
+        Err(CodecError::Mailbox(MailboxError::BadSignature))
+    );
+    let mut delete = mailbox_delete(9, 2).to_bytes();
+    delete[50] ^= 1;
+    let del = DhtRequest {
+        request_id: 1,
+        body: DhtRequestBody::MailboxDelete(delete),
+    }
+    .encode()
+    .unwrap();
+    assert_eq!(
+        decode_request(&del),
+        Err(CodecError::Mailbox(MailboxError::BadSignature))
+    );
+    let short = DhtRequest {
+        request_id: 1,
+        body: DhtRequestBody::MailboxPut(vec![1; 10]),
+    }
+    .encode()
+    .unwrap();
+    let err = decode_request(&short).unwrap_err();
+    assert!(matches!(
+        err,
+        CodecError::Mailbox(MailboxError::Malformed(_))
+    ));
+    assert_eq!(err.wire_code(), WireErrorCode::MalformedFrame);
+}
+
+#[test]
 fn a_missing_body_is_refused() {
     assert_eq!(
         decode_request(&[]),
@@ -221,6 +321,18 @@ fn request() -> impl Strategy<Value = Request> {
         record().prop_map(|r| Request::Store {
             record: Box::new(r)
         }),
+        (any::<u8>(), 0usize..300).prop_map(|(seed, len)| Request::MailboxPut {
+            item: Box::new(mailbox_item(seed, len))
+        }),
+        (any::<u32>(), proptest::option::of(any::<[u8; 16]>())).prop_map(|(limit_bytes, a)| {
+            Request::MailboxFetch {
+                limit_bytes,
+                after: a.map(MessageId::from_bytes),
+            }
+        }),
+        (any::<u8>(), 1usize..=256).prop_map(|(seed, n)| Request::MailboxDelete {
+            request: Box::new(mailbox_delete(seed, n))
+        }),
     ]
 }
 
@@ -234,6 +346,17 @@ fn response() -> impl Strategy<Value = Response> {
             record: Box::new(r)
         }),
         any::<bool>().prop_map(|accepted| Response::Stored { accepted }),
+        (any::<bool>(), any::<u32>())
+            .prop_map(|(accepted, reason)| Response::MailboxStored { accepted, reason }),
+        (
+            proptest::collection::vec((any::<u8>(), 0usize..500), 0..8),
+            any::<bool>()
+        )
+            .prop_map(|(items, more)| Response::MailboxItems {
+                items: items.into_iter().map(|(s, l)| mailbox_item(s, l)).collect(),
+                more
+            }),
+        any::<u32>().prop_map(|removed| Response::MailboxDeleted { removed }),
     ]
 }
 

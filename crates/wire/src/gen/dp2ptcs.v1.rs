@@ -175,13 +175,38 @@ pub struct DhtStore {
     #[prost(bytes = "vec", tag = "1")]
     pub record: ::prost::alloc::vec::Vec<u8>,
 }
+/// MAILBOX_PUT: hold this item in its recipient's mailbox. Answered with MAILBOX_STORED.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtMailboxPut {
+    /// a signed mailbox item (PROTOCOL.md section 11.2), at most 49309 bytes
+    #[prost(bytes = "vec", tag = "1")]
+    pub item: ::prost::alloc::vec::Vec<u8>,
+}
+/// MAILBOX_FETCH: the items of the requester's own mailbox, oldest first. Answered with
+/// MAILBOX_ITEMS.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtMailboxFetch {
+    /// most item bytes wanted in the answer
+    #[prost(uint32, tag = "1")]
+    pub limit_bytes: u32,
+    /// empty (from the start) or 16 bytes: the last message id received
+    #[prost(bytes = "vec", tag = "2")]
+    pub after: ::prost::alloc::vec::Vec<u8>,
+}
+/// MAILBOX_DELETE: delete ids from the signer's mailbox. Answered with MAILBOX_DELETED.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtMailboxDelete {
+    /// a signed delete request (PROTOCOL.md section 11.3), at most 4203 bytes
+    #[prost(bytes = "vec", tag = "1")]
+    pub delete: ::prost::alloc::vec::Vec<u8>,
+}
 /// A DHT request; exactly one body is set.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DhtRequest {
     /// unique per sender; the response echoes it
     #[prost(uint64, tag = "1")]
     pub request_id: u64,
-    #[prost(oneof = "dht_request::Body", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "dht_request::Body", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub body: ::core::option::Option<dht_request::Body>,
 }
 /// Nested message and enum types in `DhtRequest`.
@@ -196,6 +221,12 @@ pub mod dht_request {
         FindValue(super::DhtFindValue),
         #[prost(message, tag = "5")]
         Store(super::DhtStore),
+        #[prost(message, tag = "6")]
+        MailboxPut(super::DhtMailboxPut),
+        #[prost(message, tag = "7")]
+        MailboxFetch(super::DhtMailboxFetch),
+        #[prost(message, tag = "8")]
+        MailboxDelete(super::DhtMailboxDelete),
     }
 }
 /// Answer to PING.
@@ -222,13 +253,40 @@ pub struct DhtStored {
     #[prost(bool, tag = "1")]
     pub accepted: bool,
 }
+/// Answer to MAILBOX_PUT.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtMailboxStored {
+    /// stored, or already held
+    #[prost(bool, tag = "1")]
+    pub accepted: bool,
+    /// why not (PROTOCOL.md section 11.4); 0 when accepted
+    #[prost(uint32, tag = "2")]
+    pub reason: u32,
+}
+/// Answer to MAILBOX_FETCH.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtMailboxItems {
+    /// signed items, at most 384, each at most 49309 bytes, 61440 in all
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub items: ::prost::alloc::vec::Vec<::prost::alloc::vec::Vec<u8>>,
+    /// more items are held after the last one
+    #[prost(bool, tag = "2")]
+    pub more: bool,
+}
+/// Answer to MAILBOX_DELETE.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DhtMailboxDeleted {
+    /// items removed
+    #[prost(uint32, tag = "1")]
+    pub removed: u32,
+}
 /// A DHT response; exactly one body is set.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct DhtResponse {
     /// the request's id
     #[prost(uint64, tag = "1")]
     pub request_id: u64,
-    #[prost(oneof = "dht_response::Body", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "dht_response::Body", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub body: ::core::option::Option<dht_response::Body>,
 }
 /// Nested message and enum types in `DhtResponse`.
@@ -243,6 +301,12 @@ pub mod dht_response {
         Value(super::DhtValue),
         #[prost(message, tag = "5")]
         Stored(super::DhtStored),
+        #[prost(message, tag = "6")]
+        MailboxStored(super::DhtMailboxStored),
+        #[prost(message, tag = "7")]
+        MailboxItems(super::DhtMailboxItems),
+        #[prost(message, tag = "8")]
+        MailboxDeleted(super::DhtMailboxDeleted),
     }
 }
 /// What an envelope's (decrypted) payload holds.
