@@ -84,3 +84,92 @@ fn an_offline_recipient_gets_every_message_once_in_order_when_it_comes_up() {
     );
     assert_eq!(net.status(B).messages.received, 200);
 }
+
+#[test]
+fn messages_across_a_partition_arrive_once_in_order_after_it_heals() {
+    const LEFT: [usize; 3] = [0, 1, 2];
+    const RIGHT: [usize; 3] = [3, 4, 5];
+    // Alpha and Bravo on the left, Delta and Echo on the right.
+    const A: usize = 0;
+    const B: usize = 1;
+    const D: usize = 3;
+    const E: usize = 4;
+    let Some(mut net) = Net::new(HOSTS, CONFIG) else {
+        return;
+    };
+    net.start_all();
+    // After a first run contact URIs carry the nodes' addresses.
+    net.introduce(A, D);
+    net.introduce(E, B);
+    net.introduce(A, B);
+    // Sessions and connections exist before the split: the CLI, waiting for each receipt.
+    for (from, to) in [(A, D), (E, B), (A, B)] {
+        let to = net.name(to);
+        net.cli_ok(from, &["send", to, "warm-up", "--wait", "--timeout", "60"]);
+    }
+
+    net.partition(&LEFT, &RIGHT);
+    let a_to_d = texts("A->D across", 20);
+    let e_to_b = texts("E->B across", 20);
+    let a_to_b = texts("A->B within", 5);
+    for i in 0..20 {
+        net.send(A, D, &a_to_d[i]);
+        net.send(E, B, &e_to_b[i]);
+        if let Some(text) = a_to_b.get(i) {
+            net.send(A, B, text);
+        }
+    }
+    // Within a half, messages still flow.
+    net.wait_until("A->B within the left half", || {
+        net.received(B, A).len() == 1 + a_to_b.len()
+    });
+    // Across, nothing gets through: both senders fail an attempt and back off.
+    net.wait_until("A and E to back off", || {
+        net.status(A).peers_retrying == 1 && net.status(E).peers_retrying == 1
+    });
+    assert_eq!(net.received(D, A), ["warm-up"]);
+    assert_eq!(net.received(B, E), ["warm-up"]);
+
+    let healed = Instant::now();
+    net.heal();
+    net.wait_until("every message across the healed partition", || {
+        net.pending(A) == 0 && net.pending(E) == 0
+    });
+    eprintln!(
+        "40 messages across delivered {:?} after the heal",
+        healed.elapsed()
+    );
+    let with_warm_up = |texts: &[String]| {
+        let mut all = vec!["warm-up".to_owned()];
+        all.extend_from_slice(texts);
+        all
+    };
+    assert_exactly_once_in_order(&net.history(D, "incoming", Some(A)), &with_warm_up(&a_to_d));
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(E)), &with_warm_up(&e_to_b));
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &with_warm_up(&a_to_b));
+
+    // One host cut off on its own, then restored.
+    net.cut(D);
+    let while_cut = texts("A->D while D is cut off", 5);
+    for text in &while_cut {
+        net.send(A, D, text);
+    }
+    net.wait_until("A to back off from D", || net.status(A).peers_retrying == 1);
+    assert_eq!(net.received(D, A).len(), 1 + a_to_d.len());
+    let restored = Instant::now();
+    net.restore(D);
+    net.wait_until("the messages to the restored host", || net.pending(A) == 0);
+    eprintln!(
+        "5 messages delivered {:?} after the link came back",
+        restored.elapsed()
+    );
+    let mut expected = with_warm_up(&a_to_d);
+    expected.extend(while_cut);
+    assert_exactly_once_in_order(&net.history(D, "incoming", Some(A)), &expected);
+    for i in [A, E] {
+        assert!(net
+            .history(i, "outgoing", None)
+            .iter()
+            .all(|m| m.state == "delivered"));
+    }
+}
