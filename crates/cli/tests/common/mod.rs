@@ -24,13 +24,18 @@ pub const FAST_KDF: [&str; 6] = [
 
 /// The built binary, with no `DP2PTCS_*` setting inherited from the environment and no stdin.
 pub fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dp2ptcs"));
+    let mut cmd = scrub_env(Command::new(env!("CARGO_BIN_EXE_dp2ptcs")));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `cmd` without any `DP2PTCS_*` setting inherited from the environment.
+pub fn scrub_env(mut cmd: Command) -> Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("DP2PTCS_") {
             cmd.env_remove(name);
         }
     }
-    cmd.stdin(Stdio::null());
     cmd
 }
 
