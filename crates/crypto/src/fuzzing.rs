@@ -127,6 +127,20 @@ pub fn decode_bundle(data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Loads bytes as a prekey pickle; whatever loads must pickle again into bytes that load to the
+/// same pickle.
+pub fn decode_prekey_pickle(data: &[u8]) -> Result<(), String> {
+    if let Ok(store) = PreKeyStore::from_pickle(data) {
+        let again = store.pickle();
+        let reloaded = PreKeyStore::from_pickle(&again)
+            .map_err(|e| format!("a re-pickled prekey store does not load: {e}"))?;
+        if reloaded.pickle().as_slice() != again.as_slice() {
+            return Err("prekey pickle does not round-trip".into());
+        }
+    }
+    Ok(())
+}
+
 /// Decodes bytes as a ratchet header and as a ratchet message; whatever decodes must re-encode
 /// to the same bytes. A decoded message is also fed to a live session, which must reject it
 /// without changing state.

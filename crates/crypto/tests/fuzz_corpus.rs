@@ -34,6 +34,11 @@ fn decode_bundle_corpus() {
 }
 
 #[test]
+fn decode_prekey_pickle_corpus() {
+    replay("decode_prekey_pickle", fuzzing::decode_prekey_pickle);
+}
+
+#[test]
 fn decode_header_corpus() {
     replay("decode_header", fuzzing::decode_header);
 }
@@ -46,6 +51,13 @@ fn corpus_decoders_accept_the_valid_seeds() {
         let data = std::fs::read(dir.join("decode_bundle").join(name)).unwrap();
         assert!(
             dp2ptcs_crypto::PreKeyBundle::from_bytes(&data).is_ok(),
+            "{name}"
+        );
+    }
+    for name in ["pickle_0", "pickle_1"] {
+        let data = std::fs::read(dir.join("decode_prekey_pickle").join(name)).unwrap();
+        assert!(
+            dp2ptcs_crypto::PreKeyStore::from_pickle(&data).is_ok(),
             "{name}"
         );
     }

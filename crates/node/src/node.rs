@@ -236,8 +236,8 @@ impl Node {
     }
 
     /// Our current prekey bundle without a one-time prekey, for publishing (in the DHT). It
-    /// applies the rotation policy first, so it may rotate the signed prekey and write the
-    /// database (at most about once a week).
+    /// applies the rotation policy first, so it may rotate the signed prekey or drop a retired
+    /// one and then write the database (a few times a week at most).
     pub fn prekey_bundle(&self) -> PreKeyBundle {
         self.inner.published_bundle()
     }
