@@ -14,20 +14,28 @@
 //! **Bounds.** Lookups running: [`DhtConfig::max_lookups`]; requests in flight: at most
 //! `disjoint_paths × alpha` per lookup, k STOREs per finished put or republish, and one eviction
 //! ping per bucket; records held: [`DhtConfig::store_capacity`]; routing table: 256 × k entries
-//! plus 256 × [`REPLACEMENT_CACHE_LEN`](crate::REPLACEMENT_CACHE_LEN) cached newcomers. The
+//! plus 256 × [`REPLACEMENT_CACHE_LEN`](crate::REPLACEMENT_CACHE_LEN) cached newcomers; mailboxes:
+//! [`DhtConfig::mailbox`] and the bounds in `src/dht/mailbox.rs`. The
 //! transmit and event queues hold what the last inputs produced: drain them after each input.
 //!
 //! Lookups are started by [`Dht::find_node`], [`Dht::get_record`], [`Dht::put_record`] and
 //! [`Dht::bootstrap`]; each returns a [`LookupId`] that its [`Event::LookupFinished`] carries.
+//!
+//! **Mailboxes** (store-and-forward, PROTOCOL.md section 11) ride the same lookups and the same
+//! request/response exchange: [`Dht::deposit`], [`Dht::fetch_mailbox`] and
+//! [`Dht::delete_from_mailbox`] look up a mailbox key and then talk to its holders, and
+//! [`Dht::handle_request`] serves the three mailbox RPCs from this node's [`MailboxStore`]. See
+//! the module notes in `src/dht/mailbox.rs` for the events, hand-off and bounds.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use dp2ptcs_types::NodeId;
+use dp2ptcs_types::{MessageId, NodeId};
 use rand_core::RngCore;
 
 use crate::contact::Contact;
 use crate::kbucket::{random_id_in_bucket, InsertOutcome, RoutingTable, K, REFRESH_INTERVAL_MS};
 use crate::lookup::{Lookup, LookupParams, PathStep};
+use crate::mailbox::{MailboxDelete, MailboxItem, MailboxLimits, MailboxStore, MAILBOX_REPLICAS};
 use crate::message::{Request, RequestId, Response, Transmit};
 use crate::record::{Record, RecordKey};
 use crate::store::{PutOutcome, RecordStore, StoreError, DEFAULT_STORE_CAPACITY};
@@ -53,6 +61,21 @@ pub struct DhtConfig {
     pub store_capacity: usize,
     /// Most lookups running at once, including refresh and republish ones (default 32).
     pub max_lookups: usize,
+    /// Quotas of the mailboxes this node holds for others (default [`MailboxLimits::default`]).
+    /// With `total_bytes` 0 it holds none and refuses every `MAILBOX_PUT`.
+    pub mailbox: MailboxLimits,
+    /// Holders of each mailbox: the r nodes closest to its key (default [`MAILBOX_REPLICAS`] = 5).
+    pub mailbox_replicas: usize,
+    /// A held item is handed on to the r closest nodes of its mailbox this often, unless another
+    /// holder handed it here in the meantime (default 10 min).
+    pub mailbox_replicate_interval_ms: u64,
+    /// How soon after a node closer to a held mailbox than its farthest known holder enters the
+    /// routing table (a newcomer, a healed partition) the mailbox's items are handed on to it
+    /// (default 5 s).
+    pub mailbox_handoff_delay_ms: u64,
+    /// Most items handed on per round, each to up to r holders (default 64). A round runs at each
+    /// maintenance tick (periodic replication) and each hand-off timer.
+    pub mailbox_items_per_round: usize,
 }
 
 impl Default for DhtConfig {
@@ -66,6 +89,11 @@ impl Default for DhtConfig {
             maintenance_interval_ms: 60 * 1000,
             store_capacity: DEFAULT_STORE_CAPACITY,
             max_lookups: 32,
+            mailbox: MailboxLimits::default(),
+            mailbox_replicas: MAILBOX_REPLICAS,
+            mailbox_replicate_interval_ms: 10 * 60 * 1000,
+            mailbox_handoff_delay_ms: 5_000,
+            mailbox_items_per_round: 64,
         }
     }
 }
@@ -101,6 +129,14 @@ pub enum LookupPurpose {
     Republish(Box<Record>),
     /// Refreshing a bucket.
     Refresh,
+    /// [`Dht::deposit`]: `MAILBOX_PUT` the item at the r closest to its mailbox key.
+    Deposit(Box<MailboxItem>),
+    /// [`Dht::fetch_mailbox`]: `MAILBOX_FETCH` from the r closest to our mailbox key.
+    FetchMailbox,
+    /// [`Dht::delete_from_mailbox`]: `MAILBOX_DELETE` at the r closest to the mailbox key.
+    DeleteFromMailbox(Box<MailboxDelete>),
+    /// Handing the items held for this recipient on to the r closest to its mailbox key.
+    ReplicateMailbox(NodeId),
 }
 
 /// How a lookup ended.
@@ -134,13 +170,71 @@ pub struct LookupOutcome {
 pub enum Event {
     /// A lookup ended.
     LookupFinished(LookupOutcome),
+    /// A [`Dht::deposit`] is over: every holder it asked answered, refused or failed. Emitted
+    /// after the deposit's [`Event::LookupFinished`]. The message is held if `accepted ≥ 1`.
+    Deposited {
+        /// The deposit's lookup.
+        lookup: LookupId,
+        /// The item's message id.
+        message_id: MessageId,
+        /// Holders that accepted it (stored, or already held), this node included if it is one.
+        accepted: u32,
+        /// Holders that refused it or did not answer.
+        refused: u32,
+    },
+    /// Items of our own mailbox, fetched by [`Dht::fetch_mailbox`]: verified, addressed to this
+    /// node, unexpired, and new within this fetch (deduplicated across holders). A fetch may
+    /// report several batches.
+    MailboxItems {
+        /// The fetch's lookup.
+        lookup: LookupId,
+        /// The items, in the order the holders returned them (oldest first per holder).
+        items: Vec<MailboxItem>,
+    },
+    /// A [`Dht::fetch_mailbox`] is over: every holder asked answered (all its pages, up to
+    /// [`MAX_MAILBOX_FETCH_PAGES`]) or failed.
+    MailboxFetched {
+        /// The fetch's lookup.
+        lookup: LookupId,
+        /// Holders that answered.
+        holders: u32,
+        /// Items reported in [`Event::MailboxItems`] for this fetch.
+        items: u32,
+    },
+    /// A [`Dht::delete_from_mailbox`] is over.
+    MailboxDeleted {
+        /// The delete's lookup.
+        lookup: LookupId,
+        /// Holders that answered.
+        holders: u32,
+        /// Items they removed, summed over holders.
+        removed: u32,
+    },
+    /// This node now holds `item` for someone else's mailbox (persist it).
+    MailboxStored(MailboxItem),
+    /// This node no longer holds this item: deleted by its recipient, expired, handed on to
+    /// closer holders, or not restored (forget it).
+    MailboxRemoved {
+        /// Whose mailbox it was in.
+        recipient: NodeId,
+        /// Which item.
+        message_id: MessageId,
+    },
 }
+
+/// Most pages one [`Dht::fetch_mailbox`] asks of one holder (each at most one frame, 60 KiB of
+/// items); what is left waits for the next fetch.
+pub const MAX_MAILBOX_FETCH_PAGES: u32 = 8;
 
 #[derive(Debug, Clone, Copy)]
 enum PendingKind {
     Lookup(LookupId),
     EvictionPing,
     Store,
+    Mailbox {
+        op: LookupId,
+        what: mailbox::MailboxPending,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +265,12 @@ pub struct Dht {
     next_request: u64,
     next_lookup: u64,
     next_maintenance_ms: u64,
+    mailbox: Option<MailboxStore>,
+    mailbox_ops: BTreeMap<LookupId, mailbox::MailboxOp>,
+    mailbox_plans: BTreeMap<LookupId, mailbox::ReplicatePlan>,
+    mailbox_views: BTreeMap<NodeId, mailbox::MailboxView>,
+    handoff_due: BTreeMap<NodeId, BTreeSet<NodeId>>,
+    next_handoff_ms: u64,
 }
 
 impl Dht {
@@ -189,6 +289,16 @@ impl Dht {
             next_request: 0,
             next_lookup: 0,
             next_maintenance_ms: now_ms.saturating_add(config.maintenance_interval_ms),
+            mailbox: (config.mailbox.total_bytes > 0).then(|| {
+                let mut store = MailboxStore::new(config.mailbox);
+                store.set_replicate_interval(config.mailbox_replicate_interval_ms);
+                store
+            }),
+            mailbox_ops: BTreeMap::new(),
+            mailbox_plans: BTreeMap::new(),
+            mailbox_views: BTreeMap::new(),
+            handoff_due: BTreeMap::new(),
+            next_handoff_ms: u64::MAX,
         }
     }
 
@@ -230,7 +340,9 @@ impl Dht {
     /// When [`Dht::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> u64 {
         let first = self.deadlines.first().map_or(u64::MAX, |(t, _)| *t);
-        first.min(self.next_maintenance_ms)
+        first
+            .min(self.next_maintenance_ms)
+            .min(self.next_handoff_ms)
     }
 
     /// Answers a request from `from`, whose id the caller has proven. `from` enters the routing
@@ -253,15 +365,11 @@ impl Dht {
             Request::Store { record } => Response::Stored {
                 accepted: self.store.put(*record, now_ms).is_ok(),
             },
-            Request::MailboxPut { .. } => Response::MailboxStored {
-                accepted: false,
-                reason: crate::MailboxRefusal::NotHolding.code(),
-            },
-            Request::MailboxFetch { .. } => Response::MailboxItems {
-                items: Vec::new(),
-                more: false,
-            },
-            Request::MailboxDelete { .. } => Response::MailboxDeleted { removed: 0 },
+            Request::MailboxPut { item } => self.serve_mailbox_put(*item, now_ms),
+            Request::MailboxFetch { limit_bytes, after } => {
+                self.serve_mailbox_fetch(&from.id, limit_bytes, after, now_ms)
+            }
+            Request::MailboxDelete { request } => self.serve_mailbox_delete(&request, now_ms),
         }
     }
 
@@ -288,6 +396,9 @@ impl Dht {
                 self.table.ping_result(from, true, now_ms);
             }
             PendingKind::Store => {}
+            PendingKind::Mailbox { op, what } => {
+                self.mailbox_answer(op, what, pending.to, Some(response), now_ms);
+            }
             PendingKind::Lookup(lid) => {
                 let Some(running) = self.lookups.get_mut(&lid) else {
                     return;
@@ -327,8 +438,9 @@ impl Dht {
         }
     }
 
-    /// Times out overdue requests and, when due, expires records, republishes held records and
-    /// refreshes idle buckets (with random ids from `rng`).
+    /// Times out overdue requests and, when due, expires records and mailbox items, republishes
+    /// held records, hands mailbox items on, and refreshes idle buckets (with random ids from
+    /// `rng`).
     pub fn handle_timeout(&mut self, now_ms: u64, rng: &mut impl RngCore) {
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now_ms {
@@ -339,11 +451,15 @@ impl Dht {
                 self.fail(p, now_ms);
             }
         }
+        if now_ms >= self.next_handoff_ms {
+            self.mailbox_handoffs(now_ms);
+        }
         if now_ms < self.next_maintenance_ms {
             return;
         }
         self.next_maintenance_ms = now_ms.saturating_add(self.config.maintenance_interval_ms);
         self.store.expire(now_ms);
+        self.mailbox_maintenance(now_ms);
         for record in self.store.due_republish(now_ms) {
             let target = record.key().owner;
             let purpose = LookupPurpose::Republish(Box::new(record));
@@ -450,6 +566,13 @@ impl Dht {
             return;
         };
         let closest = lookup.closest();
+        let mailbox_purpose = match &purpose {
+            LookupPurpose::Deposit(_)
+            | LookupPurpose::FetchMailbox
+            | LookupPurpose::DeleteFromMailbox(_)
+            | LookupPurpose::ReplicateMailbox(_) => Some(purpose.clone()),
+            _ => None,
+        };
         let mut stores_sent = 0;
         if let LookupPurpose::PutRecord(record) | LookupPurpose::Republish(record) = &purpose {
             let local = self.local;
@@ -469,10 +592,13 @@ impl Dht {
             rounds: lookup.rounds(),
             requests: lookup.requests(),
             path: lookup.path().to_vec(),
-            closest,
+            closest: closest.clone(),
             purpose,
             stores_sent,
         }));
+        if let Some(p) = mailbox_purpose {
+            self.mailbox_lookup_done(lid, p, &closest, now_ms);
+        }
     }
 
     fn send(&mut self, to: Contact, request: Request, kind: PendingKind, now_ms: u64) {
@@ -499,6 +625,10 @@ impl Dht {
             PendingKind::Store => {
                 self.table.report_failure(&p.to.id, now_ms);
             }
+            PendingKind::Mailbox { op, what } => {
+                self.table.report_failure(&p.to.id, now_ms);
+                self.mailbox_answer(op, what, p.to, None, now_ms);
+            }
             PendingKind::Lookup(lid) => {
                 self.table.report_failure(&p.to.id, now_ms);
                 if let Some(running) = self.lookups.get_mut(&lid) {
@@ -511,8 +641,12 @@ impl Dht {
 
     /// A proven peer was seen: into the table, pinging an old entry if its bucket is full.
     fn observe(&mut self, peer: Contact, now_ms: u64) {
-        if let InsertOutcome::PingOldest { oldest } = self.table.insert(peer, now_ms) {
-            self.send(oldest, Request::Ping, PendingKind::EvictionPing, now_ms);
+        match self.table.insert(peer, now_ms) {
+            InsertOutcome::PingOldest { oldest } => {
+                self.send(oldest, Request::Ping, PendingKind::EvictionPing, now_ms);
+            }
+            InsertOutcome::Inserted => self.mailbox_peer_seen(&peer.id, now_ms),
+            _ => {}
         }
     }
 
@@ -524,5 +658,6 @@ impl Dht {
     }
 }
 
+mod mailbox;
 #[cfg(test)]
 mod tests;

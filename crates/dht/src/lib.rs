@@ -69,7 +69,10 @@ mod store;
 
 pub use codec::{decode_request, decode_response, encode_request, encode_response, CodecError};
 pub use contact::{Contact, NetPrefix};
-pub use dht::{Dht, DhtConfig, DhtError, Event, LookupId, LookupOutcome, LookupPurpose};
+pub use dht::{
+    Dht, DhtConfig, DhtError, Event, LookupId, LookupOutcome, LookupPurpose,
+    MAX_MAILBOX_FETCH_PAGES,
+};
 pub use kbucket::{
     random_id_in_bucket, InsertOutcome, RoutingTable, TableEntry, BUCKETS, K, MAX_FAILURES,
     MAX_PER_PREFIX, REFRESH_INTERVAL_MS, REPLACEMENT_CACHE_LEN,

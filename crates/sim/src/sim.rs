@@ -616,8 +616,10 @@ impl Sim {
             let at = now + self.cfg.net.latency_ms(&mut self.rng);
             self.schedule(at, Ev::Request { from: slot, to, t });
         }
-        for Event::LookupFinished(outcome) in events {
-            self.lookup_finished(slot, outcome);
+        for event in events {
+            if let Event::LookupFinished(outcome) = event {
+                self.lookup_finished(slot, outcome);
+            }
         }
         let node = &mut self.nodes[slot as usize];
         if timeout < node.timer_at {

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use super::*;
 use crate::lookup::{StepOutcome, MAX_ATTEMPTS};
 use crate::record::{PeerRecord, RecordKind, RecordPayload};
+use crate::MAILBOX_REPLICAS;
 
 /// A toy network that delivers every request instantly, except to `silent` nodes.
 struct Net {
@@ -81,10 +82,12 @@ impl Net {
         let pos = self
             .events
             .iter()
-            .position(|(n, Event::LookupFinished(o))| n == node && o.id == lookup)
+            .position(|(n, e)| matches!(e, Event::LookupFinished(o) if n == node && o.id == lookup))
             .expect("lookup finished");
-        let (_, Event::LookupFinished(o)) = self.events.remove(pos);
-        o
+        match self.events.remove(pos) {
+            (_, Event::LookupFinished(o)) => o,
+            _ => unreachable!(),
+        }
     }
 }
 
@@ -175,7 +178,7 @@ fn silent_peers_are_retried_then_time_out_and_leave_the_table() {
         assert!(
             net.events
                 .iter()
-                .all(|(_, Event::LookupFinished(o))| o.id != lid),
+                .all(|(_, e)| !matches!(e, Event::LookupFinished(o) if o.id == lid)),
             "ended before attempt {attempt} timed out"
         );
         let deadline = net.nodes[&a].poll_timeout();
@@ -305,7 +308,10 @@ fn maintenance_republishes_and_refreshes() {
         .events
         .iter()
         .filter(|(n, _)| *n == holder)
-        .map(|(_, Event::LookupFinished(o))| o.purpose.clone())
+        .filter_map(|(_, e)| match e {
+            Event::LookupFinished(o) => Some(o.purpose.clone()),
+            _ => None,
+        })
         .collect();
     assert!(purposes
         .iter()
@@ -322,3 +328,5 @@ fn maintenance_republishes_and_refreshes() {
         .count();
     assert_eq!(holders, 10);
 }
+
+mod mailbox;

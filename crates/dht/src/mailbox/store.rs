@@ -130,6 +130,8 @@ struct Held {
     item: MailboxItem,
     len: usize,
     seq: u64,
+    /// When this holder next hands it on to the other holders.
+    replicate_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -223,7 +225,14 @@ pub struct MailboxStore {
     tombstones: Tombstones,
     usage: Usage,
     next_seq: u64,
+    /// Items by the time they are due for replication.
+    replicate_order: BTreeSet<(u64, NodeId, MessageId)>,
+    replicate_interval_ms: u64,
 }
+
+/// How often a holder hands each item on unless another holder did (default of
+/// [`DhtConfig::mailbox_replicate_interval_ms`](crate::DhtConfig::mailbox_replicate_interval_ms)).
+pub(crate) const DEFAULT_REPLICATE_INTERVAL_MS: u64 = 10 * 60 * 1000;
 
 impl MailboxStore {
     /// An empty store with these quotas (a `max_ttl_ms` above [`MAX_MAILBOX_TTL_MS`] counts as
@@ -240,7 +249,14 @@ impl MailboxStore {
             tombstones: Tombstones::default(),
             usage: Usage::default(),
             next_seq: 0,
+            replicate_order: BTreeSet::new(),
+            replicate_interval_ms: DEFAULT_REPLICATE_INTERVAL_MS,
         }
+    }
+
+    /// Sets how long after it is stored (or last handed on) an item is due for replication.
+    pub(crate) fn set_replicate_interval(&mut self, interval_ms: u64) {
+        self.replicate_interval_ms = interval_ms;
     }
 
     /// The quotas.
@@ -259,11 +275,13 @@ impl MailboxStore {
             .get(&recipient)
             .and_then(|m| m.items.get(&id))
         {
-            return if held.item == item {
-                Ok(MailboxPut::Duplicate)
-            } else {
-                Err(MailboxError::Conflict)
-            };
+            if held.item != item {
+                return Err(MailboxError::Conflict);
+            }
+            // Another holder is handing it on: no need for us to, this interval.
+            let next = now_ms.saturating_add(self.replicate_interval_ms);
+            self.replicated(&recipient, &id, next);
+            return Ok(MailboxPut::Duplicate);
         }
         let len = item.encoded_len();
         let l = &self.limits;
@@ -292,13 +310,15 @@ impl MailboxStore {
         if self.usage.bytes + len > l.total_bytes {
             return Err(MailboxError::Quota(QuotaKind::Total));
         }
-        self.insert(item, len);
+        let replicate_at_ms = now_ms.saturating_add(self.replicate_interval_ms);
+        self.insert(item, len, replicate_at_ms);
         Ok(MailboxPut::Stored)
     }
 
     /// Reloads an item from the node's persistence at `now_ms`: the tombstones and the per-sender
     /// and per-mailbox quotas are not checked again (they were when it arrived), only its lifetime
-    /// and the total.
+    /// and the total. A restored item is due for replication at once (others may have come closer
+    /// to its mailbox while this node was away).
     pub fn restore(&mut self, item: MailboxItem, now_ms: u64) -> Result<MailboxPut, MailboxError> {
         let expires_at_ms = item.expires_at_ms();
         if expires_at_ms <= now_ms {
@@ -323,7 +343,7 @@ impl MailboxStore {
         if self.usage.bytes + len > self.limits.total_bytes {
             return Err(MailboxError::Quota(QuotaKind::Total));
         }
-        self.insert(item, len);
+        self.insert(item, len, now_ms);
         Ok(MailboxPut::Stored)
     }
 
@@ -351,12 +371,14 @@ impl MailboxStore {
         Ok(())
     }
 
-    fn insert(&mut self, item: MailboxItem, len: usize) {
+    fn insert(&mut self, item: MailboxItem, len: usize, replicate_at_ms: u64) {
         let recipient = *item.recipient();
         let id = *item.message_id();
         let seq = self.next_seq;
         self.next_seq += 1;
         self.expiries.insert((item.expires_at_ms(), recipient, id));
+        self.replicate_order
+            .insert((replicate_at_ms, recipient, id));
         let m = self.mailboxes.entry(recipient).or_default();
         let s = m.senders.entry(item.sender_id()).or_default();
         s.items += 1;
@@ -364,7 +386,15 @@ impl MailboxStore {
         m.usage.items += 1;
         m.usage.bytes += len;
         m.order.insert(seq, id);
-        m.items.insert(id, Held { item, len, seq });
+        m.items.insert(
+            id,
+            Held {
+                item,
+                len,
+                seq,
+                replicate_at_ms,
+            },
+        );
         self.usage.items += 1;
         self.usage.bytes += len;
     }
@@ -390,6 +420,8 @@ impl MailboxStore {
         }
         self.expiries
             .remove(&(held.item.expires_at_ms(), *recipient, *id));
+        self.replicate_order
+            .remove(&(held.replicate_at_ms, *recipient, *id));
         self.usage.items -= 1;
         self.usage.bytes -= held.len;
         Some(held.item)
@@ -469,6 +501,31 @@ impl MailboxStore {
             self.tombstones.add(recipient, *id, until, &self.limits);
         }
         Ok(removed)
+    }
+
+    /// Up to `max` items due for replication at `now_ms`, the longest due first.
+    pub(crate) fn due_replication(&self, now_ms: u64, max: usize) -> Vec<(NodeId, MessageId)> {
+        self.replicate_order
+            .iter()
+            .take_while(|(t, _, _)| *t <= now_ms)
+            .take(max)
+            .map(|&(_, r, id)| (r, id))
+            .collect()
+    }
+
+    /// Item `id` of `recipient` was handed on (by us or someone else): due again at `next_ms`.
+    pub(crate) fn replicated(&mut self, recipient: &NodeId, id: &MessageId, next_ms: u64) {
+        let Some(held) = self
+            .mailboxes
+            .get_mut(recipient)
+            .and_then(|m| m.items.get_mut(id))
+        else {
+            return;
+        };
+        self.replicate_order
+            .remove(&(held.replicate_at_ms, *recipient, *id));
+        held.replicate_at_ms = next_ms;
+        self.replicate_order.insert((next_ms, *recipient, *id));
     }
 
     /// Whether `id` is tombstoned in `recipient`'s mailbox at `now_ms`.

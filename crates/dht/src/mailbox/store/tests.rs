@@ -315,3 +315,35 @@ fn remove_frees_the_quota_without_a_tombstone() {
     );
     assert_eq!(s.put(a, 1), Ok(MailboxPut::Stored));
 }
+
+#[test]
+fn replication_is_due_an_interval_after_storing_unless_another_holder_handed_it_on() {
+    let mut s = store();
+    s.set_replicate_interval(100);
+    let a = item(1, 1, 1, DAY, 10);
+    let b = item(1, 1, 2, DAY, 10);
+    s.put(a.clone(), 0).unwrap();
+    s.put(b.clone(), 10).unwrap();
+    assert!(s.due_replication(99, 10).is_empty());
+    let r = *a.recipient();
+    assert_eq!(
+        s.due_replication(110, 10),
+        vec![(r, *a.message_id()), (r, *b.message_id())]
+    );
+    assert_eq!(s.due_replication(110, 1), vec![(r, *a.message_id())]);
+    // b arrives again from another holder at 105: due at 205 only.
+    assert_eq!(s.put(b.clone(), 105), Ok(MailboxPut::Duplicate));
+    s.replicated(&r, a.message_id(), 200);
+    assert!(s.due_replication(199, 10).is_empty());
+    assert_eq!(s.due_replication(205, 10).len(), 2);
+    // A restored item is due at once.
+    let c = item(2, 2, 3, DAY, 10);
+    s.restore(c.clone(), 300).unwrap();
+    assert!(s
+        .due_replication(300, 10)
+        .contains(&(*c.recipient(), *c.message_id())));
+    s.remove(c.recipient(), c.message_id());
+    assert!(!s
+        .due_replication(300, 10)
+        .contains(&(*c.recipient(), *c.message_id())));
+}
