@@ -242,6 +242,33 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Keeps `sealed`, the encrypted form of outgoing message `id` made for `peer`'s mailbox, so
+    /// that depositing it again never spends another message key.
+    pub fn set_sealed(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE messages SET sealed = ?3 WHERE peer = ?1 AND id = ?2 AND direction = 0",
+            params![peer.as_bytes().as_slice(), id.as_bytes().as_slice(), sealed],
+        )? == 1)
+    }
+
+    /// The encrypted form kept by [`Store::set_sealed`], if any.
+    pub fn sealed(&self, peer: &NodeId, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sealed FROM messages WHERE peer = ?1 AND id = ?2",
+                params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// Marks every outgoing message still in the outbox whose expiry is at or before `now_ms`
     /// as `expired`, and returns them (peer, id), oldest first.
     pub fn expire_outgoing(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
@@ -353,6 +380,13 @@ mod tests {
         assert_eq!(store.outbox(10).unwrap().len(), 2);
         assert!(store.expire_outgoing(499).unwrap().is_empty());
         assert_eq!(store.expire_outgoing(500).unwrap(), vec![(bob, ids[3])]);
+        // The sealed form of a message is kept for depositing again.
+        assert_eq!(store.sealed(&bob, &ids[4]).unwrap(), None);
+        assert!(store.set_sealed(&bob, &ids[4], b"sealed").unwrap());
+        assert_eq!(
+            store.sealed(&bob, &ids[4]).unwrap(),
+            Some(b"sealed".to_vec())
+        );
     }
 
     #[test]

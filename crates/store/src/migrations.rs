@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 3: message expiry, and the mailbox items this node holds for others (store-and-forward).
     "ALTER TABLE messages ADD COLUMN expires_at_ms INTEGER;
+     ALTER TABLE messages ADD COLUMN sealed BLOB;
      CREATE INDEX messages_outbox ON messages (direction, state, seq);
      CREATE TABLE mailbox_held (
         recipient     BLOB NOT NULL CHECK (length(recipient) = 32),
