@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub message_ttl: Duration,
     /// The longest time to live a message may have (default 30 days).
     pub max_message_ttl: Duration,
+    /// Our mailbox is checked this often (and right after joining the DHT; default 60 s).
+    pub mailbox_poll: Duration,
     /// Addresses of DHT nodes to join through (node ids unknown; each proves its own).
     pub bootstrap: Vec<SocketAddr>,
     /// Addresses our DHT peer record advertises (empty: the bound address if it is a specific
@@ -78,6 +80,7 @@ impl Default for NodeConfig {
             outbox_poll: Duration::from_secs(30),
             message_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_message_ttl: Duration::from_secs(30 * 24 * 60 * 60),
+            mailbox_poll: Duration::from_secs(60),
             bootstrap: Vec::new(),
             advertise: Vec::new(),
             dht: dp2ptcs_dht::DhtConfig::default(),

@@ -31,7 +31,8 @@ use dp2ptcs_dht::{
     Contact, Dht, DhtConfig, Event, LookupOutcome, PeerRecord, Record, RecordKey, RecordKind,
     RecordPayload, Response, TableEntry, Transmit,
 };
-use dp2ptcs_types::NodeId;
+use dp2ptcs_dht::{MailboxDelete, MailboxItem};
+use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{DhtHello, WireErrorCode};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rand::rngs::OsRng;
@@ -81,7 +82,10 @@ pub(crate) struct Discovery {
     /// Wakes the driver: something was queued.
     wake: Notify,
     /// Lookups someone waits for.
-    waiters: std::sync::Mutex<HashMap<dp2ptcs_dht::LookupId, oneshot::Sender<LookupOutcome>>>,
+    waiters: std::sync::Mutex<HashMap<dp2ptcs_dht::LookupId, Waiter>>,
+    /// Writes the mailbox items we hold for others through to the store, in order.
+    persist: tokio::sync::mpsc::UnboundedSender<Held>,
+    persist_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Held>>>,
     pool: std::sync::Mutex<HashMap<NodeId, Pooled>>,
     /// One dial at a time per peer id (entries live only while dialing).
     dialing: std::sync::Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
@@ -106,10 +110,13 @@ impl Discovery {
         client: quinn::ClientConfig,
         advertised: Vec<SocketAddr>,
     ) -> Self {
+        let (persist, persist_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             dht: std::sync::Mutex::new(Dht::new(local, config, now_ms())),
             wake: Notify::new(),
             waiters: std::sync::Mutex::new(HashMap::new()),
+            persist,
+            persist_rx: std::sync::Mutex::new(Some(persist_rx)),
             pool: std::sync::Mutex::new(HashMap::new()),
             dialing: std::sync::Mutex::new(HashMap::new()),
             client,
@@ -205,6 +212,10 @@ pub struct DhtStatus {
     pub connections: usize,
     /// Lookups running.
     pub lookups: usize,
+    /// Mailbox items this node holds for others.
+    pub mailbox_items: usize,
+    /// Their total size in bytes.
+    pub mailbox_bytes: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -555,13 +566,7 @@ impl Inner {
                 tokio::spawn(self.clone().dht_transmit(t));
             }
             for event in events {
-                match event {
-                    Event::LookupFinished(outcome) => {
-                        if let Some(tx) = lock(&self.discovery.waiters).remove(&outcome.id) {
-                            let _ = tx.send(outcome);
-                        }
-                    }
-                }
+                self.dispatch(event);
             }
             let wait = Duration::from_millis(next.saturating_sub(now_ms()).min(60_000));
             tokio::select! {
@@ -572,6 +577,153 @@ impl Inner {
         }
         // Nobody waits past shutdown.
         lock(&self.discovery.waiters).clear();
+    }
+
+    /// Hands a DHT event to whoever waits for it, or persists what it says.
+    fn dispatch(&self, event: Event) {
+        let mut waiters = lock(&self.discovery.waiters);
+        match event {
+            Event::LookupFinished(outcome) => {
+                if matches!(waiters.get(&outcome.id), Some(Waiter::Lookup(_))) {
+                    if let Some(Waiter::Lookup(tx)) = waiters.remove(&outcome.id) {
+                        let _ = tx.send(outcome);
+                    }
+                }
+            }
+            Event::Deposited {
+                lookup, accepted, ..
+            } => {
+                if let Some(Waiter::Count(tx)) = waiters.remove(&lookup) {
+                    let _ = tx.send(accepted);
+                }
+            }
+            Event::MailboxItems { lookup, items } => {
+                if let Some(Waiter::Fetch { got, .. }) = waiters.get_mut(&lookup) {
+                    got.extend(items);
+                }
+            }
+            Event::MailboxFetched { lookup, .. } => {
+                if let Some(Waiter::Fetch { got, done }) = waiters.remove(&lookup) {
+                    let _ = done.send(got);
+                }
+            }
+            Event::MailboxDeleted {
+                lookup, removed, ..
+            } => {
+                if let Some(Waiter::Count(tx)) = waiters.remove(&lookup) {
+                    let _ = tx.send(removed);
+                }
+            }
+            Event::MailboxStored(item) => {
+                let _ = self.discovery.persist.send(Held::Stored(Box::new(item)));
+            }
+            Event::MailboxRemoved {
+                recipient,
+                message_id,
+            } => {
+                let _ = self
+                    .discovery
+                    .persist
+                    .send(Held::Removed(recipient, message_id));
+            }
+        }
+    }
+
+    /// Loads the mailbox items held before a restart, then writes every change through to the
+    /// store, in order, until shutdown.
+    pub(crate) async fn persist_held(self: Arc<Self>) {
+        let store = self.store.clone();
+        let restored = blocking(move || Ok(lock(&store).held_items(now_ms())?)).await;
+        match restored {
+            Ok(blobs) => {
+                let items: Vec<MailboxItem> = blobs
+                    .iter()
+                    .filter_map(|b| MailboxItem::from_bytes(b).ok())
+                    .collect();
+                let n = items.len();
+                lock(&self.discovery.dht).restore_mailbox(items, now_ms());
+                if n > 0 {
+                    tracing::info!(items = n, "mailbox items held for others restored");
+                }
+                self.discovery.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the held mailbox items failed"),
+        }
+        let Some(mut rx) = lock(&self.discovery.persist_rx).take() else {
+            return;
+        };
+        while let Some(change) = rx.recv().await {
+            let store = self.store.clone();
+            let r = blocking(move || {
+                let store = lock(&store);
+                match change {
+                    Held::Stored(item) => store.put_held(&dp2ptcs_store::HeldItem {
+                        recipient: item.recipient(),
+                        message_id: item.message_id(),
+                        sender: &item.sender_id(),
+                        expires_at_ms: item.expires_at_ms(),
+                        item: &item.to_bytes(),
+                    })?,
+                    Held::Removed(recipient, id) => {
+                        store.remove_held(&recipient, &id)?;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "persisting a held mailbox item failed");
+            }
+        }
+    }
+
+    /// Deposits `item` at the holders of its recipient's mailbox; returns how many accepted.
+    pub(crate) async fn dht_deposit(self: &Arc<Self>, item: MailboxItem) -> Result<u32, NodeError> {
+        let rx = self.start_op(|dht, now| dht.deposit(item, now), Waiter::Count)?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Fetches the items of our own mailbox from its holders (deduplicated).
+    pub(crate) async fn dht_fetch_mailbox(self: &Arc<Self>) -> Result<Vec<MailboxItem>, NodeError> {
+        let rx = self.start_op(
+            |dht, now| dht.fetch_mailbox(now),
+            |done| Waiter::Fetch {
+                got: Vec::new(),
+                done,
+            },
+        )?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Deletes `ids` from our mailbox at its holders, with a request we sign.
+    pub(crate) async fn dht_delete_from_mailbox(
+        self: &Arc<Self>,
+        ids: Vec<MessageId>,
+    ) -> Result<u32, NodeError> {
+        let request = MailboxDelete::sign(&self.identity, ids, now_ms())
+            .map_err(|e| NodeError::Internal(format!("mailbox delete: {e}")))?;
+        let rx = self.start_op(
+            |dht, now| dht.delete_from_mailbox(request, now),
+            Waiter::Count,
+        )?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// Starts a DHT operation and registers its waiter (under the DHT lock, so its events
+    /// cannot come first).
+    fn start_op<T>(
+        self: &Arc<Self>,
+        start: impl FnOnce(&mut Dht, u64) -> Result<dp2ptcs_dht::LookupId, dp2ptcs_dht::DhtError>,
+        waiter: impl FnOnce(oneshot::Sender<T>) -> Waiter,
+    ) -> Result<oneshot::Receiver<T>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut dht = lock(&self.discovery.dht);
+            let id = start(&mut dht, now_ms()).map_err(|e| NodeError::Limit(dht_limit(&e)))?;
+            lock(&self.discovery.waiters).insert(id, waiter(tx));
+        }
+        self.discovery.wake.notify_one();
+        Ok(rx)
     }
 
     /// Joins the network, publishes our records, and keeps both fresh until shutdown.
@@ -741,7 +893,7 @@ impl Inner {
                 Purpose::Put(record) => dht.put_record(*record, now),
             }
             .map_err(|e| NodeError::Limit(dht_limit(&e)))?;
-            lock(&self.discovery.waiters).insert(id, tx);
+            lock(&self.discovery.waiters).insert(id, Waiter::Lookup(tx));
             Ok::<_, NodeError>(rx)
         })();
         self.discovery.wake.notify_one();
@@ -856,6 +1008,8 @@ impl Inner {
             records: dht.store().len(),
             connections: lock(&self.discovery.pool).len(),
             lookups: dht.running_lookups(),
+            mailbox_items: dht.mailbox().map_or(0, |m| m.items_held()),
+            mailbox_bytes: dht.mailbox().map_or(0, |m| m.bytes_held()),
         }
     }
 
@@ -894,6 +1048,25 @@ impl Inner {
     pub(crate) fn close_dht(&self) {
         lock(&self.discovery.pool).clear();
     }
+}
+
+/// Who waits for a DHT operation.
+enum Waiter {
+    /// A lookup's outcome.
+    Lookup(oneshot::Sender<LookupOutcome>),
+    /// A deposit's accepted holders, or a delete's removed items.
+    Count(oneshot::Sender<u32>),
+    /// A mailbox fetch: the items so far, and where to send them all.
+    Fetch {
+        got: Vec<MailboxItem>,
+        done: oneshot::Sender<Vec<MailboxItem>>,
+    },
+}
+
+/// A change to the mailbox items we hold, to write through.
+enum Held {
+    Stored(Box<MailboxItem>),
+    Removed(NodeId, MessageId),
 }
 
 /// What a lookup is for.

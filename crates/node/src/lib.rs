@@ -20,6 +20,7 @@ mod error;
 mod frames;
 mod handshake;
 mod limits;
+mod mailbox;
 mod node;
 mod outbox;
 mod prekeys;

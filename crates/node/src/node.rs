@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     events: broadcast::Sender<NodeEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) outbox: Outbox,
+    /// One mailbox check at a time.
+    pub(crate) mailbox_lock: tokio::sync::Mutex<()>,
     started: Instant,
 }
 
@@ -207,12 +209,15 @@ impl Node {
             events,
             shutdown,
             outbox: Outbox::default(),
+            mailbox_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
         tokio::spawn(inner.clone().accept_loop());
         tokio::spawn(inner.clone().outbox_loop());
         tokio::spawn(inner.clone().discovery_loop());
         tokio::spawn(inner.clone().maintain());
+        tokio::spawn(inner.clone().mailbox_loop());
+        tokio::spawn(inner.clone().persist_held());
         tracing::info!(node = %node_id.short(8), addr = ?inner.endpoint.local_addr().ok(), "node started");
         Ok(Node { inner })
     }
@@ -612,6 +617,11 @@ impl Inner {
         Ok(())
     }
 
+    /// Tells the application (every subscriber).
+    pub(crate) fn emit(&self, event: NodeEvent) {
+        let _ = self.events.send(event);
+    }
+
     fn report_delivered(&self, peer: NodeId, ids: Vec<MessageId>) {
         for id in ids {
             let _ = self.events.send(NodeEvent::Delivered { id, to: peer });
@@ -619,7 +629,7 @@ impl Inner {
     }
 
     /// The pooled connection to `contact`, dialing (with backoff and jitter) if there is none.
-    async fn connection(
+    pub(crate) async fn connection(
         self: &Arc<Self>,
         contact: &ContactRecord,
     ) -> Result<Connection, NodeError> {
@@ -1024,7 +1034,7 @@ impl Inner {
             let contact = blocking(move || Ok(lock(&store).contact(&peer)?))
                 .await?
                 .ok_or(NodeError::NotAContact)?;
-            for m in msgs {
+            for (i, m) in msgs.iter().enumerate() {
                 if self.is_shutting_down() {
                     return Err(NodeError::ShuttingDown);
                 }
@@ -1046,9 +1056,20 @@ impl Inner {
                 let chat = Chat {
                     id: m.id,
                     sent_at_ms: m.sent_at_ms,
-                    body: m.body,
+                    body: m.body.clone(),
                 };
-                self.deliver(&contact, &chat, None).await?;
+                if let Err(e) = self.deliver(&contact, &chat, None).await {
+                    if unreachable(&e) {
+                        // Not reachable directly: the rest waits in its mailbox too.
+                        drop(_claim);
+                        match self.deposit_outgoing(&contact, &msgs[i..]).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(held = n, to = %peer.short(8), "messages held in the contact's mailbox"),
+                            Err(e) => tracing::debug!(error = %e, to = %peer.short(8), "mailbox deposit failed"),
+                        }
+                    }
+                    return Err(e);
+                }
             }
             Ok(())
         }
@@ -1067,7 +1088,7 @@ impl Inner {
 }
 
 /// What an authenticated envelope from a peer did to the store.
-enum Inbound {
+pub(crate) enum Inbound {
     /// A chat message, recorded (`fresh`) or already recorded.
     Chat {
         /// The message.
@@ -1085,7 +1106,7 @@ enum Inbound {
 /// transaction that saves the session's advance): a chat is recorded and asks for a receipt as
 /// the reply; a receipt marks messages delivered. The peer's faults are in the inner result
 /// (nothing written then); the outer one is the store's failures.
-fn inbound(
+pub(crate) fn inbound(
     store: &Store,
     peer: NodeId,
     kind: MessageKind,
@@ -1161,6 +1182,17 @@ fn insert_outgoing(
         now_ms(),
     )?;
     Ok(())
+}
+
+/// Whether `e` says the peer could not be reached (as opposed to refusing or misbehaving).
+fn unreachable(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::Connect(_)
+            | NodeError::Timeout(_)
+            | NodeError::Connection(_)
+            | NodeError::Stream(_)
+    )
 }
 
 fn refuse_stream(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use dp2ptcs_crypto::ratchet::SessionError;
 use dp2ptcs_crypto::x3dh::InitialMessage;
-use dp2ptcs_crypto::{Identity, PreKeyBundle, PreKeyStore, RatchetMessage, Session};
+use dp2ptcs_crypto::{Identity, Plaintext, PreKeyBundle, PreKeyStore, RatchetMessage, Session};
 use dp2ptcs_store::{ContactRecord, Store};
 use dp2ptcs_types::NodeId;
 use hkdf::Hkdf;
@@ -199,12 +199,24 @@ impl Inner {
         initial: InitialMessage,
         first: RatchetMessage,
     ) -> Result<Result<Session, SessionError>, NodeError> {
+        Ok(self
+            .respond_x3dh_opening(initial, first)
+            .await?
+            .map(|(session, _)| session))
+    }
+
+    /// [`Inner::respond_x3dh`], also returning the first message's plaintext.
+    pub(crate) async fn respond_x3dh_opening(
+        self: &Arc<Self>,
+        initial: InitialMessage,
+        first: RatchetMessage,
+    ) -> Result<Result<(Session, Plaintext), SessionError>, NodeError> {
         let this = self.clone();
         blocking(move || {
             this.prekeys.update(&this.identity, |k| {
                 match Session::respond(&mut OsRng, &this.identity, k, &initial, &first, now_secs())
                 {
-                    Ok((session, _)) => (Ok(session), true),
+                    Ok(opened) => (Ok(opened), true),
                     Err(e) => (Err(e), false),
                 }
             })

@@ -30,6 +30,14 @@ pub(crate) struct Handle {
     session: SharedSession,
 }
 
+impl Handle {
+    /// The X3DH initial message this session still sends with every message (we initiated it
+    /// and the peer has not answered yet).
+    pub(crate) fn pending_initial(&self) -> Option<dp2ptcs_crypto::x3dh::InitialMessage> {
+        self.session.with(|s| s.pending_initial_message().cloned())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PeerSessions {
     current: Handle,

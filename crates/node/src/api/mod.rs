@@ -67,6 +67,12 @@ pub struct DhtSummary {
     pub connections: usize,
     /// Lookups running.
     pub lookups: usize,
+    /// Mailbox items this node holds for others (store-and-forward).
+    #[serde(default)]
+    pub mailbox_items: usize,
+    /// Their total size in bytes.
+    #[serde(default)]
+    pub mailbox_bytes: usize,
 }
 
 /// One entry of `GET /v1/peers`.

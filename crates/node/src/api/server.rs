@@ -205,6 +205,8 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
             records: s.dht.records,
             connections: s.dht.connections,
             lookups: s.dht.lookups,
+            mailbox_items: s.dht.mailbox_items,
+            mailbox_bytes: s.dht.mailbox_bytes,
         },
     }))
 }

@@ -1,0 +1,461 @@
+//! Store-and-forward on the node's side (`PROTOCOL.md` section 11.6): sealing messages for a
+//! contact's mailbox, and taking the items of our own.
+//!
+//! - **Sending.** When the outbox cannot reach a contact directly, it seals each undelivered
+//!   message with the contact's ratchet session (starting one from the contact's DHT prekey
+//!   bundle if there is none: asynchronous X3DH), signs it as a mailbox item and deposits it at
+//!   the holders of the contact's mailbox. A message at least one holder accepted is `held`. The
+//!   outbox keeps trying the contact directly too; the receiver's deduplication by id makes any
+//!   second copy invisible.
+//! - **Payload.** An item's payload is one byte of type, then either a `TacticalMessage` (a
+//!   session exists) or a `Hello` whose body is the X3DH `HandshakeInit` and whose first message
+//!   is the sealed message itself. Every message sent before the contact's first answer carries
+//!   the handshake, so whichever arrives first starts the session.
+//! - **Receiving.** The node fetches its mailbox after joining and every `mailbox_poll`. Items
+//!   from non-contacts are dropped. Each sender's items are opened in sending order (the
+//!   handshake first, then by ratchet chain and message number), recorded exactly as a direct
+//!   message is (deduplicated by id), and acknowledged with an end-to-end receipt: directly if
+//!   the sender answers, else through the sender's own mailbox. Items taken (or useless) are
+//!   deleted with a request we sign; an item that cannot be opened yet (its handshake has not
+//!   arrived) is left for a later fetch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dp2ptcs_crypto::x3dh::InitialMessage;
+use dp2ptcs_crypto::{PublicIdentity, Session};
+use dp2ptcs_dht::{MailboxItem, MAX_MAILBOX_TTL_MS};
+use dp2ptcs_store::{ContactRecord, MessageState};
+use dp2ptcs_types::{MessageId, NodeId};
+use dp2ptcs_wire::{Envelope, HandshakeInit, Hello, HelloBody, MessageKind};
+use rand::rngs::OsRng;
+use zeroize::Zeroizing;
+
+use crate::frames::write_frame;
+use crate::node::{inbound, Inbound, Inner, NodeEvent};
+use crate::sessions::{blocking, lock, now_ms};
+use crate::NodeError;
+
+/// Payload type: a `TacticalMessage` under an existing session.
+const PAYLOAD_ENVELOPE: u8 = 0x01;
+/// Payload type: a `Hello` carrying the X3DH `HandshakeInit` and the first message.
+const PAYLOAD_HANDSHAKE: u8 = 0x02;
+
+/// A decoded item payload.
+enum Payload {
+    Envelope(Envelope),
+    Handshake(HandshakeInit),
+}
+
+impl Payload {
+    fn decode(bytes: &[u8], recipient: &NodeId) -> Result<Self, NodeError> {
+        match bytes.split_first() {
+            Some((&PAYLOAD_ENVELOPE, rest)) => Ok(Self::Envelope(Envelope::decode(rest)?)),
+            Some((&PAYLOAD_HANDSHAKE, rest)) => match Hello::decode(rest)? {
+                Hello {
+                    responder_id,
+                    body: HelloBody::Handshake(init),
+                    identity_key,
+                } if responder_id == *recipient && identity_key == init.identity_key => {
+                    Ok(Self::Handshake(init))
+                }
+                _ => Err(NodeError::Authentication(
+                    "mailbox handshake for another node",
+                )),
+            },
+            _ => Err(NodeError::Authentication("unknown mailbox payload type")),
+        }
+    }
+
+    /// Opening order within one sender's items: the handshake, then chain by chain, message by
+    /// message.
+    fn order(&self) -> (u8, u32, u32) {
+        match self {
+            Self::Handshake(init) => (0, 0, init.first_message.header.message_number),
+            Self::Envelope(e) => (1, e.header.previous_chain_length, e.header.message_number),
+        }
+    }
+}
+
+/// What became of one item.
+enum Taken {
+    /// Used (or useless): delete it.
+    Done,
+    /// It cannot be opened yet (no session): keep it for a later fetch.
+    Later,
+}
+
+impl Inner {
+    /// Seals `plaintext` as a `kind` message to `contact` for its mailbox: the item payload.
+    /// Starts a session from the contact's DHT prekey bundle if there is none.
+    pub(crate) async fn seal_for_mailbox(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        kind: MessageKind,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>, NodeError> {
+        let peer = contact.node_id;
+        let handle = match self.sessions.current(peer).await? {
+            Some(h) => h,
+            None => {
+                let bundle = match self.learned_bundle(contact) {
+                    Some(b) => b,
+                    None => {
+                        let b = self.fetch_bundle(peer).await?.ok_or(NodeError::Connect(
+                            "no session with the contact and no prekey bundle of it in the DHT"
+                                .into(),
+                        ))?;
+                        self.learn_bundle(b)?;
+                        self.learned_bundle(contact)
+                            .ok_or(NodeError::Authentication(
+                                "the DHT bundle is not the contact's",
+                            ))?
+                    }
+                };
+                let session = Session::initiate(&mut OsRng, &self.identity, &bundle)
+                    .map_err(|_| NodeError::Authentication("X3DH with the DHT bundle failed"))?;
+                self.sessions.install(peer, session, true).await?
+            }
+        };
+        let env = self
+            .sessions
+            .encrypt_with(peer, &handle, kind, plaintext, None)
+            .await?;
+        let mut out = Vec::new();
+        match handle.pending_initial() {
+            Some(initial) => {
+                let init = HandshakeInit {
+                    identity_key: initial.identity().to_bytes(),
+                    ephemeral_key: *initial.ephemeral_key(),
+                    signed_prekey_id: initial.signed_prekey_id(),
+                    one_time_prekey_id: initial.one_time_prekey_id(),
+                    first_message: env,
+                };
+                out.push(PAYLOAD_HANDSHAKE);
+                out.extend(
+                    Hello {
+                        identity_key: self.identity.public().to_bytes(),
+                        responder_id: peer,
+                        body: HelloBody::Handshake(init),
+                    }
+                    .encode(),
+                );
+            }
+            None => {
+                out.push(PAYLOAD_ENVELOPE);
+                out.extend(env.encode());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Seals `payload` into a signed mailbox item for `to` and deposits it; returns how many
+    /// holders accepted it.
+    async fn deposit_payload(
+        self: &Arc<Self>,
+        to: NodeId,
+        id: MessageId,
+        expires_at_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<u32, NodeError> {
+        let expires_at_ms = expires_at_ms.min(now_ms().saturating_add(MAX_MAILBOX_TTL_MS));
+        let item = MailboxItem::sign(&self.identity, to, id, expires_at_ms, payload)
+            .map_err(|e| NodeError::Internal(format!("mailbox item: {e}")))?;
+        self.dht_deposit(item).await
+    }
+
+    /// Deposits the undelivered messages `msgs` (oldest first) in `contact`'s mailbox; each one
+    /// a holder accepted becomes `held`. Stops at the first failure.
+    pub(crate) async fn deposit_outgoing(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        msgs: &[dp2ptcs_store::MessageRecord],
+    ) -> Result<usize, NodeError> {
+        let peer = contact.node_id;
+        let mut held = 0;
+        for m in msgs {
+            if self.is_shutting_down() {
+                return Err(NodeError::ShuttingDown);
+            }
+            let Some(_claim) = self.outbox.claim(peer, m.id) else {
+                continue;
+            };
+            let (store, id) = (self.store.clone(), m.id);
+            let current = blocking(move || Ok(lock(&store).message(&peer, &id)?)).await?;
+            let Some(current) = current else { continue };
+            if !matches!(current.state, MessageState::Queued | MessageState::Sent) {
+                continue;
+            }
+            // Sealed once: depositing again (another pass, a refusal) reuses it, so a contact
+            // away for long never sees more skipped message keys than messages.
+            let store = self.store.clone();
+            let payload = match blocking(move || Ok(lock(&store).sealed(&peer, &id)?)).await? {
+                Some(p) => p,
+                None => {
+                    let chat = dp2ptcs_wire::Chat {
+                        id: m.id,
+                        sent_at_ms: m.sent_at_ms,
+                        body: m.body.clone(),
+                    };
+                    let p = self
+                        .seal_for_mailbox(
+                            contact,
+                            MessageKind::Chat,
+                            Zeroizing::new(chat.encode()?),
+                        )
+                        .await?;
+                    let (store, kept) = (self.store.clone(), p.clone());
+                    blocking(move || Ok(lock(&store).set_sealed(&peer, &id, &kept)?)).await?;
+                    p
+                }
+            };
+            let expires = current.expires_at_ms.unwrap_or(u64::MAX);
+            let accepted = self.deposit_payload(peer, m.id, expires, payload).await?;
+            if accepted == 0 {
+                return Err(NodeError::Connect(
+                    "no mailbox holder accepted the message".into(),
+                ));
+            }
+            let store = self.store.clone();
+            blocking(move || {
+                let store = lock(&store);
+                // A receipt may have come in meanwhile.
+                if store.message(&peer, &id)?.map(|m| m.state) != Some(MessageState::Delivered) {
+                    store.set_message_state(&peer, &id, MessageState::Held, now_ms())?;
+                }
+                Ok(())
+            })
+            .await?;
+            tracing::debug!(id = %m.id, to = %peer.short(8), accepted, "message held in the mailbox");
+            held += 1;
+        }
+        Ok(held)
+    }
+
+    /// Checks our mailbox once the node has joined the DHT, then every `mailbox_poll`, until
+    /// shutdown.
+    pub(crate) async fn mailbox_loop(self: Arc<Self>) {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let wait = if self.dht_status().peers == 0 {
+                std::time::Duration::from_millis(500)
+            } else {
+                match self.check_mailbox().await {
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "checking the mailbox failed"),
+                }
+                self.config.mailbox_poll
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+    }
+
+    /// Fetches our mailbox, takes what it holds, and deletes what was taken.
+    pub(crate) async fn check_mailbox(self: &Arc<Self>) -> Result<usize, NodeError> {
+        let _one = self.mailbox_lock.lock().await;
+        let items = self.dht_fetch_mailbox().await?;
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let n = items.len();
+        let done = self.take_items(items).await;
+        for chunk in done.chunks(dp2ptcs_dht::MAX_MAILBOX_DELETE_IDS) {
+            if let Err(e) = self.dht_delete_from_mailbox(chunk.to_vec()).await {
+                tracing::debug!(error = %e, "deleting taken mailbox items failed");
+            }
+        }
+        tracing::debug!(items = n, taken = done.len(), "mailbox checked");
+        Ok(n)
+    }
+
+    /// Opens, records and acknowledges `items`; returns the ids to delete.
+    async fn take_items(self: &Arc<Self>, items: Vec<MailboxItem>) -> Vec<MessageId> {
+        let mut done = Vec::new();
+        let mut by_sender: BTreeMap<NodeId, Vec<(MailboxItem, Payload)>> = BTreeMap::new();
+        for item in items {
+            if *item.recipient() != self.node_id {
+                continue;
+            }
+            let sender = item.sender_id();
+            match Payload::decode(item.payload(), &self.node_id) {
+                Ok(p) => by_sender.entry(sender).or_default().push((item, p)),
+                Err(e) => {
+                    tracing::debug!(error = %e, from = %sender.short(8), "dropping a malformed mailbox item");
+                    done.push(*item.message_id());
+                }
+            }
+        }
+        for (sender, mut items) in by_sender {
+            let store = self.store.clone();
+            let contact = blocking(move || Ok(lock(&store).contact(&sender)?))
+                .await
+                .ok()
+                .flatten();
+            let Some(contact) = contact else {
+                done.extend(items.iter().map(|(i, _)| *i.message_id()));
+                continue;
+            };
+            if items
+                .first()
+                .is_some_and(|(i, _)| i.sender().to_bytes() != contact.public_key)
+            {
+                done.extend(items.iter().map(|(i, _)| *i.message_id()));
+                continue;
+            }
+            items.sort_by_key(|(_, p)| p.order());
+            let mut receipts = Vec::new();
+            for (item, payload) in items {
+                match self.take_one(&contact, item.sender(), payload).await {
+                    Ok((Taken::Done, receipt)) => {
+                        done.push(*item.message_id());
+                        receipts.extend(receipt);
+                    }
+                    Ok((Taken::Later, _)) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, from = %sender.short(8), "a mailbox item was refused");
+                        done.push(*item.message_id());
+                    }
+                }
+            }
+            if !receipts.is_empty() {
+                let this = self.clone();
+                tokio::spawn(async move { this.send_receipts(&contact, receipts).await });
+            }
+        }
+        done
+    }
+
+    /// Opens one item from `contact`; returns whether it is done and the receipt to send back.
+    async fn take_one(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        sender: &PublicIdentity,
+        payload: Payload,
+    ) -> Result<(Taken, Option<Envelope>), NodeError> {
+        let peer = contact.node_id;
+        let env = match payload {
+            Payload::Envelope(env) => env,
+            Payload::Handshake(init) => {
+                if init.identity_key != contact.public_key || init.first_message.sender != peer {
+                    return Err(NodeError::Authentication("inconsistent mailbox handshake"));
+                }
+                // A later message of a session already started: open it under the session.
+                match self.open(peer, &init.first_message).await {
+                    Ok(out) => return Ok(out),
+                    Err(NodeError::Authentication(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                let initial = InitialMessage::new(
+                    *sender,
+                    init.ephemeral_key,
+                    init.signed_prekey_id,
+                    init.one_time_prekey_id,
+                );
+                let first = crate::sessions::to_ratchet(&init.first_message);
+                let (session, plaintext) = self
+                    .respond_x3dh_opening(initial, first)
+                    .await?
+                    .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
+                let handle = self.sessions.install(peer, session, false).await?;
+                let kind = init.first_message.kind;
+                let store = self.store.clone();
+                let (result, reply) =
+                    blocking(move || inbound(&lock(&store), peer, kind, &plaintext)).await?;
+                let receipt = match reply {
+                    Some((kind, plaintext)) => Some(
+                        self.sessions
+                            .encrypt(peer, &handle, kind, plaintext)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                self.announce(peer, result?);
+                return Ok((Taken::Done, receipt));
+            }
+        };
+        match self.open(peer, &env).await {
+            Ok(out) => Ok(out),
+            // No session yet: its handshake has not arrived (or was lost); keep it.
+            Err(NodeError::Authentication(_)) if self.sessions.current(peer).await?.is_none() => {
+                Ok((Taken::Later, None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decrypts `env` from `peer` under an existing session and records it.
+    async fn open(
+        self: &Arc<Self>,
+        peer: NodeId,
+        env: &Envelope,
+    ) -> Result<(Taken, Option<Envelope>), NodeError> {
+        if env.sender != peer || !matches!(env.kind, MessageKind::Chat | MessageKind::Receipt) {
+            return Err(NodeError::Authentication("unexpected mailbox message"));
+        }
+        let kind = env.kind;
+        let (_, result, receipt) = self
+            .sessions
+            .decrypt_with(peer, env, move |store, plaintext| {
+                inbound(store, peer, kind, &plaintext)
+            })
+            .await?;
+        self.announce(peer, result?);
+        Ok((Taken::Done, receipt))
+    }
+
+    /// Reports what an opened message did.
+    fn announce(&self, peer: NodeId, what: Inbound) {
+        match what {
+            Inbound::Chat { chat, fresh } => {
+                if fresh {
+                    self.emit(NodeEvent::Message {
+                        id: chat.id,
+                        from: peer,
+                        sent_at_ms: chat.sent_at_ms,
+                        body: chat.body,
+                    });
+                }
+            }
+            Inbound::Delivered(ids) => {
+                for id in ids {
+                    self.emit(NodeEvent::Delivered { id, to: peer });
+                }
+            }
+            Inbound::Nothing => {}
+        }
+    }
+
+    /// Sends receipts for messages taken from the mailbox: directly if `contact` answers, else
+    /// through its mailbox.
+    async fn send_receipts(self: Arc<Self>, contact: &ContactRecord, receipts: Vec<Envelope>) {
+        let peer = contact.node_id;
+        let direct = async {
+            let conn = self.connection(contact).await?;
+            for env in &receipts {
+                let (mut send, _recv) = conn.open_bi().await?;
+                write_frame(&mut send, &env.encode()).await?;
+                let _ = send.finish();
+            }
+            Ok::<_, NodeError>(())
+        };
+        match tokio::time::timeout(self.config.request_timeout, direct).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, to = %peer.short(8), "receipts go to the mailbox")
+            }
+            Err(_) => tracing::debug!(to = %peer.short(8), "receipts go to the mailbox"),
+        }
+        for env in receipts {
+            let mut payload = vec![PAYLOAD_ENVELOPE];
+            payload.extend(env.encode());
+            let id = MessageId::random(&mut OsRng);
+            let expires = now_ms().saturating_add(self.config.message_ttl.as_millis() as u64);
+            if let Err(e) = self.deposit_payload(peer, id, expires, payload).await {
+                tracing::debug!(error = %e, to = %peer.short(8), "could not deposit a receipt");
+            }
+        }
+    }
+}
