@@ -36,6 +36,20 @@ pub(crate) struct FileConfig {
     pub(crate) log: Option<String>,
     #[serde(default)]
     pub(crate) limits: Limits,
+    #[serde(default)]
+    pub(crate) mailbox: MailboxSettings,
+}
+
+/// `[mailbox]`: what this node holds for others (defaults in `MailboxLimits`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MailboxSettings {
+    pub(crate) per_sender_items: Option<usize>,
+    pub(crate) per_sender_bytes: Option<usize>,
+    pub(crate) per_mailbox_items: Option<usize>,
+    pub(crate) per_mailbox_bytes: Option<usize>,
+    pub(crate) total_bytes: Option<usize>,
+    pub(crate) max_ttl_ms: Option<u64>,
 }
 
 /// `[limits]`: bounds and timings of the node (defaults in `NodeConfig`).
@@ -50,6 +64,9 @@ pub(crate) struct Limits {
     pub(crate) retry_initial_ms: Option<u64>,
     pub(crate) retry_max_ms: Option<u64>,
     pub(crate) outbox_poll_ms: Option<u64>,
+    pub(crate) message_ttl_ms: Option<u64>,
+    pub(crate) max_message_ttl_ms: Option<u64>,
+    pub(crate) mailbox_poll_ms: Option<u64>,
 }
 
 /// The merged configuration of `dp2ptcs run`.
@@ -118,6 +135,41 @@ pub(crate) fn merge(
     }
     if let Some(ms) = l.outbox_poll_ms {
         node.outbox_poll = Duration::from_millis(ms.max(10));
+    }
+    if let Some(ms) = l.mailbox_poll_ms {
+        node.mailbox_poll = Duration::from_millis(ms.max(100));
+    }
+    if let Some(ms) = l.max_message_ttl_ms {
+        if ms == 0 || ms > dp2ptcs_dht::MAX_MAILBOX_TTL_MS {
+            bail!(
+                "[limits] max_message_ttl_ms must be between 1 and {} (30 days)",
+                dp2ptcs_dht::MAX_MAILBOX_TTL_MS
+            );
+        }
+        node.max_message_ttl = Duration::from_millis(ms);
+    }
+    if let Some(ms) = l.message_ttl_ms {
+        node.message_ttl = Duration::from_millis(ms);
+    }
+    if node.message_ttl.is_zero() || node.message_ttl > node.max_message_ttl {
+        bail!("[limits] message_ttl_ms must be above 0 and at most max_message_ttl_ms");
+    }
+    let m = &file.mailbox;
+    let holder = &mut node.dht.mailbox;
+    macro_rules! set_mailbox {
+        ($field:ident) => {
+            if let Some(v) = m.$field {
+                holder.$field = v;
+            }
+        };
+    }
+    set_mailbox!(per_sender_items);
+    set_mailbox!(per_sender_bytes);
+    set_mailbox!(per_mailbox_items);
+    set_mailbox!(per_mailbox_bytes);
+    set_mailbox!(total_bytes);
+    if let Some(ms) = m.max_ttl_ms {
+        holder.max_ttl_ms = ms.min(dp2ptcs_dht::MAX_MAILBOX_TTL_MS);
     }
     if node.max_connections == 0 || node.max_connections_per_ip == 0 {
         bail!("[limits] max_connections and max_connections_per_ip must be at least 1");

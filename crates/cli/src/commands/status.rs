@@ -43,6 +43,10 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         "DHT          {} peers in the routing table, {} records held, {} connections",
         s.dht.peers, s.dht.records, s.dht.connections
     );
+    println!(
+        "Holding      {} message(s), {} bytes, in mailboxes for others",
+        s.dht.mailbox_items, s.dht.mailbox_bytes
+    );
     if s.peers_retrying > 0 {
         println!(
             "Retrying     {} peer(s) unreachable at their last attempt",

@@ -466,11 +466,23 @@ impl Net {
     /// Queues `text` from host `from` to host `to` (`POST /v1/messages` without waiting);
     /// returns the message id.
     pub(crate) fn send(&self, from: usize, to: usize, text: &str) -> String {
+        self.send_with_ttl(from, to, text, None)
+    }
+
+    /// [`Net::send`] with a time to live in milliseconds (`None`: the node's default).
+    pub(crate) fn send_with_ttl(
+        &self,
+        from: usize,
+        to: usize,
+        text: &str,
+        ttl_ms: Option<u64>,
+    ) -> String {
         let request = SendRequest {
             to: self.name(to).into(),
             text: text.into(),
             wait: false,
             timeout_ms: None,
+            ttl_ms,
         };
         self.block_on(self.client(from).send(&request))
             .unwrap_or_else(|e| panic!("{} -> {}: send: {e}", self.name(from), self.name(to)))

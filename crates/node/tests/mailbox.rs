@@ -1,0 +1,333 @@
+//! Store-and-forward with real nodes in this process (QUIC on loopback, one /24 each): messages
+//! to a contact that is offline wait in its mailbox at the nodes closest to its mailbox key, and
+//! arrive exactly once, in order, when it comes back; they expire on time; quotas hold.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{new_keys, start, tempdir, test_config};
+use dp2ptcs_crypto::UnlockedKeystore;
+use dp2ptcs_dht::MailboxLimits;
+use dp2ptcs_node::{Node, NodeConfig, NodeEvent};
+use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageState};
+use dp2ptcs_types::MessageId;
+
+/// A safety net so a broken build fails instead of hanging; not a performance assertion.
+const SAFETY: Duration = Duration::from_secs(90);
+
+struct Host {
+    keys: UnlockedKeystore,
+    dir: tempfile::TempDir,
+    node: Option<Node>,
+    index: usize,
+}
+
+impl Host {
+    fn node(&self) -> &Node {
+        self.node.as_ref().unwrap()
+    }
+}
+
+fn config(i: usize, bootstrap: Vec<SocketAddr>, mailbox: MailboxLimits) -> NodeConfig {
+    let mut c = NodeConfig {
+        bootstrap,
+        retry_initial: Duration::from_millis(200),
+        retry_max: Duration::from_millis(1000),
+        outbox_poll: Duration::from_secs(1),
+        mailbox_poll: Duration::from_millis(500),
+        dial_attempts: 1,
+        handshake_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(3),
+        ..test_config([127, 0, i as u8 + 100, 1])
+    };
+    c.dht.mailbox = mailbox;
+    c
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + SAFETY;
+    while !f().await {
+        assert!(Instant::now() < end, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `n` running hosts joined through host 0, every one holding mailboxes with `mailbox`.
+async fn network(n: usize, mailbox: MailboxLimits) -> (Vec<Host>, SocketAddr) {
+    let mut hosts = Vec::new();
+    let mut seed = None;
+    for i in 0..n {
+        let keys = new_keys();
+        let dir = tempdir();
+        let boot = seed.into_iter().collect();
+        let node = start(dir.path(), &keys, config(i, boot, mailbox)).await;
+        seed.get_or_insert(node.local_addr().unwrap());
+        hosts.push(Host {
+            keys,
+            dir,
+            node: Some(node),
+            index: i,
+        });
+    }
+    for h in &hosts {
+        let node = h.node().clone();
+        eventually("every node joins", || {
+            let node = node.clone();
+            async move { node.status().await.unwrap().dht.peers >= n.min(6) - 1 }
+        })
+        .await;
+    }
+    (hosts, seed.unwrap())
+}
+
+fn contact(name: &str, h: &Host) -> ContactRecord {
+    let public = h.keys.identity().public();
+    ContactRecord {
+        node_id: public.node_id(),
+        public_key: public.to_bytes(),
+        name: name.into(),
+        addresses: Vec::new(),
+        verified: true,
+        verified_at: None,
+        added_at: 0,
+    }
+}
+
+/// `a` and `b` add each other, as `host<index>`.
+async fn introduce(a: &Host, b: &Host) {
+    let name = |h: &Host| format!("host{}", h.index);
+    a.node().put_contact(&contact(&name(b), b)).await.unwrap();
+    b.node().put_contact(&contact(&name(a), a)).await.unwrap();
+}
+
+/// Stops `h` as abruptly as this process allows, once its records are in the DHT.
+async fn take_offline(h: &mut Host) {
+    h.node
+        .take()
+        .unwrap()
+        .shutdown(Duration::ZERO)
+        .await
+        .unwrap();
+}
+
+async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
+    let node = start(h.dir.path(), &h.keys, config(h.index, vec![seed], mailbox)).await;
+    h.node = Some(node);
+}
+
+async fn states(node: &Node, peer: &ContactRecord) -> Vec<(MessageId, MessageState)> {
+    node.history(&HistoryQuery {
+        peer: Some(&peer.node_id),
+        direction: Some(Direction::Outgoing),
+        after_seq: 0,
+        limit: 10_000,
+        newest: false,
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|m| (m.id, m.state))
+    .collect()
+}
+
+async fn held_everywhere(hosts: &[Host]) -> usize {
+    let mut n = 0;
+    for h in hosts.iter().filter(|h| h.node.is_some()) {
+        n += h.node().status().await.unwrap().dht.mailbox_items;
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_contact_gets_its_mailbox_once_in_order_and_holders_forget_it() {
+    let limits = MailboxLimits::default();
+    let (mut hosts, seed) = network(9, limits).await;
+    let (a, b) = (1, 2);
+    introduce(&hosts[a], &hosts[b]).await;
+    // Bravo has been online (its prekey bundle and peer record are in the DHT), then goes
+    // away before Alpha ever reaches it: no session exists yet.
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let text = format!("while you were out #{i}");
+        hosts[a].node().queue_chat(&to_b, &text).await.unwrap();
+        sent.push(text);
+    }
+    let alpha = hosts[a].node().clone();
+    eventually("all 30 held in Bravo's mailbox", || {
+        let (alpha, to_b) = (alpha.clone(), to_b.clone());
+        async move {
+            let s = states(&alpha, &to_b).await;
+            s.len() == 30 && s.iter().all(|(_, st)| *st == MessageState::Held)
+        }
+    })
+    .await;
+    // Several holders keep a copy each.
+    assert!(held_everywhere(&hosts).await >= 60);
+
+    // Bravo comes back: everything arrives once, in order, and Alpha gets every receipt.
+    bring_back(&mut hosts[b], seed, limits).await;
+    let bravo = hosts[b].node().clone();
+    let from_a = hosts[a].node().node_id();
+    eventually("Bravo has all 30", || {
+        let bravo = bravo.clone();
+        async move {
+            bravo
+                .history(&HistoryQuery {
+                    peer: Some(&from_a),
+                    direction: Some(Direction::Incoming),
+                    after_seq: 0,
+                    limit: 100,
+                    newest: false,
+                })
+                .await
+                .unwrap()
+                .len()
+                >= 30
+        }
+    })
+    .await;
+    let got: Vec<String> = bravo
+        .history(&HistoryQuery {
+            peer: Some(&from_a),
+            direction: Some(Direction::Incoming),
+            after_seq: 0,
+            limit: 100,
+            newest: false,
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(got, sent, "lost, duplicated or out of order");
+    eventually("Alpha has every receipt", || {
+        let (alpha, to_b) = (alpha.clone(), to_b.clone());
+        async move {
+            states(&alpha, &to_b)
+                .await
+                .iter()
+                .all(|(_, st)| *st == MessageState::Delivered)
+        }
+    })
+    .await;
+    // Bravo deleted what it took: the holders forget it.
+    let hosts_ref = &hosts;
+    eventually("no holder keeps Bravo's items", || async move {
+        held_everywhere(hosts_ref).await == 0
+    })
+    .await;
+    // And a reply now goes straight back (the session started from the mailbox works).
+    let to_a = contact("a", &hosts[a]);
+    hosts[b]
+        .node()
+        .send_chat(&to_a, "got them all")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_a_2_second_ttl_leaves_every_holder_and_reads_expired() {
+    let limits = MailboxLimits::default();
+    let (mut hosts, _seed) = network(7, limits).await;
+    let (a, b) = (1, 2);
+    introduce(&hosts[a], &hosts[b]).await;
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    let alpha = hosts[a].node().clone();
+    let mut events = alpha.subscribe();
+    let id = alpha
+        .queue_chat_with_ttl(&to_b, "stale in 2 s", Duration::from_secs(2))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let expired = tokio::time::timeout(SAFETY, async {
+        loop {
+            if let Ok(NodeEvent::Expired { id: e, .. }) = events.recv().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(expired, id);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(
+        alpha
+            .message(&to_b.node_id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        MessageState::Expired
+    );
+    let hosts_ref = &hosts;
+    eventually("every holder dropped the expired item", || async move {
+        held_everywhere(hosts_ref).await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_flooding_a_mailbox_is_refused_past_its_quota_others_still_accepted() {
+    let limits = MailboxLimits {
+        per_sender_items: 3,
+        ..MailboxLimits::default()
+    };
+    let (mut hosts, _seed) = network(8, limits).await;
+    let (a, b, c) = (1, 2, 3);
+    introduce(&hosts[a], &hosts[b]).await;
+    introduce(&hosts[c], &hosts[b]).await;
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    for i in 0..10 {
+        hosts[a]
+            .node()
+            .queue_chat(&to_b, &format!("flood #{i}"))
+            .await
+            .unwrap();
+    }
+    let alpha = hosts[a].node().clone();
+    eventually("the flood is held up to the quota", || {
+        let (alpha, to_b) = (alpha.clone(), to_b.clone());
+        async move {
+            let s = states(&alpha, &to_b).await;
+            s.iter().filter(|(_, st)| *st == MessageState::Held).count() == 3
+        }
+    })
+    .await;
+    // Past the quota, nothing more is held: the rest stays in Alpha's outbox.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = states(&alpha, &to_b).await;
+    assert_eq!(
+        s.iter().filter(|(_, st)| *st == MessageState::Held).count(),
+        3
+    );
+    assert_eq!(
+        s.iter()
+            .filter(|(_, st)| *st == MessageState::Queued)
+            .count(),
+        7
+    );
+    // Charlie's messages to the same mailbox are still accepted.
+    let charlie = hosts[c].node().clone();
+    charlie.queue_chat(&to_b, "not a flood").await.unwrap();
+    eventually("Charlie's message is held", || {
+        let (charlie, to_b) = (charlie.clone(), to_b.clone());
+        async move {
+            states(&charlie, &to_b)
+                .await
+                .iter()
+                .all(|(_, st)| *st == MessageState::Held)
+        }
+    })
+    .await;
+}
