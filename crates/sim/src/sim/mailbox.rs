@@ -87,6 +87,11 @@ pub struct MailboxReport {
     pub deposited: usize,
     /// Of those, how many at least one holder accepted.
     pub held: usize,
+    /// Deposits made again because no holder had accepted the message (as the outbox does).
+    pub deposit_retries: u64,
+    /// Messages whose sender left (churn) before any holder accepted them: lost with the sender,
+    /// not counted as eligible.
+    pub lost_with_sender: usize,
     /// Holders that accepted each deposit.
     pub accepted: Vec<u64>,
     /// Messages whose TTL outlives the partition and their recipient's absence.
@@ -165,9 +170,11 @@ impl MailboxReport {
         )?;
         writeln!(
             f,
-            "deposits: {} started, {} held by at least one node; holders accepting: mean {:.2} min {} ",
+            "deposits: {} started, {} held by at least one node, {} retried, {} lost with their sender (left before any holder accepted); holders accepting: mean {:.2} min {}",
             self.deposited,
             self.held,
+            self.deposit_retries,
+            self.lost_with_sender,
             mean(&self.accepted),
             self.accepted.iter().min().copied().unwrap_or(0)
         )?;
@@ -214,6 +221,11 @@ impl MailboxReport {
     }
 }
 
+/// Deposits a node makes of one message before it gives up (its outbox keeps it).
+const MAX_DEPOSIT_ATTEMPTS: u32 = 10;
+/// Wait before depositing again a message no holder accepted.
+const DEPOSIT_RETRY_MS: u64 = 30_000;
+
 /// Scenario events.
 #[derive(Debug)]
 pub(super) enum MbEv {
@@ -234,6 +246,8 @@ struct Msg {
     reachable_at: u64,
     delivered_at: Option<u64>,
     accepted: Option<u32>,
+    sender: Option<u32>,
+    attempts: u32,
 }
 
 #[derive(Debug)]
@@ -328,6 +342,8 @@ impl Sim {
                 reachable_at,
                 delivered_at: None,
                 accepted: None,
+                sender: None,
+                attempts: 0,
             });
             self.schedule(at, Ev::Mailbox(MbEv::Deposit(i)));
         }
@@ -368,6 +384,14 @@ impl Sim {
             return;
         };
         for m in &st.msgs {
+            let unheld = m.accepted.is_none_or(|a| a == 0);
+            let sender_gone = m
+                .sender
+                .is_some_and(|s| self.nodes[s as usize].dht.is_none());
+            if m.id.is_some() && unheld && sender_gone && m.delivered_at.is_none() {
+                st.report.lost_with_sender += 1;
+                continue;
+            }
             let eligible = m.id.is_some() && m.expires_at > m.reachable_at;
             match (eligible, m.delivered_at) {
                 (true, Some(at)) => {
@@ -395,7 +419,8 @@ impl Sim {
             .iter()
             .filter(|m| m.id.is_some() && m.expires_at > m.reachable_at)
             .filter(|m| m.delivered_at.is_none() && m.accepted.is_none_or(|a| a == 0))
-            .count();
+            .count()
+            - st.report.lost_with_sender;
         self.report.mailbox = Some(st.report);
     }
 
@@ -469,18 +494,25 @@ impl Sim {
         let payload_bytes = st.scenario.payload_bytes;
         let ri = st.recipients.iter().position(|&r| r == recipient);
         let offline = ri.is_some_and(|ri| st.offline[ri]);
-        let sender = if offline || !self.partitioned {
-            self.random_honest()
-        } else {
-            let other = 1 - self.nodes[recipient as usize].side;
-            self.random_honest_on(other)
+        let retry = msg.sender.zip(msg.id);
+        let (sender, id) = match retry {
+            // The sender's outbox tries again with the same message.
+            Some((sender, id)) => (sender, id),
+            None => {
+                let sender = if offline || !self.partitioned {
+                    self.random_honest()
+                } else {
+                    let other = 1 - self.nodes[recipient as usize].side;
+                    self.random_honest_on(other)
+                };
+                let Some(sender) = sender.filter(|&s| s != recipient) else {
+                    return;
+                };
+                let mut id = [0u8; 16];
+                self.rng.fill(&mut id[..]);
+                (sender, MessageId::from_bytes(id))
+            }
         };
-        let Some(sender) = sender.filter(|&s| s != recipient) else {
-            return;
-        };
-        let mut id = [0u8; 16];
-        self.rng.fill(&mut id[..]);
-        let id = MessageId::from_bytes(id);
         let mut payload = vec![0u8; payload_bytes];
         self.rng.fill(&mut payload[..]);
         let to = self.nodes[recipient as usize].contact.id;
@@ -502,10 +534,17 @@ impl Sim {
             return;
         }
         if let Some(st) = self.mb.as_mut() {
-            st.msgs[i].id = Some(id);
-            st.msgs[i].deposited_at = now;
-            st.by_id.insert(id, i);
-            st.report.deposited += 1;
+            let m = &mut st.msgs[i];
+            if retry.is_none() {
+                m.id = Some(id);
+                m.sender = Some(sender);
+                m.deposited_at = now;
+                st.by_id.insert(id, i);
+                st.report.deposited += 1;
+            } else {
+                st.report.deposit_retries += 1;
+            }
+            m.attempts += 1;
         }
         self.flush(sender);
     }
@@ -522,11 +561,21 @@ impl Sim {
                 accepted,
                 ..
             } => {
+                let mut retry = None;
                 if let Some(&i) = st.by_id.get(&message_id) {
-                    st.msgs[i].accepted = Some(accepted);
-                    if accepted > 0 {
-                        st.report.held += 1;
+                    let m = &mut st.msgs[i];
+                    if m.accepted.is_none_or(|a| a == 0) {
+                        m.accepted = Some(accepted);
+                        if accepted > 0 {
+                            st.report.held += 1;
+                        } else if m.attempts < MAX_DEPOSIT_ATTEMPTS {
+                            retry = Some(i);
+                        }
                     }
+                }
+                if let Some(i) = retry {
+                    // Not held: the outbox tries again later.
+                    self.schedule(now + DEPOSIT_RETRY_MS, Ev::Mailbox(MbEv::Deposit(i)));
                 }
                 false
             }
