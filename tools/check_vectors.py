@@ -6,7 +6,8 @@ Written from PROTOCOL.md alone, with Python's hashlib plus the `cryptography` an
 packages (`python3 -m pip install cryptography argon2-cffi`). It re-derives: node ids, the
 safety number and its QR text, the contact URI (byte for byte, signature included), the
 node.key file (decrypts it, and re-encrypts it with the recorded salt and nonce to the same bytes),
-and the DHT records (rebuilds each body from its fields and verifies its signature).
+the DHT records (rebuilds each body from its fields and verifies its signature), and the
+mailbox key, item and delete request of PROTOCOL.md section 11 (the same way).
 Exit code 0 when everything matches.
 """
 import base64
@@ -189,6 +190,46 @@ for name, build in [("peer_record", peer_payload), ("prekey_bundle_record", bund
     check(f"{name}: signature", Ed25519PrivateKey.from_private_bytes(seed).sign(context + body).hex(), r["signature"])
     check(f"{name}: record bytes", (body + sig).hex(), r["record"])
     check(f"{name}: at most 1024 bytes", len(body + sig) <= 1024, True)
+
+mb = json.loads((TESTDATA / "mailbox.json").read_text())
+check("mailbox contexts", (mb["key_context"], mb["item_context"], mb["delete_context"]),
+      ("dp2ptcs/v1/mailbox", "dp2ptcs/v1/mailbox-item", "dp2ptcs/v1/mailbox-delete"))
+recipient_seed = bytes.fromhex(mb["recipient_seed"])
+recipient_pk = public_key(recipient_seed)
+recipient_id = node_id(recipient_pk)
+check("mailbox: recipient public key", recipient_pk.hex(), mb["recipient_public_key"])
+check("mailbox: recipient node id", recipient_id.hex(), mb["recipient_node_id"])
+check("mailbox: key = SHA-256(context || recipient id)",
+      hashlib.sha256(b"dp2ptcs/v1/mailbox" + recipient_id).hexdigest(), mb["mailbox_key"])
+
+
+def check_signed(what, seed, signer, context, body, r, field):
+    check(f"{what}: body rebuilt from its fields", body.hex(), r["body"])
+    sig = bytes.fromhex(r["signature"])
+    try:
+        Ed25519PublicKey.from_public_bytes(signer).verify(sig, context + body)
+        check(f"{what}: signature over context || body verifies", True, True)
+    except InvalidSignature:
+        check(f"{what}: signature over context || body verifies", False, True)
+    check(f"{what}: signature", Ed25519PrivateKey.from_private_bytes(seed).sign(context + body).hex(),
+          r["signature"])
+    check(f"{what}: bytes", (body + sig).hex(), r[field])
+
+
+it = mb["item"]
+sender_seed = bytes.fromhex(it["sender_seed"])
+sender_pk = public_key(sender_seed)
+check("mailbox item: sender public key", sender_pk.hex(), it["sender_public_key"])
+payload = bytes.fromhex(it["payload"])
+body = (b"\x01" + sender_pk + recipient_id + bytes.fromhex(it["message_id"])
+        + struct.pack(">QI", it["expires_at_ms"], len(payload)) + payload)
+check_signed("mailbox item", sender_seed, sender_pk, b"dp2ptcs/v1/mailbox-item", body, it, "item")
+
+de = mb["delete"]
+ids = b"".join(bytes.fromhex(i) for i in de["message_ids"])
+body = b"\x01" + recipient_pk + struct.pack(">QH", de["issued_at_ms"], len(de["message_ids"])) + ids
+check_signed("mailbox delete", recipient_seed, recipient_pk, b"dp2ptcs/v1/mailbox-delete", body, de,
+             "delete")
 
 if failures:
     print(f"{len(failures)} checks failed: {', '.join(failures)}")

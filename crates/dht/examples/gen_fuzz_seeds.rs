@@ -1,6 +1,7 @@
-//! Writes the seed corpora of the `dht_record` and `dht_messages` fuzz targets
-//! (`fuzz/corpus/dht_record/`, `fuzz/corpus/dht_messages/`): valid encodings of every record kind
-//! and message, and a few truncated or mutated ones. Deterministic; run from anywhere:
+//! Writes the seed corpora of the `dht_record`, `dht_messages` and `dht_mailbox` fuzz targets
+//! (`fuzz/corpus/dht_record/`, `fuzz/corpus/dht_messages/`, `fuzz/corpus/dht_mailbox/`): valid
+//! encodings of every record kind, message, mailbox item and delete request, and a few truncated
+//! or mutated ones. Deterministic; run from anywhere:
 //! `cargo run -p dp2ptcs-dht --example gen_fuzz_seeds`. `tests/fuzz_corpus.rs` replays them.
 
 use std::fs;
@@ -8,10 +9,10 @@ use std::path::Path;
 
 use dp2ptcs_crypto::{Identity, PreKeyStore};
 use dp2ptcs_dht::{
-    encode_request, encode_response, Contact, PeerRecord, Record, RecordPayload, Request,
-    RequestId, Response,
+    encode_request, encode_response, Contact, MailboxDelete, MailboxItem, PeerRecord, Record,
+    RecordPayload, Request, RequestId, Response,
 };
-use dp2ptcs_types::NodeId;
+use dp2ptcs_types::{MessageId, NodeId};
 use x25519_dalek::StaticSecret;
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -55,6 +56,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     kind[1] = 0x07;
     write(&records, "unknown_kind", &kind)?;
 
+    let mailbox = corpus.join("dht_mailbox");
+    let recipient = Identity::from_seed(&[0x35; 32]);
+    let item = MailboxItem::sign(
+        &owner,
+        recipient.node_id(),
+        MessageId::from_bytes([0x36; 16]),
+        expires,
+        b"sealed".to_vec(),
+    )?;
+    let delete = MailboxDelete::sign(
+        &recipient,
+        vec![
+            MessageId::from_bytes([0x36; 16]),
+            MessageId::from_bytes([0x37; 16]),
+        ],
+        expires - 1,
+    )?;
+    let item_bytes = item.to_bytes();
+    write(&mailbox, "item", &item_bytes)?;
+    write(&mailbox, "delete", &delete.to_bytes())?;
+    write(
+        &mailbox,
+        "item_truncated",
+        &item_bytes[..item_bytes.len() - 3],
+    )?;
+    let mut flipped = item_bytes.clone();
+    flipped[40] ^= 0x01;
+    write(&mailbox, "item_bad_signature", &flipped)?;
+
     let messages = corpus.join("dht_messages");
     let target = NodeId::from_bytes([0x41; 32]);
     let requests = [
@@ -65,6 +95,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "request_store",
             Request::Store {
                 record: Box::new(prekey.clone()),
+            },
+        ),
+        (
+            "request_mailbox_put",
+            Request::MailboxPut {
+                item: Box::new(item.clone()),
+            },
+        ),
+        (
+            "request_mailbox_fetch",
+            Request::MailboxFetch {
+                limit_bytes: 61_440,
+                after: Some(MessageId::from_bytes([0x36; 16])),
+            },
+        ),
+        (
+            "request_mailbox_delete",
+            Request::MailboxDelete {
+                request: Box::new(delete),
             },
         ),
     ];
@@ -91,6 +140,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
         ),
         ("response_stored", Response::Stored { accepted: true }),
+        (
+            "response_mailbox_stored",
+            Response::MailboxStored {
+                accepted: false,
+                reason: 2,
+            },
+        ),
+        (
+            "response_mailbox_items",
+            Response::MailboxItems {
+                items: vec![item],
+                more: true,
+            },
+        ),
+        (
+            "response_mailbox_deleted",
+            Response::MailboxDeleted { removed: 1 },
+        ),
     ];
     let mut nodes = Vec::new();
     for (i, (name, r)) in responses.into_iter().enumerate() {
@@ -118,6 +185,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     big_port.extend_from_slice(&contact);
     write(&messages, "bad_port", &big_port)?;
     write(&messages, "missing_body", &[0x08, 0x01])?;
-    println!("wrote fuzz/corpus/dht_record and fuzz/corpus/dht_messages");
+    println!("wrote fuzz/corpus/dht_record, fuzz/corpus/dht_messages and fuzz/corpus/dht_mailbox");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Regenerates `testdata/dht_record.json`: a peer record and a prekey-bundle record (PROTOCOL.md
 //! section 10.2) signed by fixed identities, with every input field, so that an independent
-//! implementation (`tools/check_vectors.py`) can rebuild the body and verify the signature.
+//! implementation (`tools/check_vectors.py`) can rebuild the body and verify the signature; and
+//! `testdata/mailbox.json`: a mailbox key, item and delete request (PROTOCOL.md section 11) the
+//! same way.
 //!
 //! Run from anywhere: `cargo run -p dp2ptcs-dht --example gen_vectors`. Ed25519 signatures are
 //! deterministic, so the file regenerates byte for byte.
@@ -10,7 +12,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use dp2ptcs_crypto::{Identity, PreKeyStore};
-use dp2ptcs_dht::{PeerRecord, Record, RecordPayload, RECORD_SIGNATURE_CONTEXT};
+use dp2ptcs_dht::{
+    mailbox_key, MailboxDelete, MailboxItem, PeerRecord, Record, RecordPayload,
+    MAILBOX_DELETE_CONTEXT, MAILBOX_ITEM_CONTEXT, MAILBOX_KEY_CONTEXT, RECORD_SIGNATURE_CONTEXT,
+};
+use dp2ptcs_types::MessageId;
 use serde_json::{json, Value};
 use x25519_dalek::StaticSecret;
 
@@ -99,5 +105,67 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     text.push('\n');
     fs::write(dir.join("dht_record.json"), text)?;
     println!("wrote testdata/dht_record.json");
+    mailbox_vectors(&dir)
+}
+
+fn split_signature(bytes: &[u8]) -> (String, String) {
+    let (body, signature) = bytes.split_at(bytes.len() - 64);
+    (hex::encode(body), hex::encode(signature))
+}
+
+fn mailbox_vectors(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let sender_seed = [0x31u8; 32];
+    let recipient_seed = [0x32u8; 32];
+    let sender = Identity::from_seed(&sender_seed);
+    let recipient = Identity::from_seed(&recipient_seed);
+    let ids = [
+        MessageId::from_bytes([0x41; 16]),
+        MessageId::from_bytes([0x42; 16]),
+    ];
+    let payload = b"sealed envelope bytes".to_vec();
+    let item = MailboxItem::sign(
+        &sender,
+        recipient.node_id(),
+        ids[0],
+        EXPIRES_AT_MS,
+        payload.clone(),
+    )?;
+    let item_bytes = item.to_bytes();
+    let (item_body, item_signature) = split_signature(&item_bytes);
+    let issued_at_ms = EXPIRES_AT_MS - 7 * 24 * 60 * 60 * 1000;
+    let delete = MailboxDelete::sign(&recipient, ids.to_vec(), issued_at_ms)?;
+    let delete_bytes = delete.to_bytes();
+    let (delete_body, delete_signature) = split_signature(&delete_bytes);
+    let value = json!({
+        "description": "Mailboxes (PROTOCOL.md section 11): the mailbox key of a recipient, an item signed by a sender for it, and a delete request signed by the recipient, each identity given by its Ed25519 seed.",
+        "key_context": String::from_utf8_lossy(MAILBOX_KEY_CONTEXT),
+        "item_context": String::from_utf8_lossy(MAILBOX_ITEM_CONTEXT),
+        "delete_context": String::from_utf8_lossy(MAILBOX_DELETE_CONTEXT),
+        "recipient_seed": hex::encode(recipient_seed),
+        "recipient_public_key": hex::encode(recipient.public().to_bytes()),
+        "recipient_node_id": recipient.node_id().to_hex(),
+        "mailbox_key": mailbox_key(&recipient.node_id()).to_hex(),
+        "item": {
+            "sender_seed": hex::encode(sender_seed),
+            "sender_public_key": hex::encode(sender.public().to_bytes()),
+            "message_id": ids[0].to_hex(),
+            "expires_at_ms": EXPIRES_AT_MS,
+            "payload": hex::encode(&payload),
+            "body": item_body,
+            "signature": item_signature,
+            "item": hex::encode(&item_bytes),
+        },
+        "delete": {
+            "issued_at_ms": issued_at_ms,
+            "message_ids": ids.iter().map(MessageId::to_hex).collect::<Vec<_>>(),
+            "body": delete_body,
+            "signature": delete_signature,
+            "delete": hex::encode(&delete_bytes),
+        },
+    });
+    let mut text = serde_json::to_string_pretty(&value)?;
+    text.push('\n');
+    fs::write(dir.join("mailbox.json"), text)?;
+    println!("wrote testdata/mailbox.json");
     Ok(())
 }

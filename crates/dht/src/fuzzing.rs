@@ -1,8 +1,10 @@
-//! Entry points shared by the fuzz targets under `fuzz/` (`dht_record`, `dht_messages`) and the
+//! Entry points shared by the fuzz targets under `fuzz/` (`dht_record`, `dht_messages`,
+//! `dht_mailbox`) and the
 //! test that replays their corpora. Not a stable API. Each function returns `Err` with a
 //! description when an invariant breaks; the fuzz targets turn that into a crash.
 
 use crate::codec::{decode_request, decode_response, encode_request, encode_response};
+use crate::mailbox::{MailboxDelete, MailboxItem};
 use crate::record::Record;
 
 /// Decodes `data` as a record; one that verifies must re-encode to exactly `data` (the signature
@@ -14,6 +16,22 @@ pub fn record(data: &[u8]) -> Result<(), String> {
         }
         if Record::from_bytes(&r.to_bytes()).as_ref() != Ok(&r) {
             return Err("a re-encoded record does not decode to itself".into());
+        }
+    }
+    Ok(())
+}
+
+/// Decodes `data` as a mailbox item and as a delete request; one that verifies must re-encode to
+/// exactly `data` (the signature covers the bytes received).
+pub fn mailbox(data: &[u8]) -> Result<(), String> {
+    if let Ok(item) = MailboxItem::from_bytes(data) {
+        if item.to_bytes() != data || item.encoded_len() != data.len() {
+            return Err("a verified mailbox item does not re-encode to its bytes".into());
+        }
+    }
+    if let Ok(delete) = MailboxDelete::from_bytes(data) {
+        if delete.to_bytes() != data {
+            return Err("a verified delete request does not re-encode to its bytes".into());
         }
     }
     Ok(())

@@ -262,6 +262,56 @@ mod tests {
         assert_ne!(mailbox_key(&r), r);
     }
 
+    /// Pins PROTOCOL.md section 11 (Ed25519 signatures are deterministic): sender seed 32 × 0x11,
+    /// recipient seed 32 × 0x22, message id 16 × 0x33.
+    #[test]
+    fn known_answer() {
+        use dp2ptcs_crypto::Identity;
+        use dp2ptcs_types::MessageId;
+        let sender = Identity::from_seed(&[0x11; 32]);
+        let recipient = Identity::from_seed(&[0x22; 32]);
+        assert_eq!(
+            mailbox_key(&recipient.node_id()).to_hex(),
+            "3611f28a7cb83765d90d89dadd7d2269ba13578fa3551caf812c493ff689e47f"
+        );
+        let id = MessageId::from_bytes([0x33; 16]);
+        let item = MailboxItem::sign(
+            &sender,
+            recipient.node_id(),
+            id,
+            0x0000_0190_0000_0000,
+            b"hi".to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode(item.to_bytes()),
+            concat!(
+                "01",
+                "d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737",
+                "1325b850c2871916eae203f0efc3c8987f64e5e3cdb27679e6d1fa97808357e6",
+                "33333333333333333333333333333333",
+                "0000019000000000",
+                "00000002",
+                "6869",
+                "0697016c916550f71c41495a0c28dc666be0a82faffa0b12bf116773c1381f3b",
+                "cc5cac279b240badeba210ea0e1f01c6a3435ad95398731f2410dc91cc03c608",
+            )
+        );
+        let delete = MailboxDelete::sign(&recipient, vec![id], 0x0000_0190_0000_0001).unwrap();
+        assert_eq!(
+            hex::encode(delete.to_bytes()),
+            concat!(
+                "01",
+                "a09aa5f47a6759802ff955f8dc2d2a14a5c99d23be97f864127ff9383455a4f0",
+                "0000019000000001",
+                "0001",
+                "33333333333333333333333333333333",
+                "a40693376ad0852f1181d1d8ecc045162eddbe8932e00e826582931a373deb32",
+                "1e034308abb89bb9d8a85c1bbb7614b858754762bf7382f20df8e75ff9726c04",
+            )
+        );
+    }
+
     #[test]
     fn refusal_codes_round_trip() {
         for c in 0..10 {

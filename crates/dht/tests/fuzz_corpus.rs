@@ -1,4 +1,4 @@
-//! Replays the committed corpora of the `dht_record` and `dht_messages` fuzz targets
+//! Replays the committed corpora of the `dht_record`, `dht_messages` and `dht_mailbox` fuzz targets
 //! (`fuzz/corpus/<target>/*`, seeded by `examples/gen_fuzz_seeds.rs`) through the same functions
 //! the fuzz targets call, so every seed and every crash found and committed stays a regression
 //! test.
@@ -40,6 +40,16 @@ fn dht_record_corpus() {
 #[test]
 fn dht_messages_corpus() {
     replay("dht_messages", fuzzing::messages);
+}
+
+#[test]
+fn dht_mailbox_corpus() {
+    replay("dht_mailbox", fuzzing::mailbox);
+    assert!(dp2ptcs_dht::MailboxItem::from_bytes(&seed("dht_mailbox", "item")).is_ok());
+    assert!(dp2ptcs_dht::MailboxDelete::from_bytes(&seed("dht_mailbox", "delete")).is_ok());
+    assert!(
+        dp2ptcs_dht::MailboxItem::from_bytes(&seed("dht_mailbox", "item_bad_signature")).is_err()
+    );
 }
 
 #[test]

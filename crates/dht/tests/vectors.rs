@@ -73,3 +73,63 @@ fn the_recorded_records_verify_and_carry_their_fields() {
         }
     }
 }
+
+/// `testdata/mailbox.json` (PROTOCOL.md section 11): the key, the item and the delete request
+/// decode, verify, carry their fields, and sign again to the same bytes.
+#[test]
+fn the_recorded_mailbox_vectors_verify_and_carry_their_fields() {
+    use dp2ptcs_dht::{mailbox_key, MailboxDelete, MailboxItem};
+    use dp2ptcs_types::MessageId;
+
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mailbox.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let seed = |hex_seed: &Value| -> [u8; 32] {
+        hex::decode(hex_seed.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
+    let recipient = Identity::from_seed(&seed(&v["recipient_seed"]));
+    assert_eq!(recipient.node_id().to_hex(), v["recipient_node_id"]);
+    assert_eq!(mailbox_key(&recipient.node_id()).to_hex(), v["mailbox_key"]);
+
+    let it = &v["item"];
+    let sender = Identity::from_seed(&seed(&it["sender_seed"]));
+    let bytes = hex_field(it, "item");
+    let item = MailboxItem::from_bytes(&bytes).unwrap();
+    assert_eq!(
+        item.sender().to_bytes().to_vec(),
+        hex_field(it, "sender_public_key")
+    );
+    assert_eq!(item.recipient(), &recipient.node_id());
+    assert_eq!(item.message_id().to_hex(), it["message_id"]);
+    assert_eq!(item.expires_at_ms(), it["expires_at_ms"].as_u64().unwrap());
+    assert_eq!(item.payload(), hex_field(it, "payload"));
+    assert_eq!(item.signature().to_vec(), hex_field(it, "signature"));
+    assert_eq!(&bytes[..bytes.len() - 64], hex_field(it, "body"));
+    let again = MailboxItem::sign(
+        &sender,
+        *item.recipient(),
+        *item.message_id(),
+        item.expires_at_ms(),
+        item.payload().to_vec(),
+    )
+    .unwrap();
+    assert_eq!(again.to_bytes(), bytes);
+
+    let d = &v["delete"];
+    let bytes = hex_field(d, "delete");
+    let delete = MailboxDelete::from_bytes(&bytes).unwrap();
+    assert_eq!(delete.recipient_id(), recipient.node_id());
+    assert_eq!(delete.issued_at_ms(), d["issued_at_ms"].as_u64().unwrap());
+    let ids: Vec<MessageId> = d["message_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(delete.ids(), &ids[..]);
+    assert_eq!(&bytes[..bytes.len() - 64], hex_field(d, "body"));
+    let again = MailboxDelete::sign(&recipient, ids, delete.issued_at_ms()).unwrap();
+    assert_eq!(again.to_bytes(), bytes);
+}

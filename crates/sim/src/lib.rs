@@ -8,6 +8,11 @@
 //! the target or with made-up ids closer than anyone, see [`AdversaryMode`]). It then measures lookups and record retrieval. See [`SimConfig`] for the scenario and
 //! [`Report`] for what is measured.
 //!
+//! With [`SimConfig::mailbox`] it runs the store-and-forward scenario instead
+//! ([`MailboxScenario`]): deposits for recipients that are offline or across a partition, the
+//! partition heals and the recipients come back and fetch, and [`MailboxReport`] gives the
+//! delivery ratio, delays and the bytes each node holds.
+//!
 //! Everything random comes from one ChaCha8 generator seeded by [`SimConfig::seed`] and every
 //! collection iterated is ordered, so the same configuration gives byte-identical output. No
 //! wall clock, no IO.
@@ -17,5 +22,5 @@ mod sim;
 mod stats;
 
 pub use net::NetModel;
-pub use sim::{run, AdversaryMode, Report, SimConfig};
+pub use sim::{run, AdversaryMode, MailboxReport, MailboxScenario, Report, SimConfig};
 pub use stats::{mean, percentile};

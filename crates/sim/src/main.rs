@@ -9,11 +9,21 @@
 //! [1000], `--records R` [200], `--duration-s T` [7200], `--join-spacing-ms J` [20],
 //! `--attacker-ids I` [1000], `--latency-ms M` [40], `--memory` (also print wall time and peak
 //! memory, which differ between runs and machines).
+//!
+//! Store-and-forward mode: `--mailbox`, with `--messages N` [1000], `--recipients R` [N/4],
+//! `--partition-ms P` [1800000], `--offline F` [0.5], `--offline-ms O` [1800000], `--ttl-ms T`
+//! [7 days], `--fetch-interval-ms I` [300000], `--payload-bytes B` [1024], `--settle-ms S`
+//! [3600000]; `--churn`, `--loss`, `--latency-ms` as above (any of these options implies
+//! `--mailbox`).
+//!
+//! ```text
+//! cargo run --release -p dp2ptcs-sim -- --mailbox --nodes 1000 --seed 1 --churn 0.1
+//! ```
 
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use dp2ptcs_sim::{run, AdversaryMode, SimConfig};
+use dp2ptcs_sim::{run, AdversaryMode, MailboxScenario, SimConfig};
 
 fn main() -> anyhow::Result<()> {
     let mut cfg = SimConfig::default();
@@ -22,6 +32,10 @@ fn main() -> anyhow::Result<()> {
     while let Some(flag) = args.next() {
         if flag == "--memory" {
             memory = true;
+            continue;
+        }
+        if flag == "--mailbox" {
+            cfg.mailbox.get_or_insert_with(MailboxScenario::default);
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -55,6 +69,30 @@ fn main() -> anyhow::Result<()> {
             }
             "--join-spacing-ms" => cfg.join_spacing_ms = value.parse().with_context(bad)?,
             "--attacker-ids" => cfg.attacker_ids = value.parse().with_context(bad)?,
+            "--messages"
+            | "--recipients"
+            | "--partition-ms"
+            | "--offline"
+            | "--offline-ms"
+            | "--ttl-ms"
+            | "--fetch-interval-ms"
+            | "--payload-bytes"
+            | "--settle-ms" => {
+                let m = cfg.mailbox.get_or_insert_with(MailboxScenario::default);
+                match flag.as_str() {
+                    "--messages" => m.messages = value.parse().with_context(bad)?,
+                    "--recipients" => m.recipients = value.parse().with_context(bad)?,
+                    "--partition-ms" => m.partition_ms = value.parse().with_context(bad)?,
+                    "--offline" => m.offline = value.parse().with_context(bad)?,
+                    "--offline-ms" => m.offline_ms = value.parse().with_context(bad)?,
+                    "--ttl-ms" => m.ttl_ms = value.parse().with_context(bad)?,
+                    "--fetch-interval-ms" => {
+                        m.fetch_interval_ms = value.parse().with_context(bad)?
+                    }
+                    "--payload-bytes" => m.payload_bytes = value.parse().with_context(bad)?,
+                    _ => m.settle_ms = value.parse().with_context(bad)?,
+                }
+            }
             other => bail!("unknown option {other}"),
         }
     }
@@ -63,6 +101,20 @@ fn main() -> anyhow::Result<()> {
         || !(0.0..1.0).contains(&cfg.net.loss)
     {
         bail!("--churn, --adversarial and --loss are fractions");
+    }
+    if let Some(m) = &cfg.mailbox {
+        if !(0.0..=1.0).contains(&m.offline) {
+            bail!("--offline is a fraction");
+        }
+        if m.ttl_ms > dp2ptcs_dht::MAX_MAILBOX_TTL_MS || m.ttl_ms == 0 {
+            bail!("--ttl-ms is 1 to {}", dp2ptcs_dht::MAX_MAILBOX_TTL_MS);
+        }
+        if m.payload_bytes > dp2ptcs_dht::MAX_MAILBOX_PAYLOAD {
+            bail!(
+                "--payload-bytes is at most {}",
+                dp2ptcs_dht::MAX_MAILBOX_PAYLOAD
+            );
+        }
     }
     let started = Instant::now();
     let report = run(cfg);

@@ -17,6 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::net::NetModel;
 use crate::stats::{mean, percentile};
 
+mod mailbox;
+
+pub use mailbox::{MailboxReport, MailboxScenario};
+
 /// How adversarial nodes answer lookups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdversaryMode {
@@ -54,6 +58,8 @@ pub struct SimConfig {
     pub duration_ms: u64,
     /// Ids the /24 attacker holds when it tries to fill a victim's routing table (0: skip).
     pub attacker_ids: usize,
+    /// Run the store-and-forward scenario instead of the lookup one (see [`MailboxScenario`]).
+    pub mailbox: Option<MailboxScenario>,
 }
 
 impl Default for SimConfig {
@@ -75,6 +81,7 @@ impl Default for SimConfig {
             join_spacing_ms: 20,
             duration_ms: 2 * 60 * 60 * 1000,
             attacker_ids: 1000,
+            mailbox: None,
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct Report {
     pub attacker_max_per_bucket: usize,
     /// Mean routing-table size of the honest nodes alive at the end.
     pub mean_table_len: f64,
+    /// What the store-and-forward scenario measured, when it ran.
+    pub mailbox: Option<MailboxReport>,
 }
 
 impl Report {
@@ -137,6 +146,9 @@ fn ratio(a: usize, b: usize) -> f64 {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
+        if let Some(m) = &self.mailbox {
+            return m.write(self, f);
+        }
         writeln!(
             f,
             "scenario: nodes={} seed={} churn={} adversarial={} ({:?}) loss={} paths={} alpha={} lookups={} records={} duration={}s",
@@ -216,6 +228,8 @@ struct Node {
     adversarial: bool,
     /// The time of the timer event queued for this node, if any.
     timer_at: u64,
+    /// Its side of a partition (store-and-forward scenario only).
+    side: u8,
 }
 
 #[derive(Debug)]
@@ -235,6 +249,7 @@ enum Ev {
         id: RequestId,
         response: Response,
     },
+    Mailbox(mailbox::MbEv),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -259,6 +274,9 @@ struct Sim {
     adversaries: Vec<u32>,
     measured: BTreeMap<(u32, LookupId), Measured>,
     report: Report,
+    /// Messages between the two sides are dropped (store-and-forward scenario).
+    partitioned: bool,
+    mb: Option<mailbox::State>,
 }
 
 /// Runs a scenario to the end.
@@ -279,6 +297,7 @@ pub fn run(cfg: SimConfig) -> Report {
         attacker_entries: Vec::new(),
         attacker_max_per_bucket: 0,
         mean_table_len: 0.0,
+        mailbox: None,
     };
     let mut sim = Sim {
         rng: ChaCha8Rng::seed_from_u64(cfg.seed),
@@ -294,8 +313,14 @@ pub fn run(cfg: SimConfig) -> Report {
         adversaries: Vec::new(),
         measured: BTreeMap::new(),
         report,
+        partitioned: false,
+        mb: None,
     };
-    sim.scenario();
+    if sim.cfg.mailbox.is_some() {
+        sim.mailbox_scenario();
+    } else {
+        sim.scenario();
+    }
     sim.report
 }
 
@@ -454,8 +479,22 @@ impl Sim {
             dht: None,
             adversarial,
             timer_at: u64::MAX,
+            side: 0,
         });
         slot
+    }
+
+    fn random_honest_on(&mut self, side: u8) -> Option<u32> {
+        let on: Vec<u32> = self
+            .honest_alive
+            .iter()
+            .copied()
+            .filter(|&s| self.nodes[s as usize].side == side)
+            .collect();
+        if on.is_empty() {
+            return None;
+        }
+        Some(on[self.rng.gen_range(0..on.len())])
     }
 
     fn random_honest(&mut self) -> Option<u32> {
@@ -536,6 +575,7 @@ impl Sim {
                 self.flush(slot);
             }
             Ev::Request { from, to, t } => self.deliver_request(from, to, t),
+            Ev::Mailbox(ev) => self.mailbox_handle(ev),
             Ev::Response {
                 to,
                 from,
@@ -552,8 +592,14 @@ impl Sim {
 
     fn join(&mut self, slot: u32) {
         let now = self.now;
-        // A real node joins through a contact it knows: an honest one.
-        let bootstrap = self.random_honest().map(|s| self.nodes[s as usize].contact);
+        // A real node joins through a contact it knows: an honest one (on its side of a
+        // partition).
+        let bootstrap = if self.partitioned {
+            self.random_honest_on(self.nodes[slot as usize].side)
+        } else {
+            self.random_honest()
+        }
+        .map(|s| self.nodes[s as usize].contact);
         let node = &mut self.nodes[slot as usize];
         let mut dht = Dht::new(node.contact.id, self.cfg.dht, now);
         if let Some(b) = bootstrap {
@@ -609,6 +655,10 @@ impl Sim {
             let Some(&to) = self.by_id.get(&t.to.id) else {
                 continue; // gone: the request times out
             };
+            if self.cut(slot, to) {
+                self.count_cut();
+                continue; // the other side of the partition: the request times out
+            }
             if self.cfg.net.lost(&mut self.rng) {
                 self.report.lost_total += 1;
                 continue;
@@ -616,9 +666,11 @@ impl Sim {
             let at = now + self.cfg.net.latency_ms(&mut self.rng);
             self.schedule(at, Ev::Request { from: slot, to, t });
         }
+        let mut again = false;
         for event in events {
-            if let Event::LookupFinished(outcome) = event {
-                self.lookup_finished(slot, outcome);
+            match event {
+                Event::LookupFinished(outcome) => self.lookup_finished(slot, outcome),
+                other => again |= self.mailbox_event(slot, other),
             }
         }
         let node = &mut self.nodes[slot as usize];
@@ -626,6 +678,14 @@ impl Sim {
             node.timer_at = timeout;
             self.schedule(timeout, Ev::Timer(slot));
         }
+        if again {
+            self.flush(slot);
+        }
+    }
+
+    /// Whether a partition separates `a` and `b`.
+    fn cut(&self, a: u32, b: u32) -> bool {
+        self.partitioned && self.nodes[a as usize].side != self.nodes[b as usize].side
     }
 
     fn lookup_finished(&mut self, slot: u32, o: LookupOutcome) {
@@ -653,6 +713,10 @@ impl Sim {
         if !target_alive || self.nodes[from as usize].dht.is_none() {
             return;
         }
+        if self.cut(from, to) {
+            self.count_cut();
+            return;
+        }
         let response = if self.nodes[to as usize].adversarial {
             self.adversarial_answer(&t.request)
         } else {
@@ -663,6 +727,9 @@ impl Sim {
             self.flush(to);
             r
         };
+        if self.cut(from, to) {
+            return;
+        }
         if self.cfg.net.lost(&mut self.rng) {
             self.report.lost_total += 1;
             return;

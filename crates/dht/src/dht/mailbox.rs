@@ -23,7 +23,8 @@
 //!   [`DhtConfig::mailbox_replicate_interval_ms`](crate::DhtConfig::mailbox_replicate_interval_ms) after it was stored or last handed on, unless
 //!   another holder handed it here in the meantime (then that holder did the work). A due item's
 //!   mailbox key is looked up and the item is put at the r closest found. A holder that finds
-//!   itself no longer among the r closest drops each item that all r accepted.
+//!   itself no longer among the r closest drops each item that all r accepted or refused as
+//!   deleted (a tombstone: the recipient deleted it while this node was away).
 //! - *Hand-off*: for each held mailbox the node remembers the r closest nodes it knows to the key.
 //!   When a peer closer than the farthest of them enters the routing table (a newcomer, a healed
 //!   partition), the mailbox's items are handed on, after
@@ -83,7 +84,8 @@ pub(super) enum MailboxOp {
     Replicate {
         recipient: NodeId,
         outstanding: u32,
-        /// Drop the items all `targets` accepted: this node is not among the r closest.
+        /// Drop the items all `targets` accepted (or refused as deleted by the recipient): this
+        /// node is not among the r closest.
         drop_accepted: bool,
         targets: u32,
         accepted: BTreeMap<MessageId, u32>,
@@ -645,7 +647,15 @@ impl Dht {
                 response,
             ) => {
                 *outstanding = outstanding.saturating_sub(1);
-                if let Some(Response::MailboxStored { accepted: true, .. }) = response {
+                // Held there, or deleted by the recipient (a tombstone there): either way the
+                // target has dealt with it.
+                let settled = match response {
+                    Some(Response::MailboxStored { accepted, reason }) => {
+                        accepted || MailboxRefusal::from_code(reason) == MailboxRefusal::Deleted
+                    }
+                    _ => false,
+                };
+                if settled {
                     if let Some(n) = accepted.get_mut(&id) {
                         *n += 1;
                     }
