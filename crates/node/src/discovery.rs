@@ -629,9 +629,8 @@ impl Inner {
         }
     }
 
-    /// Loads the mailbox items held before a restart, then writes every change through to the
-    /// store, in order, until shutdown.
-    pub(crate) async fn persist_held(self: Arc<Self>) {
+    /// Loads the mailbox items held before a restart (before the node serves anyone).
+    pub(crate) async fn restore_held(&self) {
         let store = self.store.clone();
         let restored = blocking(move || Ok(lock(&store).held_items(now_ms())?)).await;
         match restored {
@@ -649,10 +648,22 @@ impl Inner {
             }
             Err(e) => tracing::warn!(error = %e, "reading the held mailbox items failed"),
         }
+    }
+
+    /// Writes every change to the mailbox items we hold through to the store, in order, until
+    /// shutdown (what is queued then is still written).
+    pub(crate) async fn persist_held(self: Arc<Self>) {
         let Some(mut rx) = lock(&self.discovery.persist_rx).take() else {
             return;
         };
-        while let Some(change) = rx.recv().await {
+        let mut stop = self.shutdown.subscribe();
+        loop {
+            let change = tokio::select! {
+                c = rx.recv() => c,
+                // At shutdown: what is queued still goes in, then the task ends.
+                _ = stop.wait_for(|s| *s) => rx.try_recv().ok(),
+            };
+            let Some(change) = change else { break };
             let store = self.store.clone();
             let r = blocking(move || {
                 let store = lock(&store);

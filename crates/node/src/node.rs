@@ -212,6 +212,7 @@ impl Node {
             mailbox_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
+        inner.restore_held().await;
         tokio::spawn(inner.clone().accept_loop());
         tokio::spawn(inner.clone().outbox_loop());
         tokio::spawn(inner.clone().discovery_loop());

@@ -337,3 +337,71 @@ async fn a_sender_flooding_a_mailbox_is_refused_past_its_quota_others_still_acce
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_holder_holds_survives_its_restart_and_is_still_delivered() {
+    let limits = MailboxLimits::default();
+    let (mut hosts, seed) = network(7, limits).await;
+    let (a, b) = (1, 2);
+    introduce(&hosts[a], &hosts[b]).await;
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    for i in 0..5 {
+        hosts[a]
+            .node()
+            .queue_chat(&to_b, &format!("kept #{i}"))
+            .await
+            .unwrap();
+    }
+    let alpha = hosts[a].node().clone();
+    eventually("all 5 held", || {
+        let (alpha, to_b) = (alpha.clone(), to_b.clone());
+        async move {
+            let s = states(&alpha, &to_b).await;
+            s.len() == 5 && s.iter().all(|(_, st)| *st == MessageState::Held)
+        }
+    })
+    .await;
+    // Every holder other than the sender restarts: what each held is back after the restart.
+    let mut holders = Vec::new();
+    for h in hosts.iter().filter(|h| h.index != a && h.node.is_some()) {
+        let n = h.node().status().await.unwrap().dht.mailbox_items;
+        if n > 0 {
+            holders.push((h.index, n));
+        }
+    }
+    assert!(!holders.is_empty());
+    for &(i, n) in &holders {
+        hosts[i]
+            .node()
+            .shutdown(Duration::from_secs(2))
+            .await
+            .unwrap();
+        hosts[i].node = None;
+        bring_back(&mut hosts[i], seed, limits).await;
+        assert_eq!(hosts[i].node().status().await.unwrap().dht.mailbox_items, n);
+    }
+    // The sender goes away too: only the restarted holders can deliver.
+    take_offline(&mut hosts[a]).await;
+    bring_back(&mut hosts[b], seed, limits).await;
+    let bravo = hosts[b].node().clone();
+    let from_a = hosts[a].keys.identity().public().node_id();
+    eventually("Bravo has all 5 from the restarted holders", || {
+        let bravo = bravo.clone();
+        async move {
+            bravo
+                .history(&HistoryQuery {
+                    peer: Some(&from_a),
+                    direction: Some(Direction::Incoming),
+                    after_seq: 0,
+                    limit: 100,
+                    newest: false,
+                })
+                .await
+                .unwrap()
+                .len()
+                == 5
+        }
+    })
+    .await;
+}
