@@ -76,7 +76,22 @@ pub struct DhtConfig {
     /// Most items handed on per round, each to up to r holders (default 64). A round runs at each
     /// maintenance tick (periodic replication) and each hand-off timer.
     pub mailbox_items_per_round: usize,
+    /// Contacts dropped from the routing table after failing are pinged again this often (default
+    /// 2 min; checked at the maintenance tick), so that the two sides of a healed partition find
+    /// each other without waiting for a bucket refresh. See [`DROPPED_MEMORY`].
+    pub reping_interval_ms: u64,
 }
+
+/// Dropped contacts remembered for pinging again ([`DhtConfig::reping_interval_ms`]), for at
+/// most [`DROPPED_MAX_AGE_MS`]; the oldest is forgotten first. Each is pinged after the
+/// interval, then after twice as long each time, at most [`REPING_MAX_BACKOFF_MS`] apart.
+pub const DROPPED_MEMORY: usize = 128;
+/// Dropped contacts pinged per round, at most.
+pub const REPING_PER_ROUND: usize = 16;
+/// Longest wait between two pings of one dropped contact (16 min).
+pub const REPING_MAX_BACKOFF_MS: u64 = 16 * 60 * 1000;
+/// A dropped contact is forgotten this long after it was dropped (24 h).
+pub const DROPPED_MAX_AGE_MS: u64 = 24 * 60 * 60 * 1000;
 
 impl Default for DhtConfig {
     fn default() -> Self {
@@ -94,6 +109,7 @@ impl Default for DhtConfig {
             mailbox_replicate_interval_ms: 10 * 60 * 1000,
             mailbox_handoff_delay_ms: 5_000,
             mailbox_items_per_round: 64,
+            reping_interval_ms: 2 * 60 * 1000,
         }
     }
 }
@@ -230,11 +246,25 @@ pub const MAX_MAILBOX_FETCH_PAGES: u32 = 8;
 enum PendingKind {
     Lookup(LookupId),
     EvictionPing,
+    /// A ping to a contact dropped earlier ([`DhtConfig::reping_interval_ms`]).
+    Reping,
     Store,
     Mailbox {
         op: LookupId,
         what: mailbox::MailboxPending,
     },
+}
+
+/// A contact dropped from the routing table, remembered for pinging again.
+#[derive(Debug, Clone, Copy)]
+struct Dropped {
+    contact: Contact,
+    /// When it was dropped.
+    at_ms: u64,
+    /// When to ping it next.
+    next_ms: u64,
+    /// Pings sent since it was dropped.
+    pings: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -271,6 +301,9 @@ pub struct Dht {
     mailbox_views: BTreeMap<NodeId, mailbox::MailboxView>,
     handoff_due: BTreeMap<NodeId, BTreeSet<NodeId>>,
     next_handoff_ms: u64,
+    /// Contacts dropped after failing, oldest first: pinged again now and then.
+    dropped: VecDeque<Dropped>,
+    next_reping_ms: u64,
 }
 
 impl Dht {
@@ -299,6 +332,8 @@ impl Dht {
             mailbox_views: BTreeMap::new(),
             handoff_due: BTreeMap::new(),
             next_handoff_ms: u64::MAX,
+            dropped: VecDeque::new(),
+            next_reping_ms: now_ms.saturating_add(config.reping_interval_ms),
         }
     }
 
@@ -395,6 +430,8 @@ impl Dht {
             PendingKind::EvictionPing => {
                 self.table.ping_result(from, true, now_ms);
             }
+            // Back: `observe` above put it in the table again.
+            PendingKind::Reping => self.dropped.retain(|d| d.contact.id != *from),
             PendingKind::Store => {}
             PendingKind::Mailbox { op, what } => {
                 self.mailbox_answer(op, what, pending.to, Some(response), now_ms);
@@ -460,6 +497,10 @@ impl Dht {
         self.next_maintenance_ms = now_ms.saturating_add(self.config.maintenance_interval_ms);
         self.store.expire(now_ms);
         self.mailbox_maintenance(now_ms);
+        if now_ms >= self.next_reping_ms {
+            self.next_reping_ms = now_ms.saturating_add(self.config.reping_interval_ms);
+            self.reping_dropped(now_ms);
+        }
         for record in self.store.due_republish(now_ms) {
             let target = record.key().owner;
             let purpose = LookupPurpose::Republish(Box::new(record));
@@ -617,20 +658,73 @@ impl Dht {
         self.transmits.push_back(Transmit { to, id, request });
     }
 
+    /// Remembers `c`, just dropped from the table, for [`DhtConfig::reping_interval_ms`].
+    fn note_dropped(&mut self, c: Contact, now_ms: u64) {
+        self.dropped.retain(|d| d.contact.id != c.id);
+        self.dropped.push_back(Dropped {
+            contact: c,
+            at_ms: now_ms,
+            next_ms: now_ms.saturating_add(self.config.reping_interval_ms),
+            pings: 0,
+        });
+        while self.dropped.len() > DROPPED_MEMORY {
+            self.dropped.pop_front();
+        }
+    }
+
+    /// Reports a failed request to `c`, remembering it if that dropped it.
+    fn report_failure(&mut self, c: Contact, now_ms: u64) {
+        if self.table.report_failure(&c.id, now_ms) {
+            self.note_dropped(c, now_ms);
+        }
+    }
+
+    /// Pings again up to [`REPING_PER_ROUND`] of the remembered dropped contacts whose time
+    /// has come and that are not back in the table, oldest first.
+    fn reping_dropped(&mut self, now_ms: u64) {
+        let table = &self.table;
+        self.dropped.retain(|d| {
+            now_ms.saturating_sub(d.at_ms) < DROPPED_MAX_AGE_MS
+                && table.get(&d.contact.id).is_none()
+        });
+        let interval = self.config.reping_interval_ms.max(1);
+        let mut due = Vec::new();
+        for d in self.dropped.iter_mut() {
+            if due.len() == REPING_PER_ROUND {
+                break;
+            }
+            if d.next_ms <= now_ms {
+                d.pings = d.pings.saturating_add(1);
+                let wait = interval
+                    .saturating_mul(1u64 << d.pings.min(16))
+                    .min(REPING_MAX_BACKOFF_MS.max(interval));
+                d.next_ms = now_ms.saturating_add(wait);
+                due.push(d.contact);
+            }
+        }
+        for c in due {
+            self.send(c, Request::Ping, PendingKind::Reping, now_ms);
+        }
+    }
+
     fn fail(&mut self, p: Pending, now_ms: u64) {
         match p.kind {
             PendingKind::EvictionPing => {
                 self.table.ping_result(&p.to.id, false, now_ms);
+                if self.table.get(&p.to.id).is_none() {
+                    self.note_dropped(p.to, now_ms);
+                }
             }
+            PendingKind::Reping => {}
             PendingKind::Store => {
-                self.table.report_failure(&p.to.id, now_ms);
+                self.report_failure(p.to, now_ms);
             }
             PendingKind::Mailbox { op, what } => {
-                self.table.report_failure(&p.to.id, now_ms);
+                self.report_failure(p.to, now_ms);
                 self.mailbox_answer(op, what, p.to, None, now_ms);
             }
             PendingKind::Lookup(lid) => {
-                self.table.report_failure(&p.to.id, now_ms);
+                self.report_failure(p.to, now_ms);
                 if let Some(running) = self.lookups.get_mut(&lid) {
                     running.lookup.on_failure(&p.to.id);
                     self.drive(lid, now_ms);

@@ -70,8 +70,8 @@ mod store;
 pub use codec::{decode_request, decode_response, encode_request, encode_response, CodecError};
 pub use contact::{Contact, NetPrefix};
 pub use dht::{
-    Dht, DhtConfig, DhtError, Event, LookupId, LookupOutcome, LookupPurpose,
-    MAX_MAILBOX_FETCH_PAGES,
+    Dht, DhtConfig, DhtError, Event, LookupId, LookupOutcome, LookupPurpose, DROPPED_MAX_AGE_MS,
+    DROPPED_MEMORY, MAX_MAILBOX_FETCH_PAGES, REPING_MAX_BACKOFF_MS, REPING_PER_ROUND,
 };
 pub use kbucket::{
     random_id_in_bucket, InsertOutcome, RoutingTable, TableEntry, BUCKETS, K, MAX_FAILURES,

@@ -330,3 +330,37 @@ fn maintenance_republishes_and_refreshes() {
 }
 
 mod mailbox;
+
+#[test]
+fn a_contact_dropped_after_failing_is_pinged_again_and_comes_back() {
+    let mut net = Net::new(6);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let (a, b) = (ids[0], ids[1]);
+    assert!(net.nodes[&a].table().get(&b).is_some());
+    // b goes silent (a partition): a's lookups fail on it until a drops it.
+    net.silent.push(b);
+    let mut now = 1_000;
+    for _ in 0..4 {
+        net.nodes.get_mut(&a).unwrap().find_node(b, now).unwrap();
+        net.run(now);
+        now += 10_000;
+        net.nodes
+            .get_mut(&a)
+            .unwrap()
+            .handle_timeout(now, &mut ChaCha8Rng::seed_from_u64(1));
+        net.run(now);
+    }
+    assert!(net.nodes[&a].table().get(&b).is_none(), "b was dropped");
+    // The partition heals; nobody looks b up. At the next re-ping round a pings b again.
+    net.silent.clear();
+    let round = now + DhtConfig::default().reping_interval_ms + 60_000;
+    net.nodes
+        .get_mut(&a)
+        .unwrap()
+        .handle_timeout(round, &mut ChaCha8Rng::seed_from_u64(2));
+    net.run(round);
+    assert!(
+        net.nodes[&a].table().get(&b).is_some(),
+        "b is back after the re-ping"
+    );
+}
