@@ -6,7 +6,7 @@
 //! Run them alone with `cargo test -p dp2ptcs-cli --test netns -- --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 mod common;
 #[path = "netns/harness.rs"]
@@ -19,6 +19,10 @@ use harness::{assert_exactly_once_in_order, Net};
 /// one failed attempt still in flight (the 10 s QUIC handshake or request timeout) plus a DHT
 /// lookup; the tests assert only the harness's safety timeout and print the time taken.
 const CONFIG: &str = "[limits]\nretry_initial_ms = 500\nretry_max_ms = 2000\n";
+/// [`CONFIG`] for the mailbox tests: the node checks its own mailbox every second, and logs at
+/// `debug` what each deposit, fetch and retry did (printed if a test fails).
+const MAILBOX_CONFIG: &str = "log = \"warn,dp2ptcs=info,dp2ptcs_node=debug\"\n\
+    [limits]\nretry_initial_ms = 500\nretry_max_ms = 2000\nmailbox_poll_ms = 1000\n";
 /// Hosts per test.
 const HOSTS: usize = 6;
 
@@ -172,4 +176,89 @@ fn messages_across_a_partition_arrive_once_in_order_after_it_heals() {
             .iter()
             .all(|m| m.state == "delivered"));
     }
+}
+
+/// Asserts that host `i` has exactly `n` outgoing messages and that all are `delivered`.
+fn assert_all_delivered(net: &Net, i: usize, n: usize) {
+    let sent = net.history(i, "outgoing", None);
+    assert_eq!(sent.len(), n, "{}'s outgoing messages", net.name(i));
+    assert!(
+        sent.iter().all(|m| m.state == "delivered"),
+        "{}: not all delivered: {:?}",
+        net.name(i),
+        sent.iter().find(|m| m.state != "delivered")
+    );
+}
+
+/// Prints, once they stop changing, the mailbox items each host still holds and its rank by
+/// distance to `b`'s mailbox key. Not asserted: `b` deletes what it took only at the holders
+/// its fetch reached (the r closest it found), so a copy left at a host that is no longer among
+/// them (a holder killed and restarted, or one cut off by a partition) stays until it expires.
+fn print_leftovers(net: &Net, b: usize) {
+    let counts = net.wait_settled("the items held", Duration::from_secs(3), || {
+        net.held_counts()
+    });
+    let order = net.mailbox_order(b);
+    let rank = |i: usize| order.iter().position(|&j| j == i).unwrap();
+    let left: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.map(|n| format!("{}: {n} (rank {})", net.name(i), rank(i))))
+        .collect();
+    eprintln!(
+        "items still held, and each host's rank by distance to {}'s mailbox key: {left:?}",
+        net.name(b)
+    );
+}
+
+#[test]
+fn a_recipient_away_gets_its_mailbox_from_the_holders_while_the_sender_is_away_too() {
+    // Bravo (1) writes to Foxtrot (5); five hosts besides them can hold Foxtrot's mailbox.
+    const A: usize = 1;
+    const B: usize = 5;
+    let Some(mut net) = Net::new(7, MAILBOX_CONFIG) else {
+        return;
+    };
+    net.start_all();
+    net.introduce(A, B);
+    // B has been online: its prekey bundle is in the DHT. A and B never talked.
+    net.wait_published();
+    net.kill9(B);
+
+    let texts = texts("for B's mailbox", 100);
+    let sent = Instant::now();
+    for text in &texts {
+        net.send(A, B, text);
+    }
+    net.wait_held(A, 100);
+    eprintln!(
+        "100 messages held {:?} after they were sent; items held per host: {:?}",
+        sent.elapsed(),
+        net.held_counts()
+    );
+    // Nothing can go directly any more.
+    net.kill9(A);
+
+    let up = Instant::now();
+    net.restart(B);
+    net.wait_until("B to take all 100 from its mailbox", || {
+        net.received(B, A).len() >= texts.len()
+    });
+    eprintln!("B had all 100 {:?} after it restarted", up.elapsed());
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &texts);
+
+    let up = Instant::now();
+    net.restart(A);
+    net.wait_until("A to have every receipt", || {
+        net.status(A).messages.delivered == 100
+    });
+    eprintln!(
+        "A had all 100 receipts {:?} after it restarted; items held per host: {:?}",
+        up.elapsed(),
+        net.held_counts()
+    );
+    assert_all_delivered(&net, A, 100);
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &texts);
+    assert_eq!(net.status(B).messages.received, 100);
+    print_leftovers(&net, B);
 }
