@@ -262,3 +262,86 @@ fn a_recipient_away_gets_its_mailbox_from_the_holders_while_the_sender_is_away_t
     assert_eq!(net.status(B).messages.received, 100);
     print_leftovers(&net, B);
 }
+
+#[test]
+fn a_mailbox_survives_the_loss_of_all_its_holders_but_one() {
+    // Bravo (1) writes to Foxtrot (5); six hosts besides them can hold Foxtrot's mailbox.
+    const A: usize = 1;
+    const B: usize = 5;
+    const R: usize = dp2ptcs_dht::MAILBOX_REPLICAS;
+    let Some(mut net) = Net::new(8, MAILBOX_CONFIG) else {
+        return;
+    };
+    net.start_all();
+    net.introduce(A, B);
+    net.wait_published();
+    net.kill9(B);
+
+    let texts = texts("for B's mailbox, holders lost", 100);
+    let sent = Instant::now();
+    for text in &texts {
+        net.send(A, B, text);
+    }
+    net.wait_held(A, 100);
+    let counts = net.held_counts();
+    eprintln!(
+        "100 messages held {:?} after they were sent; items held per host: {counts:?}",
+        sent.elapsed()
+    );
+    // A (if it is a holder) goes down with the others; one holder besides A survives: the
+    // seed if it holds, since B and A rejoin through it (a node killed within 5 minutes of
+    // starting has saved no routing table to rejoin through).
+    let holders = net.holders();
+    if holders.len() < R {
+        eprintln!(
+            "only {} hosts hold B's mailbox ({holders:?}), not {R}: all but one are killed anyway",
+            holders.len()
+        );
+    }
+    let survivor = if holders.contains(&0) {
+        0
+    } else {
+        *holders
+            .iter()
+            .rev()
+            .find(|&&i| i != A)
+            .expect("a holder besides A")
+    };
+    net.kill9(A);
+    let mut lost = Vec::new();
+    for &i in &holders {
+        if i != survivor {
+            if i != A {
+                net.kill9(i);
+            }
+            lost.push(net.name(i));
+        }
+    }
+    eprintln!(
+        "killed {} of {} holders ({lost:?}); {} alone holds B's mailbox",
+        lost.len(),
+        holders.len(),
+        net.name(survivor)
+    );
+
+    let up = Instant::now();
+    net.restart(B);
+    net.wait_until("B to take all 100 from the last holder", || {
+        net.received(B, A).len() >= texts.len()
+    });
+    eprintln!("B had all 100 {:?} after it restarted", up.elapsed());
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &texts);
+
+    let up = Instant::now();
+    net.restart(A);
+    net.wait_until("A to have every receipt", || {
+        net.status(A).messages.delivered == 100
+    });
+    eprintln!(
+        "A had all 100 receipts {:?} after it restarted",
+        up.elapsed()
+    );
+    assert_all_delivered(&net, A, 100);
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &texts);
+    print_leftovers(&net, B);
+}
