@@ -345,3 +345,66 @@ fn a_mailbox_survives_the_loss_of_all_its_holders_but_one() {
     assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &texts);
     print_leftovers(&net, B);
 }
+
+#[test]
+fn a_message_whose_ttl_runs_out_in_the_mailbox_expires_and_leaves_every_holder() {
+    const A: usize = 1;
+    const B: usize = 5;
+    /// Long enough to outlast A's first direct attempt at B: a dead address costs 4 dials
+    /// (`dial_attempts`) of up to 10 s (the handshake timeout) before the mailbox is tried.
+    /// 2 s, as in the in-process test, would expire before it is ever held.
+    const SHORT_TTL_MS: u64 = 90_000;
+    /// The bodies' sizes tell their items apart in the holders' `mailbox_bytes`.
+    const BIG: usize = 8000;
+    let Some(mut net) = Net::new(7, MAILBOX_CONFIG) else {
+        return;
+    };
+    net.start_all();
+    net.introduce(A, B);
+    net.wait_published();
+    net.kill9(B);
+
+    // The short-lived one first, so that A's first failed attempt deposits it.
+    let sent = Instant::now();
+    let short = net.send_with_ttl(A, B, "short time to live", Some(SHORT_TTL_MS));
+    let lasting = net.send(A, B, &"default time to live ".repeat(BIG / 20));
+    let state = |id: &str| {
+        net.history(A, "outgoing", Some(B))
+            .into_iter()
+            .find(|m| m.id == id)
+            .map(|m| m.state)
+            .unwrap()
+    };
+    net.wait_until("the short-lived message to be held", || {
+        state(&short) == "held"
+    });
+    eprintln!(
+        "the short-lived message held {:?} after it was sent; items, bytes per host: {:?}",
+        sent.elapsed(),
+        net.mailboxes()
+    );
+    net.wait_until("it to expire", || state(&short) == "expired");
+    eprintln!("it expired {:?} after it was sent", sent.elapsed());
+    assert_eq!(net.status(A).messages.expired, 1);
+
+    // No holder keeps the short one (a small item); the other one stays held (big items).
+    net.wait_until(
+        "the holders to drop the expired item and hold the other one",
+        || {
+            let held: Vec<(usize, usize)> = net.mailboxes().into_iter().flatten().collect();
+            state(&lasting) == "held"
+                && held.iter().any(|&(items, _)| items > 0)
+                && held
+                    .iter()
+                    .all(|&(items, bytes)| items == 0 || (items == 1 && bytes > BIG))
+        },
+    );
+    eprintln!(
+        "the holders hold only the other one {:?} after they were sent; items, bytes per host: {:?}",
+        sent.elapsed(),
+        net.mailboxes()
+    );
+    assert_eq!(state(&short), "expired");
+    let counts = net.status(A).messages;
+    assert_eq!((counts.held, counts.expired), (1, 1));
+}
