@@ -408,3 +408,67 @@ fn a_message_whose_ttl_runs_out_in_the_mailbox_expires_and_leaves_every_holder()
     let counts = net.status(A).messages;
     assert_eq!((counts.held, counts.expired), (1, 1));
 }
+
+#[test]
+fn a_sender_flooding_a_mailbox_is_held_to_its_quota_and_the_rest_arrives_directly() {
+    const A: usize = 1;
+    const C: usize = 2;
+    const B: usize = 5;
+    /// Every holder keeps at most this many items of one sender for one mailbox.
+    const QUOTA: usize = 3;
+    let config = format!("{MAILBOX_CONFIG}[mailbox]\nper_sender_items = {QUOTA}\n");
+    let Some(mut net) = Net::new(8, &config) else {
+        return;
+    };
+    net.start_all();
+    net.introduce(A, B);
+    net.introduce(C, B);
+    net.wait_published();
+    net.kill9(B);
+
+    let flood = texts("A floods B", 10);
+    let fair = texts("C writes B", 2);
+    let sent = Instant::now();
+    for text in &flood {
+        net.send(A, B, text);
+    }
+    for text in &fair {
+        net.send(C, B, text);
+    }
+    net.wait_until("A's messages to be held", || {
+        net.status(A).messages.held >= QUOTA as u64
+    });
+    net.wait_held(C, fair.len() as u64);
+    eprintln!(
+        "A's {QUOTA} and C's {} held {:?} after they were sent",
+        fair.len(),
+        sent.elapsed()
+    );
+    // A's deposits past the quota are refused: the rest stays in its outbox. A few seconds
+    // more let any further deposit of A's show.
+    let held = net.wait_settled("A's held messages", Duration::from_secs(5), || {
+        net.status(A).messages.held
+    });
+    assert_eq!(held, QUOTA as u64);
+    assert_eq!(net.count_state(A, B, "held"), QUOTA);
+    assert_eq!(net.count_state(A, B, "queued"), flood.len() - QUOTA);
+    assert_eq!(net.count_state(C, B, "held"), fair.len());
+    eprintln!("items held per host: {:?}", net.held_counts());
+
+    // B comes back: A's 3 and C's 2 from its mailbox, A's other 7 directly.
+    let up = Instant::now();
+    net.restart(B);
+    net.wait_until("B to have all 12", || {
+        net.received(B, A).len() >= flood.len() && net.received(B, C).len() >= fair.len()
+    });
+    eprintln!("B had all 12 {:?} after it restarted", up.elapsed());
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &flood);
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(C)), &fair);
+    net.wait_until("A and C to have every receipt", || {
+        net.status(A).messages.delivered == 10 && net.status(C).messages.delivered == 2
+    });
+    assert_all_delivered(&net, A, flood.len());
+    assert_all_delivered(&net, C, fair.len());
+    assert_eq!(net.status(B).messages.received, 12);
+    print_leftovers(&net, B);
+}
