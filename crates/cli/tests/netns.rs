@@ -472,3 +472,73 @@ fn a_sender_flooding_a_mailbox_is_held_to_its_quota_and_the_rest_arrives_directl
     assert_eq!(net.status(B).messages.received, 12);
     print_leftovers(&net, B);
 }
+
+#[test]
+fn a_recipient_restarted_across_a_partition_gets_its_mailbox_after_the_heal() {
+    // The seed is on B's side: B restarts within its half, through it (a node killed within
+    // 5 minutes of starting has saved no routing table to rejoin through).
+    const LEFT: [usize; 4] = [1, 2, 3, 4];
+    const RIGHT: [usize; 4] = [0, 5, 6, 7];
+    // Bravo on the left writes to Foxtrot on the right.
+    const A: usize = 1;
+    const B: usize = 5;
+    let Some(mut net) = Net::new(8, MAILBOX_CONFIG) else {
+        return;
+    };
+    net.start_all();
+    net.introduce(A, B);
+    let to = net.name(B);
+    net.cli_ok(A, &["send", to, "warm-up", "--wait", "--timeout", "60"]);
+
+    net.partition(&LEFT, &RIGHT);
+    let texts = texts("A->B across, to the mailbox", 20);
+    let sent = Instant::now();
+    for text in &texts {
+        net.send(A, B, text);
+    }
+    // Only the left half can hold B's mailbox now.
+    net.wait_held(A, 20);
+    let counts = net.held_counts();
+    eprintln!(
+        "20 messages held {:?} after they were sent; items held per host: {counts:?}; \
+         hosts by distance to B's mailbox key: {:?}",
+        sent.elapsed(),
+        net.mailbox_order(B)
+    );
+    assert!(
+        RIGHT.iter().all(|&i| counts[i] == Some(0)),
+        "a host across the partition holds items: {counts:?}"
+    );
+    // A goes down, so that after the heal nothing can come directly: only from the mailbox.
+    net.kill9(A);
+    // B restarts within its half: its mailbox check there finds nothing.
+    net.restart(B);
+    net.wait_joined(&[B]);
+    std::thread::sleep(Duration::from_secs(3));
+    let table = net.table(B);
+    assert!(
+        table.iter().all(|i| RIGHT.contains(i)),
+        "B knows hosts across the partition: {table:?}"
+    );
+    assert_eq!(net.received(B, A), ["warm-up"]);
+
+    let healed = Instant::now();
+    net.heal();
+    net.wait_until("B to take all 20 from its mailbox after the heal", || {
+        net.received(B, A).len() > texts.len()
+    });
+    eprintln!("B had all 20 {:?} after the heal", healed.elapsed());
+    let mut expected = vec!["warm-up".to_owned()];
+    expected.extend(texts);
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &expected);
+
+    let up = Instant::now();
+    net.restart(A);
+    net.wait_until("A to have every receipt", || {
+        net.status(A).messages.delivered == 21
+    });
+    eprintln!("A had every receipt {:?} after it restarted", up.elapsed());
+    assert_all_delivered(&net, A, expected.len());
+    assert_exactly_once_in_order(&net.history(B, "incoming", Some(A)), &expected);
+    print_leftovers(&net, B);
+}
