@@ -41,11 +41,14 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dp2ptcs_dht::mailbox_key;
 use dp2ptcs_node::api::client::{Client, HistoryFilter};
 use dp2ptcs_node::api::{Message, SendRequest, Status};
+use dp2ptcs_types::NodeId;
 use serde_json::Value;
 
 use crate::common::{assert_no_panic, bin, scrub_env, stderr, FAST_KDF, PASS};
@@ -63,7 +66,7 @@ const NS_PREFIX: &str = "dpn-";
 /// Prefix of our links in the root namespace.
 const LINK_PREFIX: &str = "dn";
 /// Lines of each node's log printed when a test fails.
-const LOG_TAIL: usize = 40;
+const LOG_TAIL: usize = 60;
 
 /// Distinguishes the `Net`s of one test process (tests run in parallel threads).
 static RUNS: AtomicUsize = AtomicUsize::new(0);
@@ -306,6 +309,17 @@ impl Net {
         });
     }
 
+    /// Waits until the number of DHT records each running node holds has not changed for a
+    /// second: every node that joined has published its records (its peer record and its
+    /// prekey bundle, which a contact needs to write to its mailbox while it is away).
+    pub(crate) fn wait_published(&self) {
+        self.wait_settled("the DHT records", Duration::from_secs(1), || {
+            (0..self.len())
+                .map(|i| self.running(i).then(|| self.status(i).dht.records))
+                .collect::<Vec<_>>()
+        });
+    }
+
     /// Starts every node (the seed first) and waits until all have joined the DHT.
     pub(crate) fn start_all(&mut self) {
         let all: Vec<usize> = (0..self.len()).collect();
@@ -519,6 +533,81 @@ impl Net {
         counts.queued + counts.sent
     }
 
+    /// The states of host `i`'s outgoing messages to host `peer`, oldest first.
+    pub(crate) fn states(&self, i: usize, peer: usize) -> Vec<String> {
+        self.history(i, "outgoing", Some(peer))
+            .into_iter()
+            .map(|m| m.state)
+            .collect()
+    }
+
+    /// How many of host `i`'s outgoing messages to host `peer` are in `state`.
+    pub(crate) fn count_state(&self, i: usize, peer: usize, state: &str) -> usize {
+        self.states(i, peer).iter().filter(|s| *s == state).count()
+    }
+
+    /// The mailbox items each host's node holds for others and their size in bytes
+    /// (`status().dht.mailbox_items`, `mailbox_bytes`); `None` for a host whose node does not
+    /// run.
+    pub(crate) fn mailboxes(&self) -> Vec<Option<(usize, usize)>> {
+        (0..self.len())
+            .map(|i| {
+                self.running(i).then(|| {
+                    let dht = self.status(i).dht;
+                    (dht.mailbox_items, dht.mailbox_bytes)
+                })
+            })
+            .collect()
+    }
+
+    /// The mailbox items each host's node holds for others; `None` for a host whose node does
+    /// not run.
+    pub(crate) fn held_counts(&self) -> Vec<Option<usize>> {
+        self.mailboxes()
+            .into_iter()
+            .map(|m| m.map(|(items, _)| items))
+            .collect()
+    }
+
+    /// Every host, by the XOR distance of its node id to host `i`'s mailbox key, closest
+    /// first: the first [`dp2ptcs_dht::MAILBOX_REPLICAS`] of those reachable should hold
+    /// `i`'s mailbox.
+    pub(crate) fn mailbox_order(&self, i: usize) -> Vec<usize> {
+        let id = |j: usize| NodeId::from_str(self.node_id(j)).unwrap();
+        let key = mailbox_key(&id(i));
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&j| key.distance(&id(j)));
+        order
+    }
+
+    /// The hosts in host `i`'s DHT routing table (`GET /v1/peers`), in its order.
+    pub(crate) fn table(&self, i: usize) -> Vec<usize> {
+        let peers = self
+            .block_on(self.client(i).peers())
+            .unwrap_or_else(|e| panic!("{}: peers: {e}", self.name(i)));
+        peers
+            .iter()
+            .filter_map(|p| (0..self.len()).find(|&j| self.node_id(j) == p.node_id))
+            .collect()
+    }
+
+    /// The running hosts that hold at least one mailbox item for others.
+    pub(crate) fn holders(&self) -> Vec<usize> {
+        self.held_counts()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_some_and(|n| n > 0))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Waits until host `i` has exactly `n` outgoing messages `held` (`status().messages.held`).
+    pub(crate) fn wait_held(&self, i: usize, n: u64) {
+        self.wait_until(&format!("{n} of {}'s messages held", self.name(i)), || {
+            self.status(i).messages.held == n
+        });
+    }
+
     /// The bodies host `to` received from host `from`, in order.
     pub(crate) fn received(&self, to: usize, from: usize) -> Vec<String> {
         self.history(to, "incoming", Some(from))
@@ -552,6 +641,27 @@ impl Net {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Polls `value` until it has not changed for `quiet`, and returns it. Fails after
+    /// [`SAFETY`] (or as [`Net::wait_until`] does).
+    pub(crate) fn wait_settled<T: PartialEq>(
+        &self,
+        what: &str,
+        quiet: Duration,
+        mut value: impl FnMut() -> T,
+    ) -> T {
+        let mut last = value();
+        let mut since = Instant::now();
+        self.wait_until(&format!("{what} to settle"), || {
+            let now = value();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+            since.elapsed() >= quiet
+        });
+        last
     }
 
     /// Prints the last lines of every node's log to stderr.
