@@ -664,6 +664,42 @@ impl Net {
         last
     }
 
+    /// Prints what each running node knows, as far as its API answers within a few seconds:
+    /// its DHT routing table (as host names), the mailbox items it holds for others and its
+    /// message counts. Never panics (it runs while a failed test unwinds).
+    pub(crate) fn print_state(&self) {
+        const ASK: Duration = Duration::from_secs(5);
+        for i in (0..self.len()).filter(|&i| self.running(i)) {
+            let client = self.client(i);
+            let (status, peers) = self.block_on(async {
+                (
+                    tokio::time::timeout(ASK, client.status()).await,
+                    tokio::time::timeout(ASK, client.peers()).await,
+                )
+            });
+            let table: Option<Vec<&str>> = peers.ok().and_then(Result::ok).map(|peers| {
+                peers
+                    .iter()
+                    .map(|p| {
+                        (0..self.len())
+                            .find(|&j| self.node_id(j) == p.node_id)
+                            .map_or("?", |j| self.name(j))
+                    })
+                    .collect()
+            });
+            match status.ok().and_then(Result::ok) {
+                Some(s) => eprintln!(
+                    "===== {}: table {table:?}, holds {} mailbox items ({} bytes), messages {:?}",
+                    self.name(i),
+                    s.dht.mailbox_items,
+                    s.dht.mailbox_bytes,
+                    s.messages
+                ),
+                None => eprintln!("===== {}: no status; table {table:?}", self.name(i)),
+            }
+        }
+    }
+
     /// Prints the last lines of every node's log to stderr.
     pub(crate) fn print_logs(&self) {
         for host in &self.hosts {
@@ -687,6 +723,9 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_state();
+        }
         for host in &mut self.hosts {
             if let Some(mut child) = host.child.get_mut().take() {
                 let _ = child.kill();
