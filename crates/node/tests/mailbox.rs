@@ -12,7 +12,7 @@ use common::{new_keys, start, tempdir, test_config};
 use dp2ptcs_crypto::UnlockedKeystore;
 use dp2ptcs_dht::MailboxLimits;
 use dp2ptcs_node::{Node, NodeConfig, NodeEvent};
-use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageState};
+use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageState, Store, DB_FILE};
 use dp2ptcs_types::MessageId;
 
 /// A safety net so a broken build fails instead of hanging; not a performance assertion.
@@ -23,6 +23,8 @@ struct Host {
     dir: tempfile::TempDir,
     node: Option<Node>,
     index: usize,
+    /// Where the host listens; a restart listens there again, as a deployed node does.
+    addr: SocketAddr,
 }
 
 impl Host {
@@ -72,12 +74,14 @@ async fn network(n: usize, mailbox: MailboxLimits) -> (Vec<Host>, SocketAddr) {
         let dir = tempdir();
         let boot = seed.into_iter().collect();
         let node = start(dir.path(), &keys, config(i, boot, mailbox)).await;
-        seed.get_or_insert(node.local_addr().unwrap());
+        let addr = node.local_addr().unwrap();
+        seed.get_or_insert(addr);
         hosts.push(Host {
             keys,
             dir,
             node: Some(node),
             index: i,
+            addr,
         });
     }
     for h in &hosts {
@@ -121,8 +125,25 @@ async fn take_offline(h: &mut Host) {
         .unwrap();
 }
 
+/// Starts `h` again on the address it had. The old endpoint's socket closes once its last task
+/// has seen the shutdown, so the bind is retried for a moment.
 async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
-    let node = start(h.dir.path(), &h.keys, config(h.index, vec![seed], mailbox)).await;
+    let config = NodeConfig {
+        listen: h.addr,
+        ..config(h.index, vec![seed], mailbox)
+    };
+    let started = Instant::now();
+    let node = loop {
+        let store = Store::open(&h.dir.path().join(DB_FILE), h.keys.database_key()).unwrap();
+        match Node::start(config.clone(), &h.keys, store).await {
+            Ok(node) => break node,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                eprintln!("restarting host{} on {}: {e}; retrying", h.index, h.addr);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("host{} cannot listen on {} again: {e}", h.index, h.addr),
+        }
+    };
     h.node = Some(node);
 }
 
