@@ -76,8 +76,8 @@ pub struct DhtConfig {
     /// Most items handed on per round, each to up to r holders (default 64). A round runs at each
     /// maintenance tick (periodic replication) and each hand-off timer.
     pub mailbox_items_per_round: usize,
-    /// Contacts dropped from the routing table after failing are pinged again this often (default
-    /// 2 min; checked at the maintenance tick), so that the two sides of a healed partition find
+    /// Contacts dropped from the routing table after failing are pinged again this long after
+    /// (default 2 min; then at doubling intervals; each maintenance tick pings those due), so that the two sides of a healed partition find
     /// each other without waiting for a bucket refresh. See [`DROPPED_MEMORY`].
     pub reping_interval_ms: u64,
 }
@@ -303,7 +303,6 @@ pub struct Dht {
     next_handoff_ms: u64,
     /// Contacts dropped after failing, oldest first: pinged again now and then.
     dropped: VecDeque<Dropped>,
-    next_reping_ms: u64,
 }
 
 impl Dht {
@@ -333,7 +332,6 @@ impl Dht {
             handoff_due: BTreeMap::new(),
             next_handoff_ms: u64::MAX,
             dropped: VecDeque::new(),
-            next_reping_ms: now_ms.saturating_add(config.reping_interval_ms),
         }
     }
 
@@ -497,10 +495,7 @@ impl Dht {
         self.next_maintenance_ms = now_ms.saturating_add(self.config.maintenance_interval_ms);
         self.store.expire(now_ms);
         self.mailbox_maintenance(now_ms);
-        if now_ms >= self.next_reping_ms {
-            self.next_reping_ms = now_ms.saturating_add(self.config.reping_interval_ms);
-            self.reping_dropped(now_ms);
-        }
+        self.reping_dropped(now_ms);
         for record in self.store.due_republish(now_ms) {
             let target = record.key().owner;
             let purpose = LookupPurpose::Republish(Box::new(record));
