@@ -501,4 +501,14 @@ fn nodes_join_through_a_seed_and_reach_a_contact_known_only_by_key() {
     let out = a.run(&["lookup", "not-an-id"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a node id"));
+
+    // Killed a minute after it joined, Alpha rejoins with no bootstrap address: it saved the
+    // peers it knew as soon as it had joined.
+    a.kill9();
+    a.start();
+    wait_until("Alpha to rejoin through the peers it remembered", || {
+        a.status().dht.peers >= 1
+    });
+    let found = a.json(&["lookup", &b_id, "--json"]);
+    assert_eq!(found["found"], true, "{found}");
 }

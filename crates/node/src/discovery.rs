@@ -14,28 +14,36 @@
 //! - **Driver.** One task owns the timing: it sends what [`Dht::poll_transmit`] asks (each in its
 //!   own task, with a deadline), hands finished lookups to their waiters, and calls
 //!   [`Dht::handle_timeout`] when [`Dht::poll_timeout`] says.
-//! - **Joining.** At start the node dials its `bootstrap` addresses and the peers of its last
-//!   routing-table snapshot (kept in the store), then looks up its own id and publishes its peer
+//! - **Joining.** At start the node dials its `bootstrap` addresses and the peers it remembers
+//!   (the routing-table snapshot in the store), then looks up its own id and publishes its peer
 //!   record and prekey bundle; both are signed again with a fresh expiry every
 //!   [`PUBLISH_INTERVAL`]. With an empty table it tries again every [`REJOIN_INTERVAL`].
+//! - **Refilling.** The snapshot is saved once joined, every [`SNAPSHOT_INTERVAL`] and at
+//!   shutdown. It keeps the peers that left the table too (up to [`MAX_SNAPSHOT_PEERS`], for
+//!   [`SNAPSHOT_MAX_AGE`]). While the table holds fewer than k peers, every
+//!   [`REFILL_INTERVAL`] the node dials up to [`REFILL_PER_ROUND`] of the bootstrap addresses and
+//!   remembered peers that are not in it, and looks up its own id again if one answered: when a
+//!   partition heals, the two halves find each other within that interval even if no traffic
+//!   crosses between them.
 //! - **Bounds.** DHT connections are at most half of `max_connections`, the least recently used
 //!   is closed for a new one, and an idle one closes after the idle timeout (nobody keeps it
 //!   alive). Lookups are bounded by [`DhtConfig::max_lookups`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dp2ptcs_dht::{
     Contact, Dht, DhtConfig, Event, LookupOutcome, PeerRecord, Record, RecordKey, RecordKind,
-    RecordPayload, Response, TableEntry, Transmit,
+    RecordPayload, Response, TableEntry, Transmit, K,
 };
 use dp2ptcs_dht::{MailboxDelete, MailboxItem};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{DhtHello, WireErrorCode};
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rand::rngs::OsRng;
+use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 
@@ -60,10 +68,16 @@ pub(crate) const PUBLISH_INTERVAL: Duration = Duration::from_secs(60 * 60);
 pub(crate) const RECORD_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 /// With an empty routing table, joining is tried again this often.
 pub(crate) const REJOIN_INTERVAL: Duration = Duration::from_secs(30);
-/// The routing-table snapshot is written this often (and at shutdown).
+/// The routing-table snapshot is written this often (and once joined, and at shutdown).
 pub(crate) const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Most peers in the snapshot.
 pub(crate) const MAX_SNAPSHOT_PEERS: usize = 256;
+/// A remembered peer not seen for this long leaves the snapshot (7 days).
+pub(crate) const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// With fewer than k peers in the table, the remembered ones not in it are dialed this often.
+pub(crate) const REFILL_INTERVAL: Duration = Duration::from_secs(60);
+/// Most bootstrap addresses and remembered peers dialed in one refill round.
+pub(crate) const REFILL_PER_ROUND: usize = 32;
 /// Peers of the snapshot dialed at once when rejoining.
 const REJOIN_PARALLEL: usize = 16;
 /// Profile key of the routing-table snapshot in the store.
@@ -218,10 +232,19 @@ pub struct DhtStatus {
     pub mailbox_bytes: usize,
 }
 
+/// A peer of the snapshot.
+struct Remembered {
+    contact: Contact,
+    seen_ms: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotPeer {
     id: String,
     addr: SocketAddr,
+    /// When it was last seen (Unix ms); 0 in snapshots written before this was kept.
+    #[serde(default)]
+    seen_ms: u64,
 }
 
 fn hello_message(conn: &Connection, role: u8) -> Result<Vec<u8>, NodeError> {
@@ -742,12 +765,23 @@ impl Inner {
         let mut stop = self.shutdown.subscribe();
         let mut published: Option<Instant> = None;
         let mut snapshot_at = Instant::now() + SNAPSHOT_INTERVAL;
+        let mut refill_at = Instant::now() + REFILL_INTERVAL;
         loop {
-            if lock(&self.discovery.dht).table().is_empty() {
-                self.join().await;
+            let before = lock(&self.discovery.dht).table().len();
+            if before == 0 {
+                self.join(usize::MAX).await;
                 published = None;
+                refill_at = Instant::now() + REFILL_INTERVAL;
+            } else if before < K && Instant::now() >= refill_at {
+                self.join(REFILL_PER_ROUND).await;
+                refill_at = Instant::now() + REFILL_INTERVAL;
             }
-            let joined = !lock(&self.discovery.dht).table().is_empty();
+            let after = lock(&self.discovery.dht).table().len();
+            let joined = after > 0;
+            if before == 0 && joined {
+                // Remembered at once: a node that crashes soon after joining can still rejoin.
+                snapshot_at = Instant::now();
+            }
             if joined && published.is_none_or(|t| t.elapsed() >= PUBLISH_INTERVAL) {
                 match self.publish().await {
                     Ok(()) => published = Some(Instant::now()),
@@ -764,9 +798,13 @@ impl Inner {
                 let publish_in = published.map_or(Duration::ZERO, |t| {
                     PUBLISH_INTERVAL.saturating_sub(t.elapsed())
                 });
-                publish_in
+                let mut wait = publish_in
                     .min(snapshot_at.saturating_duration_since(Instant::now()))
-                    .max(REJOIN_INTERVAL)
+                    .max(REJOIN_INTERVAL);
+                if after < K {
+                    wait = wait.min(refill_at.saturating_duration_since(Instant::now()));
+                }
+                wait
             } else {
                 REJOIN_INTERVAL
             };
@@ -777,13 +815,34 @@ impl Inner {
         }
     }
 
-    /// Dials the bootstrap addresses and the snapshot's peers, then looks up our own id.
-    async fn join(self: &Arc<Self>) {
-        let mut targets: Vec<(SocketAddr, Option<NodeId>)> =
-            self.config.bootstrap.iter().map(|a| (*a, None)).collect();
+    /// Dials (at most `most` of) the bootstrap addresses and the remembered peers that are not in
+    /// the routing table, then looks up our own id if one answered.
+    async fn join(self: &Arc<Self>, most: usize) {
+        let (in_table, addrs): (HashSet<NodeId>, HashSet<SocketAddr>) = lock(&self.discovery.dht)
+            .table()
+            .contacts()
+            .map(|c| (c.id, c.addr))
+            .unzip();
+        let mut targets: Vec<(SocketAddr, Option<NodeId>)> = self
+            .config
+            .bootstrap
+            .iter()
+            .filter(|a| !addrs.contains(a))
+            .map(|a| (*a, None))
+            .collect();
         match self.load_snapshot().await {
-            Ok(peers) => targets.extend(peers.into_iter().map(|c| (c.addr, Some(c.id)))),
+            Ok(peers) => targets.extend(
+                peers
+                    .into_iter()
+                    .filter(|p| !in_table.contains(&p.contact.id))
+                    .map(|p| (p.contact.addr, Some(p.contact.id))),
+            ),
             Err(e) => tracing::warn!(error = %e, "reading the routing-table snapshot failed"),
+        }
+        if targets.len() > most {
+            // A different few each round, so that every remembered peer gets its turn.
+            targets.shuffle(&mut OsRng);
+            targets.truncate(most);
         }
         if targets.is_empty() {
             return;
@@ -949,7 +1008,9 @@ impl Inner {
         })
     }
 
-    async fn load_snapshot(&self) -> Result<Vec<Contact>, NodeError> {
+    /// The remembered peers, most recently seen first (a snapshot without times reads as seen
+    /// now).
+    async fn load_snapshot(&self) -> Result<Vec<Remembered>, NodeError> {
         let store = self.store.clone();
         let json = blocking(move || Ok(lock(&store).profile(SNAPSHOT_KEY)?)).await?;
         let Some(json) = json else {
@@ -962,27 +1023,51 @@ impl Inner {
                 return Ok(Vec::new());
             }
         };
+        let now = now_ms();
         Ok(peers
             .into_iter()
             .take(MAX_SNAPSHOT_PEERS)
-            .filter_map(|p| Some(Contact::new(p.id.parse().ok()?, p.addr)))
-            .filter(|c| c.id != self.node_id)
+            .filter_map(|p| {
+                Some(Remembered {
+                    contact: Contact::new(p.id.parse().ok()?, p.addr),
+                    seen_ms: if p.seen_ms == 0 { now } else { p.seen_ms },
+                })
+            })
+            .filter(|p| p.contact.id != self.node_id)
             .collect())
     }
 
-    /// Writes the routing table to the store, most recently seen first.
+    /// Writes the remembered peers to the store: the routing table, then the peers remembered
+    /// before that are no longer in it (dropped during a partition, say) and were seen within
+    /// [`SNAPSHOT_MAX_AGE`], most recently seen first, at most [`MAX_SNAPSHOT_PEERS`].
     pub(crate) async fn save_snapshot(&self) -> Result<(), NodeError> {
-        let mut entries = lock(&self.discovery.dht).table().entries();
+        let entries = lock(&self.discovery.dht).table().entries();
         if entries.is_empty() {
             return Ok(());
         }
-        entries.sort_by_key(|e| std::cmp::Reverse(e.last_seen_ms));
-        let peers: Vec<SnapshotPeer> = entries
+        let mut peers: Vec<Remembered> = entries
+            .iter()
+            .map(|e| Remembered {
+                contact: e.contact,
+                seen_ms: e.last_seen_ms,
+            })
+            .collect();
+        let in_table: HashSet<NodeId> = peers.iter().map(|p| p.contact.id).collect();
+        let oldest = now_ms().saturating_sub(SNAPSHOT_MAX_AGE.as_millis() as u64);
+        peers.extend(
+            self.load_snapshot()
+                .await?
+                .into_iter()
+                .filter(|p| !in_table.contains(&p.contact.id) && p.seen_ms >= oldest),
+        );
+        peers.sort_by_key(|p| std::cmp::Reverse(p.seen_ms));
+        let peers: Vec<SnapshotPeer> = peers
             .iter()
             .take(MAX_SNAPSHOT_PEERS)
-            .map(|e| SnapshotPeer {
-                id: e.contact.id.to_hex(),
-                addr: e.contact.addr,
+            .map(|p| SnapshotPeer {
+                id: p.contact.id.to_hex(),
+                addr: p.contact.addr,
+                seen_ms: p.seen_ms,
             })
             .collect();
         let json = serde_json::to_string(&peers).map_err(|e| NodeError::Internal(e.to_string()))?;
