@@ -67,6 +67,8 @@ pub(crate) struct Limits {
     pub(crate) message_ttl_ms: Option<u64>,
     pub(crate) max_message_ttl_ms: Option<u64>,
     pub(crate) mailbox_poll_ms: Option<u64>,
+    pub(crate) dial_attempts: Option<u32>,
+    pub(crate) handshake_timeout_ms: Option<u64>,
 }
 
 /// The merged configuration of `dp2ptcs run`.
@@ -138,6 +140,18 @@ pub(crate) fn merge(
     }
     if let Some(ms) = l.mailbox_poll_ms {
         node.mailbox_poll = Duration::from_millis(ms.max(100));
+    }
+    if let Some(n) = l.dial_attempts {
+        if n == 0 || n > 20 {
+            bail!("[limits] dial_attempts must be between 1 and 20");
+        }
+        node.dial_attempts = n;
+    }
+    if let Some(ms) = l.handshake_timeout_ms {
+        if !(100..=300_000).contains(&ms) {
+            bail!("[limits] handshake_timeout_ms must be between 100 and 300000 (5 minutes)");
+        }
+        node.handshake_timeout = Duration::from_millis(ms);
     }
     if let Some(ms) = l.max_message_ttl_ms {
         if ms == 0 || ms > dp2ptcs_dht::MAX_MAILBOX_TTL_MS {
@@ -273,6 +287,8 @@ mod tests {
             log_format = "json"
             [limits]
             retry_max_ms = 5000
+            dial_attempts = 2
+            handshake_timeout_ms = 30000
             "#,
         )
         .unwrap();
@@ -281,6 +297,8 @@ mod tests {
         assert_eq!(c.bootstrap, vec!["10.0.0.1:7446".parse().unwrap()]);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.node.retry_max, Duration::from_secs(5));
+        assert_eq!(c.node.dial_attempts, 2);
+        assert_eq!(c.node.handshake_timeout, Duration::from_secs(30));
         assert_eq!(c.log, DEFAULT_LOG);
 
         let file: FileConfig = toml::from_str(r#"listen = "127.0.0.1:9000""#).unwrap();
@@ -305,6 +323,15 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
         let file: FileConfig = toml::from_str("advertise = [\"0.0.0.0:7446\"]").unwrap();
         assert!(merge(Some(file), None, &args(&[])).is_err());
+        for bad in [
+            "dial_attempts = 0",
+            "handshake_timeout_ms = 5",
+            "handshake_timeout_ms = 99999999",
+        ] {
+            let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
+            let e = merge(Some(file), None, &args(&[])).unwrap_err().to_string();
+            assert!(e.contains("must be between"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -634,6 +634,28 @@ impl Inner {
         self: &Arc<Self>,
         contact: &ContactRecord,
     ) -> Result<Connection, NodeError> {
+        self.connect(contact, self.config.dial_attempts.max(1), false)
+            .await
+    }
+
+    /// The pooled connection to `contact`, or one dial round: each known address once, then
+    /// (if none answered) the addresses the DHT gives that were not tried yet. The outbox uses
+    /// it, so that a contact out of reach gets its messages in its mailbox after one
+    /// `handshake_timeout` or two rather than after every retry of every address; the outbox
+    /// retries itself.
+    pub(crate) async fn connection_once(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+    ) -> Result<Connection, NodeError> {
+        self.connect(contact, 2, true).await
+    }
+
+    async fn connect(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        attempts: u32,
+        once: bool,
+    ) -> Result<Connection, NodeError> {
         let peer = contact.node_id;
         let pooled = |this: &Self| {
             lock(&this.pool)
@@ -661,7 +683,8 @@ impl Inner {
         let mut looked_up = false;
         let mut backoff = self.config.dial_backoff;
         let mut last = NodeError::Connect("contact has no known address".into());
-        for attempt in 0..self.config.dial_attempts.max(1) {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        for attempt in 0..attempts {
             if self.is_shutting_down() {
                 return Err(NodeError::ShuttingDown);
             }
@@ -702,6 +725,9 @@ impl Inner {
                         "no address known for the contact and the DHT does not know it".into(),
                     ));
                 }
+            } else if once && attempt > 0 {
+                // Looked up already, and every address tried.
+                break;
             } else if attempt > 0 {
                 let jitter = OsRng.gen_range(0.5..1.5);
                 tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -709,6 +735,10 @@ impl Inner {
             }
             let mut all_refused = true;
             for &addr in &addrs {
+                if once && tried.contains(&addr) {
+                    continue;
+                }
+                tried.push(addr);
                 match self.dial_once(contact, addr).await {
                     Ok(c) => {
                         if !contact.addresses.contains(&addr) {
@@ -1035,6 +1065,13 @@ impl Inner {
             let contact = blocking(move || Ok(lock(&store).contact(&peer)?))
                 .await?
                 .ok_or(NodeError::NotAContact)?;
+            // One dial round: out of reach, the messages go to the mailbox now.
+            if let Err(e) = self.connection_once(&contact).await {
+                if unreachable(&e) {
+                    self.hold_in_mailbox(&contact, &msgs).await;
+                }
+                return Err(e);
+            }
             for (i, m) in msgs.iter().enumerate() {
                 if self.is_shutting_down() {
                     return Err(NodeError::ShuttingDown);
@@ -1063,11 +1100,7 @@ impl Inner {
                     if unreachable(&e) {
                         // Not reachable directly: the rest waits in its mailbox too.
                         drop(_claim);
-                        match self.deposit_outgoing(&contact, &msgs[i..]).await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(held = n, to = %peer.short(8), "messages held in the contact's mailbox"),
-                            Err(e) => tracing::debug!(error = %e, to = %peer.short(8), "mailbox deposit failed"),
-                        }
+                        self.hold_in_mailbox(&contact, &msgs[i..]).await;
                     }
                     return Err(e);
                 }
@@ -1085,6 +1118,16 @@ impl Inner {
             );
         }
         self.outbox.release_peer(peer);
+    }
+
+    /// Deposits those of `msgs` not held yet in `contact`'s mailbox.
+    async fn hold_in_mailbox(self: &Arc<Self>, contact: &ContactRecord, msgs: &[MessageRecord]) {
+        let peer = contact.node_id.short(8);
+        match self.deposit_outgoing(contact, msgs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(held = n, to = %peer, "messages held in the contact's mailbox"),
+            Err(e) => tracing::debug!(error = %e, to = %peer, "mailbox deposit failed"),
+        }
     }
 }
 
