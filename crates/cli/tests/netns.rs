@@ -480,13 +480,12 @@ fn a_recipient_restarted_across_a_partition_gets_everything_once_after_the_heal(
     mailbox_across_a_partition(false);
 }
 
-/// Fails (times out) while the DHT's two halves do not merge again after a partition heals
-/// when no connection crosses it: each half dropped the other from its routing tables during
-/// the split, and a node runs its bootstrap again only when its table is empty. Then B never
-/// finds the holders of its mailbox on the other side. (Healed within the QUIC idle timeout,
-/// the halves may merge again through a connection that survived.)
+/// A is down: B gets the messages only from the holders of its mailbox on A's side, which it
+/// can find only once the DHT's two halves have found each other again. No connection crosses
+/// the split, and each half dropped the other from its routing tables during it: they meet
+/// again through the peers each node remembers (its routing-table snapshot, saved once it
+/// joined) and the re-ping of dropped contacts.
 #[test]
-#[ignore = "the DHT halves do not merge after a heal unless a contact's connection crosses it"]
 fn a_recipient_restarted_across_a_partition_takes_its_mailbox_after_the_heal() {
     mailbox_across_a_partition(true);
 }
