@@ -31,6 +31,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,9 +98,14 @@ pub(crate) struct Discovery {
     wake: Notify,
     /// Lookups someone waits for.
     waiters: std::sync::Mutex<HashMap<dp2ptcs_dht::LookupId, Waiter>>,
-    /// Writes the mailbox items we hold for others through to the store, in order.
-    persist: tokio::sync::mpsc::UnboundedSender<Held>,
-    persist_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Held>>>,
+    /// Writes the mailbox items we hold for others through to the store, in order. Each change
+    /// is numbered; it is queued with the DHT locked, in the order the DHT made it.
+    persist: tokio::sync::mpsc::UnboundedSender<(u64, Held)>,
+    persist_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(u64, Held)>>>,
+    /// Number of the last change queued for the store.
+    persist_queued: std::sync::atomic::AtomicU64,
+    /// Number of the last change the store has written (or failed to).
+    persisted: tokio::sync::watch::Sender<u64>,
     pool: std::sync::Mutex<HashMap<NodeId, Pooled>>,
     /// One dial at a time per peer id (entries live only while dialing).
     dialing: std::sync::Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
@@ -118,6 +124,28 @@ impl std::fmt::Debug for Discovery {
 }
 
 impl Discovery {
+    /// Takes the DHT's pending events (with `dht` locked): changes to the mailbox items we hold
+    /// are queued for the store here, in order; the others are returned for [`Inner::dispatch`].
+    fn take_events(&self, dht: &mut Dht) -> Vec<Event> {
+        let mut rest = Vec::new();
+        while let Some(event) = dht.poll_event() {
+            let change = match event {
+                Event::MailboxStored(item) => Held::Stored(Box::new(item)),
+                Event::MailboxRemoved {
+                    recipient,
+                    message_id,
+                } => Held::Removed(recipient, message_id),
+                other => {
+                    rest.push(other);
+                    continue;
+                }
+            };
+            let number = self.persist_queued.fetch_add(1, Ordering::SeqCst) + 1;
+            let _ = self.persist.send((number, change));
+        }
+        rest
+    }
+
     pub(crate) fn new(
         local: NodeId,
         config: DhtConfig,
@@ -131,6 +159,8 @@ impl Discovery {
             waiters: std::sync::Mutex::new(HashMap::new()),
             persist,
             persist_rx: std::sync::Mutex::new(Some(persist_rx)),
+            persist_queued: std::sync::atomic::AtomicU64::new(0),
+            persisted: tokio::sync::watch::Sender::new(0),
             pool: std::sync::Mutex::new(HashMap::new()),
             dialing: std::sync::Mutex::new(HashMap::new()),
             client,
@@ -424,12 +454,30 @@ impl Inner {
         let frame = reader.expect(&mut recv).await?;
         reader.expect_end(&mut recv).await?;
         let (id, request) = dp2ptcs_dht::decode_request(&frame)?;
-        let response = {
+        let put = matches!(request, dp2ptcs_dht::Request::MailboxPut { .. });
+        let (response, events, written) = {
             let mut dht = lock(&self.discovery.dht);
-            dht.handle_request(from, request, now_ms())
+            let response = dht.handle_request(from, request, now_ms());
+            let events = self.discovery.take_events(&mut dht);
+            (
+                response,
+                events,
+                self.discovery.persist_queued.load(Ordering::SeqCst),
+            )
         };
+        for event in events {
+            self.dispatch(event);
+        }
         // Answering may have queued a ping (a full bucket): the driver sends it.
         self.discovery.wake.notify_one();
+        if put {
+            // An item is acknowledged only once it is on disk: a holder that crashes right
+            // after saying "held" still holds it when it comes back.
+            let mut done = self.discovery.persisted.subscribe();
+            done.wait_for(|n| *n >= written)
+                .await
+                .map_err(|_| NodeError::ShuttingDown)?;
+        }
         let bytes = dp2ptcs_dht::encode_response(id, &response)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         write_frame(&mut send, &bytes).await?;
@@ -582,7 +630,7 @@ impl Inner {
                     dht.handle_timeout(now, &mut OsRng);
                 }
                 let transmits: Vec<Transmit> = std::iter::from_fn(|| dht.poll_transmit()).collect();
-                let events: Vec<Event> = std::iter::from_fn(|| dht.poll_event()).collect();
+                let events = self.discovery.take_events(&mut dht);
                 (transmits, events, dht.poll_timeout())
             };
             for t in transmits {
@@ -637,18 +685,8 @@ impl Inner {
                     let _ = tx.send(removed);
                 }
             }
-            Event::MailboxStored(item) => {
-                let _ = self.discovery.persist.send(Held::Stored(Box::new(item)));
-            }
-            Event::MailboxRemoved {
-                recipient,
-                message_id,
-            } => {
-                let _ = self
-                    .discovery
-                    .persist
-                    .send(Held::Removed(recipient, message_id));
-            }
+            // Queued for the store by `take_events`.
+            Event::MailboxStored(_) | Event::MailboxRemoved { .. } => {}
         }
     }
 
@@ -686,7 +724,9 @@ impl Inner {
                 // At shutdown: what is queued still goes in, then the task ends.
                 _ = stop.wait_for(|s| *s) => rx.try_recv().ok(),
             };
-            let Some(change) = change else { break };
+            let Some((number, change)) = change else {
+                break;
+            };
             let store = self.store.clone();
             let r = blocking(move || {
                 let store = lock(&store);
@@ -708,6 +748,7 @@ impl Inner {
             if let Err(e) = r {
                 tracing::warn!(error = %e, "persisting a held mailbox item failed");
             }
+            self.discovery.persisted.send_replace(number);
         }
     }
 
