@@ -350,13 +350,14 @@ fn a_mailbox_survives_the_loss_of_all_its_holders_but_one() {
 fn a_message_whose_ttl_runs_out_in_the_mailbox_expires_and_leaves_every_holder() {
     const A: usize = 1;
     const B: usize = 5;
-    /// Long enough to outlast A's first direct attempt at B: a dead address costs 4 dials
-    /// (`dial_attempts`) of up to 10 s (the handshake timeout) before the mailbox is tried.
-    /// 2 s, as in the in-process test, would expire before it is ever held.
-    const SHORT_TTL_MS: u64 = 90_000;
+    /// Long enough to outlast A's first attempt at B: one dial of B's dead address (up to the
+    /// handshake timeout, 2 s here) and a lookup of B before the mailbox is tried, a few seconds
+    /// in all. 2 s, as in the in-process test, would expire before it is ever held.
+    const SHORT_TTL_MS: u64 = 30_000;
     /// The bodies' sizes tell their items apart in the holders' `mailbox_bytes`.
     const BIG: usize = 8000;
-    let Some(mut net) = Net::new(7, MAILBOX_CONFIG) else {
+    let config = format!("{MAILBOX_CONFIG}handshake_timeout_ms = 2000\n");
+    let Some(mut net) = Net::new(7, &config) else {
         return;
     };
     net.start_all();
