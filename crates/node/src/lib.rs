@@ -14,6 +14,7 @@
 //! owns the sockets, the clock and the randomness.
 
 pub mod api;
+mod commit;
 mod config;
 mod discovery;
 mod error;

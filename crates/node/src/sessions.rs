@@ -16,6 +16,7 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::commit::GroupCommit;
 use crate::NodeError;
 
 /// HKDF info of the key that seals session pickles (derived from the database key).
@@ -51,6 +52,8 @@ struct PeerSessions {
 /// `MAX_CONTACTS`); only authenticated contacts ever get an entry.
 pub(crate) struct SessionManager {
     store: Arc<Mutex<Store>>,
+    /// Every session save goes through it, in the order of the session's states.
+    commit: Arc<GroupCommit>,
     pickle_key: Zeroizing<[u8; 32]>,
     our_id: NodeId,
     peers: Mutex<HashMap<NodeId, PeerSessions>>,
@@ -106,6 +109,7 @@ impl SessionManager {
         // 32 bytes is always a valid HKDF-SHA-256 output length.
         let _ = Hkdf::<Sha256>::new(None, database_key).expand(PICKLE_KEY_INFO, key.as_mut());
         Self {
+            commit: GroupCommit::new(store.clone()),
             store,
             pickle_key: key,
             our_id,
@@ -151,9 +155,11 @@ impl SessionManager {
         .await
     }
 
-    /// Seals and saves `session` as the current one with `peer`.
-    fn persist(&self, peer: &NodeId, session: &Session, ours: bool) -> Result<(), NodeError> {
-        self.save(&lock(&self.store), peer, session, ours)
+    /// The stored record of `session` (sealed), `ours` if we initiated it.
+    fn record(&self, session: &Session, ours: bool) -> Vec<u8> {
+        let mut blob = vec![RECORD_VERSION, if ours { 0 } else { 1 }];
+        blob.extend(session.seal(&self.pickle_key, &mut OsRng));
+        blob
     }
 
     /// Seals `session` and saves it in `store` as the current one with `peer` (inside the
@@ -165,9 +171,7 @@ impl SessionManager {
         session: &Session,
         ours: bool,
     ) -> Result<(), NodeError> {
-        let mut blob = vec![RECORD_VERSION, if ours { 0 } else { 1 }];
-        blob.extend(session.seal(&self.pickle_key, &mut OsRng));
-        store.save_session(peer, &blob, now_ms())?;
+        store.save_session(peer, &self.record(session, ours), now_ms())?;
         Ok(())
     }
 
@@ -183,7 +187,7 @@ impl SessionManager {
         // Make sure a stored session is loaded first, so the rule sees it.
         self.current(peer).await?;
         let this = self.clone();
-        blocking(move || {
+        let (new, saved) = blocking(move || {
             let new = this.handle(session);
             let mut peers = lock(&this.peers);
             let becomes_current = match peers.get(&peer) {
@@ -195,8 +199,14 @@ impl SessionManager {
                     ours == we_win
                 }
             };
+            let mut saved = None;
             if becomes_current {
-                new.session.with(|s| this.persist(&peer, s, ours))?;
+                // Queued after every save of the session it replaces, before any of its own.
+                let record = new.session.with(|s| this.record(s, ours));
+                saved = Some(
+                    this.commit
+                        .submit(move |tx| Ok(tx.save_session(&peer, &record, now_ms())?)),
+                );
                 let previous = peers.get(&peer).map(|ps| ps.current.clone());
                 peers.insert(
                     peer,
@@ -209,9 +219,13 @@ impl SessionManager {
             } else if let Some(ps) = peers.get_mut(&peer) {
                 ps.previous = Some(new.clone());
             }
-            Ok(new)
+            Ok((new, saved))
         })
-        .await
+        .await?;
+        if let Some(saved) = saved {
+            saved.wait().await?;
+        }
+        Ok(new)
     }
 
     fn is_current(&self, peer: &NodeId, h: &Handle) -> Option<bool> {
@@ -235,7 +249,9 @@ impl SessionManager {
 
     /// [`SessionManager::encrypt`], also running `also` (if any) in the same store transaction
     /// as the save of the new state: one durable commit for both, before the envelope is
-    /// returned. If either fails, neither is saved and no envelope is returned.
+    /// returned. If either fails, neither is saved and no envelope is returned. The commit is
+    /// shared with other requests' ([`GroupCommit`]); the state is saved only if `h` is still
+    /// the current session then.
     pub(crate) async fn encrypt_with(
         self: &Arc<Self>,
         peer: NodeId,
@@ -246,25 +262,35 @@ impl SessionManager {
     ) -> Result<Envelope, NodeError> {
         let this = self.clone();
         let h = h.clone();
-        blocking(move || {
+        let (env, saved) = blocking(move || {
             let persist = this.is_current(&peer, &h);
             h.session.with(|s| {
                 let env = this.seal_envelope(s, kind, &plaintext)?;
+                let mut saved = None;
                 if persist.is_some() || also.is_some() {
-                    lock(&this.store).transaction(|tx| {
+                    let record = persist.map(|ours| (ours, this.record(s, ours)));
+                    let (manager, h) = (this.clone(), h.clone());
+                    // Queued with the session locked: its states reach the store in order.
+                    saved = Some(this.commit.submit(move |tx| {
                         if let Some(also) = also {
                             also(tx)?;
                         }
-                        if let Some(ours) = persist {
-                            this.save(tx, &peer, s, ours)?;
+                        if let Some((ours, record)) = record {
+                            if manager.is_current(&peer, &h) == Some(ours) {
+                                tx.save_session(&peer, &record, now_ms())?;
+                            }
                         }
-                        Ok::<_, NodeError>(())
-                    })?;
+                        Ok(())
+                    }));
                 }
-                Ok(env)
+                Ok::<_, NodeError>((env, saved))
             })
         })
-        .await
+        .await?;
+        if let Some(saved) = saved {
+            saved.wait().await?;
+        }
+        Ok(env)
     }
 
     /// Encrypts `plaintext` with `s` into a `kind` envelope from us (saves nothing).
@@ -331,39 +357,38 @@ impl SessionManager {
         };
         let this = self.clone();
         let msg = to_ratchet(env);
-        blocking(move || {
-            let mut then = Some(then);
-            for h in candidates {
-                let persist = this.is_current(&peer, &h);
-                let out = h.session.with(|s| {
-                    let Ok(p) = s.decrypt(&mut OsRng, &msg) else {
-                        return Ok::<_, NodeError>(None);
-                    };
-                    let Some(then) = then.take() else {
-                        return Err(NodeError::Internal("decrypted twice".into()));
-                    };
-                    lock(&this.store)
-                        .transaction(|tx| {
-                            let (t, reply) = then(tx, p)?;
-                            let reply = match reply {
-                                Some((kind, plaintext)) => {
-                                    Some(this.seal_envelope(s, kind, &plaintext)?)
-                                }
-                                None => None,
-                            };
-                            if let Some(ours) = persist {
-                                this.save(tx, &peer, s, ours)?;
+        // The whole step runs in a shared transaction on the writer's thread (its own savepoint:
+        // a failure undoes its writes alone), with the session locked only there.
+        self.commit
+            .run(move |tx| {
+                let mut then = Some(then);
+                for h in candidates {
+                    let persist = this.is_current(&peer, &h);
+                    let out = h.session.with(|s| {
+                        let Ok(p) = s.decrypt(&mut OsRng, &msg) else {
+                            return Ok::<_, NodeError>(None);
+                        };
+                        let Some(then) = then.take() else {
+                            return Err(NodeError::Internal("decrypted twice".into()));
+                        };
+                        let (t, reply) = then(tx, p)?;
+                        let reply = match reply {
+                            Some((kind, plaintext)) => {
+                                Some(this.seal_envelope(s, kind, &plaintext)?)
                             }
-                            Ok::<_, NodeError>((t, reply))
-                        })
-                        .map(Some)
-                })?;
-                if let Some((t, reply)) = out {
-                    return Ok((h, t, reply));
+                            None => None,
+                        };
+                        if let Some(ours) = persist {
+                            this.save(tx, &peer, s, ours)?;
+                        }
+                        Ok(Some((t, reply)))
+                    })?;
+                    if let Some((t, reply)) = out {
+                        return Ok((h, t, reply));
+                    }
                 }
-            }
-            Err(NodeError::Authentication("message does not decrypt"))
-        })
-        .await
+                Err(NodeError::Authentication("message does not decrypt"))
+            })
+            .await
     }
 }

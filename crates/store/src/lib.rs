@@ -127,6 +127,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f` inside a savepoint of the transaction `f`'s caller opened with
+    /// [`Store::transaction`]: if `f` returns `Err` its writes are undone and the rest of the
+    /// transaction is kept. If undoing fails, the error is a [`StoreError`] (for the whole
+    /// transaction, which should then be abandoned).
+    pub fn savepoint<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        self.conn.execute_batch("SAVEPOINT step")?;
+        match f(self) {
+            Ok(t) => {
+                self.conn.execute_batch("RELEASE step")?;
+                Ok(Ok(t))
+            }
+            Err(e) => {
+                self.conn.execute_batch("ROLLBACK TO step; RELEASE step")?;
+                Ok(Err(e))
+            }
+        }
+    }
+
     /// Flushes the write-ahead log into the database file (at shutdown).
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn
@@ -196,5 +217,35 @@ mod tests {
             Some(&b"kept"[..])
         );
         assert_eq!(store.message(&peer, &id).unwrap().unwrap().body, "hi");
+    }
+
+    #[test]
+    fn a_failed_savepoint_undoes_only_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let (a, b, c) = (
+            dp2ptcs_types::NodeId::from_bytes([1; 32]),
+            dp2ptcs_types::NodeId::from_bytes([2; 32]),
+            dp2ptcs_types::NodeId::from_bytes([3; 32]),
+        );
+        {
+            let store = Store::open(&path, &[1; 32]).unwrap();
+            store
+                .transaction(|tx| {
+                    let first = tx.savepoint(|s| s.save_session(&a, b"a", 1))?;
+                    let failed: Result<(), StoreError> = tx.savepoint(|s| {
+                        s.save_session(&b, b"b", 1)?;
+                        Err(StoreError::Corrupt("this step fails".into()))
+                    })?;
+                    let last = tx.savepoint(|s| s.save_session(&c, b"c", 1))?;
+                    assert!(first.is_ok() && failed.is_err() && last.is_ok());
+                    Ok::<_, StoreError>(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path, &[1; 32]).unwrap();
+        assert_eq!(store.load_session(&a).unwrap().as_deref(), Some(&b"a"[..]));
+        assert_eq!(store.load_session(&b).unwrap(), None);
+        assert_eq!(store.load_session(&c).unwrap().as_deref(), Some(&b"c"[..]));
     }
 }
