@@ -11,7 +11,9 @@
 //! rules built on commits hold unchanged.
 //!
 //! Steps run in the order they were queued: steps queued while holding a session's lock reach
-//! the store in that session's order.
+//! the store in that session's order. A hook given at construction runs after the last step of
+//! each transaction, before the commit (the session manager saves there, once, each session the
+//! steps advanced).
 //!
 //! Lock order: the writer holds the store, then a step may take the session map and a session.
 //! Nobody may wait for the store while holding a session or the session map.
@@ -31,6 +33,8 @@ pub(crate) const MAX_BATCH: usize = 256;
 
 type Value = Box<dyn Any + Send>;
 type Step = Box<dyn FnOnce(&Store) -> Result<Value, NodeError> + Send>;
+/// Runs in every transaction after its steps; its failure fails the whole transaction.
+pub(crate) type Hook = Box<dyn Fn(&Store) -> Result<(), NodeError> + Send + Sync>;
 
 struct Queued {
     step: Step,
@@ -48,6 +52,7 @@ pub(crate) struct GroupCommit {
     store: Arc<Mutex<Store>>,
     queue: Mutex<Queue>,
     runtime: tokio::runtime::Handle,
+    before_commit: Option<Hook>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -78,11 +83,18 @@ impl<T: 'static> Pending<T> {
 
 impl GroupCommit {
     /// Must be called inside a tokio runtime (the writer runs on its blocking threads).
+    #[cfg(test)]
     pub(crate) fn new(store: Arc<Mutex<Store>>) -> Arc<Self> {
+        Self::with_hook(store, None)
+    }
+
+    /// [`GroupCommit::new`] with a hook that runs before each commit.
+    pub(crate) fn with_hook(store: Arc<Mutex<Store>>, before_commit: Option<Hook>) -> Arc<Self> {
         Arc::new(Self {
             store,
             queue: Mutex::new(Queue::default()),
             runtime: tokio::runtime::Handle::current(),
+            before_commit,
         })
     }
 
@@ -148,6 +160,9 @@ impl GroupCommit {
                     }
                 }
             }
+            if let Some(hook) = &self.before_commit {
+                hook(tx)?;
+            }
             Ok::<_, NodeError>(())
         });
         drop(store);
@@ -212,6 +227,43 @@ mod tests {
         assert_eq!(
             reopened.load_session(&peer).unwrap().as_deref(),
             Some(&499u32.to_be_bytes()[..])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_hook_runs_after_the_steps_of_each_commit_and_its_failure_fails_them() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (_dir, store) = store();
+        let peer = NodeId::from_bytes([5; 32]);
+        let fail = Arc::new(AtomicBool::new(false));
+        let hook_fails = fail.clone();
+        // The hook writes after the steps: it sees (and overwrites) what they wrote.
+        let hook: Hook = Box::new(move |tx: &Store| {
+            let seen = tx.load_session(&peer)?.unwrap_or_default();
+            if hook_fails.load(Ordering::SeqCst) {
+                return Err(NodeError::Internal("hook fails".into()));
+            }
+            let mut after = b"hook after ".to_vec();
+            after.extend(seen);
+            Ok(tx.save_session(&peer, &after, 9)?)
+        });
+        let commit = GroupCommit::with_hook(store.clone(), Some(hook));
+        commit
+            .run(move |s| Ok(s.save_session(&peer, b"step", 1)?))
+            .await
+            .unwrap();
+        assert_eq!(
+            lock(&store).load_session(&peer).unwrap().as_deref(),
+            Some(&b"hook after step"[..])
+        );
+        fail.store(true, Ordering::SeqCst);
+        let r = commit
+            .run(move |s| Ok(s.save_session(&peer, b"lost", 2)?))
+            .await;
+        assert!(r.is_err(), "a step whose commit failed reports it");
+        assert_eq!(
+            lock(&store).load_session(&peer).unwrap().as_deref(),
+            Some(&b"hook after step"[..])
         );
     }
 

@@ -142,11 +142,7 @@ impl Node {
         let identity = keys.identity().clone();
         let node_id = identity.node_id();
         let store = Arc::new(Mutex::new(store));
-        let sessions = Arc::new(SessionManager::new(
-            store.clone(),
-            keys.database_key(),
-            node_id,
-        ));
+        let sessions = SessionManager::new(store.clone(), keys.database_key(), node_id);
         // Only the dialer of a messaging connection keeps it alive; DHT connections close when
         // idle.
         let transport = |keep_alive: bool| -> Result<Arc<quinn::TransportConfig>, NodeError> {

@@ -54,6 +54,9 @@ pub(crate) struct SessionManager {
     store: Arc<Mutex<Store>>,
     /// Every session save goes through it, in the order of the session's states.
     commit: Arc<GroupCommit>,
+    /// Sessions advanced by the steps of the transaction being written, saved once each just
+    /// before it commits ([`SessionManager::save_advanced`]).
+    advanced: Mutex<HashMap<NodeId, (Handle, bool)>>,
     pickle_key: Zeroizing<[u8; 32]>,
     our_id: NodeId,
     peers: Mutex<HashMap<NodeId, PeerSessions>>,
@@ -104,18 +107,52 @@ pub(crate) fn to_ratchet(env: &Envelope) -> RatchetMessage {
 }
 
 impl SessionManager {
-    pub(crate) fn new(store: Arc<Mutex<Store>>, database_key: &[u8; 32], our_id: NodeId) -> Self {
+    /// Must be called inside a tokio runtime (see [`GroupCommit`]).
+    pub(crate) fn new(
+        store: Arc<Mutex<Store>>,
+        database_key: &[u8; 32],
+        our_id: NodeId,
+    ) -> Arc<Self> {
         let mut key = Zeroizing::new([0u8; 32]);
         // 32 bytes is always a valid HKDF-SHA-256 output length.
         let _ = Hkdf::<Sha256>::new(None, database_key).expand(PICKLE_KEY_INFO, key.as_mut());
-        Self {
-            commit: GroupCommit::new(store.clone()),
-            store,
-            pickle_key: key,
-            our_id,
-            peers: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+        Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
+            let me = me.clone();
+            let hook: crate::commit::Hook = Box::new(move |tx: &Store| match me.upgrade() {
+                Some(manager) => manager.save_advanced(tx),
+                None => Ok(()),
+            });
+            Self {
+                commit: GroupCommit::with_hook(store.clone(), Some(hook)),
+                advanced: Mutex::new(HashMap::new()),
+                store,
+                pickle_key: key,
+                our_id,
+                peers: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+            }
+        })
+    }
+
+    /// Notes (on the writer's thread, in a step) that `h`, current with `peer` when it was
+    /// used, advanced: it is saved before the step's transaction commits.
+    fn advance(&self, peer: NodeId, h: &Handle, ours: bool) {
+        lock(&self.advanced).insert(peer, (h.clone(), ours));
+    }
+
+    /// The commit hook: saves each session the transaction's steps advanced, once, in its
+    /// latest state, if it is still the current one. A state saved here may be ahead of what
+    /// the steps needed (a concurrent encryption advanced it since); that is safe, since a
+    /// saved state only ever skips keys, never reuses one.
+    fn save_advanced(&self, tx: &Store) -> Result<(), NodeError> {
+        let advanced = std::mem::take(&mut *lock(&self.advanced));
+        for (peer, (h, ours)) in advanced {
+            if self.is_current(&peer, &h) == Some(ours) {
+                let record = h.session.with(|s| self.record(s, ours));
+                tx.save_session(&peer, &record, now_ms())?;
+            }
         }
+        Ok(())
     }
 
     fn handle(&self, session: Session) -> Handle {
@@ -160,19 +197,6 @@ impl SessionManager {
         let mut blob = vec![RECORD_VERSION, if ours { 0 } else { 1 }];
         blob.extend(session.seal(&self.pickle_key, &mut OsRng));
         blob
-    }
-
-    /// Seals `session` and saves it in `store` as the current one with `peer` (inside the
-    /// caller's transaction, if there is one).
-    fn save(
-        &self,
-        store: &Store,
-        peer: &NodeId,
-        session: &Session,
-        ours: bool,
-    ) -> Result<(), NodeError> {
-        store.save_session(peer, &self.record(session, ours), now_ms())?;
-        Ok(())
     }
 
     /// Adds a new session (`ours`: we initiated it). If it becomes current it is saved before
@@ -268,17 +292,15 @@ impl SessionManager {
                 let env = this.seal_envelope(s, kind, &plaintext)?;
                 let mut saved = None;
                 if persist.is_some() || also.is_some() {
-                    let record = persist.map(|ours| (ours, this.record(s, ours)));
                     let (manager, h) = (this.clone(), h.clone());
-                    // Queued with the session locked: its states reach the store in order.
+                    // Queued with the session locked: its states reach the store in order. The
+                    // state saved is the one at commit time, at least this one.
                     saved = Some(this.commit.submit(move |tx| {
                         if let Some(also) = also {
                             also(tx)?;
                         }
-                        if let Some((ours, record)) = record {
-                            if manager.is_current(&peer, &h) == Some(ours) {
-                                tx.save_session(&peer, &record, now_ms())?;
-                            }
+                        if let Some(ours) = persist {
+                            manager.advance(peer, &h, ours);
                         }
                         Ok(())
                     }));
@@ -379,7 +401,7 @@ impl SessionManager {
                             None => None,
                         };
                         if let Some(ours) = persist {
-                            this.save(tx, &peer, s, ours)?;
+                            this.advance(peer, &h, ours);
                         }
                         Ok(Some((t, reply)))
                     })?;
