@@ -132,7 +132,25 @@ impl GroupCommit {
     }
 
     /// The writer: commits batches until the queue is empty.
-    fn write(&self) {
+    fn write(self: &Arc<Self>) {
+        // A step that panics takes this writer down (its transaction rolls back, and the callers
+        // of its batch get an error as their answers are dropped); the queue goes on.
+        struct Restart<'a>(&'a Arc<GroupCommit>);
+        impl Drop for Restart<'_> {
+            fn drop(&mut self) {
+                if !std::thread::panicking() {
+                    return;
+                }
+                let mut q = lock(&self.0.queue);
+                if q.steps.is_empty() {
+                    q.writing = false;
+                } else {
+                    let this = self.0.clone();
+                    self.0.runtime.spawn_blocking(move || this.write());
+                }
+            }
+        }
+        let _restart = Restart(self);
         loop {
             let batch: Vec<Queued> = {
                 let mut q = lock(&self.queue);
@@ -264,6 +282,30 @@ mod tests {
         assert_eq!(
             lock(&store).load_session(&peer).unwrap().as_deref(),
             Some(&b"hook after step"[..])
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_step_that_panics_fails_its_batch_and_later_steps_still_commit() {
+        let (_dir, store) = store();
+        let commit = GroupCommit::new(store.clone());
+        let peer = NodeId::from_bytes([6; 32]);
+        let r = commit
+            .run(move |s| -> Result<(), NodeError> {
+                s.save_session(&peer, b"rolled back", 1)?;
+                panic!("a bug in a step");
+            })
+            .await;
+        assert!(r.is_err());
+        // Without a new writer this would wait forever: a safety net, not a timing assertion.
+        let after = commit.run(move |s| Ok(s.save_session(&peer, b"after", 2)?));
+        tokio::time::timeout(std::time::Duration::from_secs(60), after)
+            .await
+            .expect("no writer after a panic")
+            .unwrap();
+        assert_eq!(
+            lock(&store).load_session(&peer).unwrap().as_deref(),
+            Some(&b"after"[..])
         );
     }
 
