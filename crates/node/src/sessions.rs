@@ -54,9 +54,10 @@ pub(crate) struct SessionManager {
     store: Arc<Mutex<Store>>,
     /// Every session save goes through it, in the order of the session's states.
     commit: Arc<GroupCommit>,
-    /// Sessions advanced by the steps of the transaction being written, saved once each just
-    /// before it commits ([`SessionManager::save_advanced`]).
-    advanced: Mutex<HashMap<NodeId, (Handle, bool)>>,
+    /// Sessions advanced by the steps of the transaction being written, by peer and handle id,
+    /// saved once each just before it commits ([`SessionManager::save_advanced`]). Keyed by
+    /// handle too: a step of a session that was just replaced must not hide its successor's.
+    advanced: Mutex<HashMap<(NodeId, u64), (Handle, bool)>>,
     pickle_key: Zeroizing<[u8; 32]>,
     our_id: NodeId,
     peers: Mutex<HashMap<NodeId, PeerSessions>>,
@@ -137,7 +138,7 @@ impl SessionManager {
     /// Notes (on the writer's thread, in a step) that `h`, current with `peer` when it was
     /// used, advanced: it is saved before the step's transaction commits.
     fn advance(&self, peer: NodeId, h: &Handle, ours: bool) {
-        lock(&self.advanced).insert(peer, (h.clone(), ours));
+        lock(&self.advanced).insert((peer, h.id), (h.clone(), ours));
     }
 
     /// The commit hook: saves each session the transaction's steps advanced, once, in its
@@ -146,7 +147,7 @@ impl SessionManager {
     /// saved state only ever skips keys, never reuses one.
     fn save_advanced(&self, tx: &Store) -> Result<(), NodeError> {
         let advanced = std::mem::take(&mut *lock(&self.advanced));
-        for (peer, (h, ours)) in advanced {
+        for ((peer, _), (h, ours)) in advanced {
             if self.is_current(&peer, &h) == Some(ours) {
                 let record = h.session.with(|s| self.record(s, ours));
                 tx.save_session(&peer, &record, now_ms())?;
@@ -412,5 +413,70 @@ impl SessionManager {
                 Err(NodeError::Authentication("message does not decrypt"))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use dp2ptcs_crypto::ratchet::RatchetKeyPair;
+    use dp2ptcs_crypto::x3dh::{AssociatedData, SharedSecret};
+    use dp2ptcs_crypto::Identity;
+
+    fn session(ours: &Identity, theirs: &Identity, secret: u8) -> Session {
+        let remote = RatchetKeyPair::generate(&mut OsRng);
+        Session::new_initiator(
+            &mut OsRng,
+            &SharedSecret::from_bytes([secret; 32]),
+            AssociatedData::new(&ours.public(), &theirs.public()),
+            *remote.public().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// A step of a session that was replaced meanwhile must not hide the advance of the session
+    /// that replaced it: the current one is what the commit saves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_sessions_step_does_not_hide_the_current_ones_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(dp2ptcs_store::DB_FILE), &[4; 32]).unwrap();
+        let store = Arc::new(Mutex::new(store));
+        let (us, them) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
+        let manager = SessionManager::new(store.clone(), &[4; 32], us.node_id());
+        let peer = them.node_id();
+        let old = manager
+            .install(peer, session(&us, &them, 1), true)
+            .await
+            .unwrap();
+        let new = manager
+            .install(peer, session(&us, &them, 2), true)
+            .await
+            .unwrap();
+        // The new session advances (a message is encrypted with it), then a late step of the
+        // old one lands in the same transaction.
+        new.session.with(|s| s.encrypt(b"hello").unwrap());
+        let (m, n, o) = (manager.clone(), new.clone(), old.clone());
+        manager
+            .commit
+            .run(move |_| {
+                m.advance(peer, &n, true);
+                m.advance(peer, &o, true);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let saved = lock(&store).load_session(&peer).unwrap().unwrap();
+        let expected = new.session.with(|s| s.encrypt(b"probe").unwrap());
+        // The saved state is the new session after "hello": it encrypts the probe with the same
+        // message number as the live one did.
+        let reloaded = Session::open_sealed(&manager.pickle_key, &saved[2..]).unwrap();
+        let again = SharedSession::new(reloaded).with(|s| s.encrypt(b"probe").unwrap());
+        assert_eq!(again.header.message_number, expected.header.message_number);
+        assert_eq!(again.header.ratchet_key, expected.header.ratchet_key);
     }
 }
