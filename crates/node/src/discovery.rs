@@ -106,6 +106,8 @@ pub(crate) struct Discovery {
     persist_queued: std::sync::atomic::AtomicU64,
     /// Number of the last change the store has written (or failed to).
     persisted: tokio::sync::watch::Sender<u64>,
+    /// Number of the last change the store failed to write (0: none).
+    persist_failed: std::sync::atomic::AtomicU64,
     pool: std::sync::Mutex<HashMap<NodeId, Pooled>>,
     /// One dial at a time per peer id (entries live only while dialing).
     dialing: std::sync::Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
@@ -161,6 +163,7 @@ impl Discovery {
             persist_rx: std::sync::Mutex::new(Some(persist_rx)),
             persist_queued: std::sync::atomic::AtomicU64::new(0),
             persisted: tokio::sync::watch::Sender::new(0),
+            persist_failed: std::sync::atomic::AtomicU64::new(0),
             pool: std::sync::Mutex::new(HashMap::new()),
             dialing: std::sync::Mutex::new(HashMap::new()),
             client,
@@ -455,13 +458,15 @@ impl Inner {
         reader.expect_end(&mut recv).await?;
         let (id, request) = dp2ptcs_dht::decode_request(&frame)?;
         let put = matches!(request, dp2ptcs_dht::Request::MailboxPut { .. });
-        let (response, events, written) = {
+        let (response, events, queued_before, written) = {
             let mut dht = lock(&self.discovery.dht);
+            let queued_before = self.discovery.persist_queued.load(Ordering::SeqCst);
             let response = dht.handle_request(from, request, now_ms());
             let events = self.discovery.take_events(&mut dht);
             (
                 response,
                 events,
+                queued_before,
                 self.discovery.persist_queued.load(Ordering::SeqCst),
             )
         };
@@ -471,12 +476,24 @@ impl Inner {
         // Answering may have queued a ping (a full bucket): the driver sends it.
         self.discovery.wake.notify_one();
         if put {
-            // An item is acknowledged only once it is on disk: a holder that crashes right
-            // after saying "held" still holds it when it comes back.
+            // An item is acknowledged only once it is on disk (with every change queued before
+            // it, so also when it was already held and its first write is still under way): a
+            // holder that crashes right after saying "held" still holds it when it comes back.
+            // If the write failed (or the node stops first), no answer: the depositor counts a
+            // failure.
             let mut done = self.discovery.persisted.subscribe();
-            done.wait_for(|n| *n >= written)
-                .await
-                .map_err(|_| NodeError::ShuttingDown)?;
+            let mut stop = self.shutdown.subscribe();
+            tokio::select! {
+                r = done.wait_for(|n| *n >= written) => {
+                    r.map_err(|_| NodeError::ShuttingDown)?;
+                }
+                _ = stop.wait_for(|s| *s) => return Err(NodeError::ShuttingDown),
+            }
+            if self.discovery.persist_failed.load(Ordering::SeqCst) > queued_before {
+                return Err(NodeError::Internal(
+                    "a mailbox item could not be written to the store".into(),
+                ));
+            }
         }
         let bytes = dp2ptcs_dht::encode_response(id, &response)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
@@ -747,6 +764,9 @@ impl Inner {
             .await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "persisting a held mailbox item failed");
+                self.discovery
+                    .persist_failed
+                    .fetch_max(number, Ordering::SeqCst);
             }
             self.discovery.persisted.send_replace(number);
         }
