@@ -13,7 +13,7 @@ use dp2ptcs_crypto::UnlockedKeystore;
 use dp2ptcs_dht::MailboxLimits;
 use dp2ptcs_node::{Node, NodeConfig, NodeEvent};
 use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageState, Store, DB_FILE};
-use dp2ptcs_types::MessageId;
+use dp2ptcs_types::{MessageId, NodeId};
 
 /// A safety net so a broken build fails instead of hanging; not a performance assertion.
 const SAFETY: Duration = Duration::from_secs(90);
@@ -162,6 +162,53 @@ async fn states(node: &Node, peer: &ContactRecord) -> Vec<(MessageId, MessageSta
     .collect()
 }
 
+/// Waits until `done` holds for the states of `node`'s messages to `peer`.
+async fn wait_states(
+    what: &str,
+    node: &Node,
+    peer: &ContactRecord,
+    done: impl Fn(&[(MessageId, MessageState)]) -> bool,
+) {
+    eventually(what, || {
+        let (node, peer) = (node.clone(), peer.clone());
+        let done = &done;
+        async move { done(&states(&node, &peer).await) }
+    })
+    .await;
+}
+
+/// Whether all of `s` are in `state` (and there are `n`, if given).
+fn all_in(s: &[(MessageId, MessageState)], state: MessageState, n: Option<usize>) -> bool {
+    n.is_none_or(|n| s.len() == n) && s.iter().all(|(_, st)| *st == state)
+}
+
+/// The bodies `node` received from `from`, in the order it recorded them.
+async fn received(node: &Node, from: &NodeId) -> Vec<String> {
+    node.history(&HistoryQuery {
+        peer: Some(from),
+        direction: Some(Direction::Incoming),
+        after_seq: 0,
+        limit: 100,
+        newest: false,
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|m| m.body)
+    .collect()
+}
+
+/// Queues `n` messages `"{label} #{i}"` from `h` to `to`; returns their bodies.
+async fn queue(h: &Host, to: &ContactRecord, label: &str, n: usize) -> Vec<String> {
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let text = format!("{label} #{i}");
+        h.node().queue_chat(to, &text).await.unwrap();
+        sent.push(text);
+    }
+    sent
+}
+
 async fn held_everywhere(hosts: &[Host]) -> usize {
     let mut n = 0;
     for h in hosts.iter().filter(|h| h.node.is_some()) {
@@ -180,19 +227,10 @@ async fn an_offline_contact_gets_its_mailbox_once_in_order_and_holders_forget_it
     // away before Alpha ever reaches it: no session exists yet.
     take_offline(&mut hosts[b]).await;
     let to_b = contact("b", &hosts[b]);
-    let mut sent = Vec::new();
-    for i in 0..30 {
-        let text = format!("while you were out #{i}");
-        hosts[a].node().queue_chat(&to_b, &text).await.unwrap();
-        sent.push(text);
-    }
+    let sent = queue(&hosts[a], &to_b, "while you were out", 30).await;
     let alpha = hosts[a].node().clone();
-    eventually("all 30 held in Bravo's mailbox", || {
-        let (alpha, to_b) = (alpha.clone(), to_b.clone());
-        async move {
-            let s = states(&alpha, &to_b).await;
-            s.len() == 30 && s.iter().all(|(_, st)| *st == MessageState::Held)
-        }
+    wait_states("all 30 held in Bravo's mailbox", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(30))
     })
     .await;
     // Several holders keep a copy each.
@@ -204,44 +242,13 @@ async fn an_offline_contact_gets_its_mailbox_once_in_order_and_holders_forget_it
     let from_a = hosts[a].node().node_id();
     eventually("Bravo has all 30", || {
         let bravo = bravo.clone();
-        async move {
-            bravo
-                .history(&HistoryQuery {
-                    peer: Some(&from_a),
-                    direction: Some(Direction::Incoming),
-                    after_seq: 0,
-                    limit: 100,
-                    newest: false,
-                })
-                .await
-                .unwrap()
-                .len()
-                >= 30
-        }
+        async move { received(&bravo, &from_a).await.len() >= 30 }
     })
     .await;
-    let got: Vec<String> = bravo
-        .history(&HistoryQuery {
-            peer: Some(&from_a),
-            direction: Some(Direction::Incoming),
-            after_seq: 0,
-            limit: 100,
-            newest: false,
-        })
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
+    let got = received(&bravo, &from_a).await;
     assert_eq!(got, sent, "lost, duplicated or out of order");
-    eventually("Alpha has every receipt", || {
-        let (alpha, to_b) = (alpha.clone(), to_b.clone());
-        async move {
-            states(&alpha, &to_b)
-                .await
-                .iter()
-                .all(|(_, st)| *st == MessageState::Delivered)
-        }
+    wait_states("Alpha has every receipt", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Delivered, None)
     })
     .await;
     // Bravo deleted what it took at the holders it found; a copy left at a node that is no
@@ -315,20 +322,10 @@ async fn a_sender_flooding_a_mailbox_is_refused_past_its_quota_others_still_acce
     introduce(&hosts[c], &hosts[b]).await;
     take_offline(&mut hosts[b]).await;
     let to_b = contact("b", &hosts[b]);
-    for i in 0..10 {
-        hosts[a]
-            .node()
-            .queue_chat(&to_b, &format!("flood #{i}"))
-            .await
-            .unwrap();
-    }
+    queue(&hosts[a], &to_b, "flood", 10).await;
     let alpha = hosts[a].node().clone();
-    eventually("the flood is held up to the quota", || {
-        let (alpha, to_b) = (alpha.clone(), to_b.clone());
-        async move {
-            let s = states(&alpha, &to_b).await;
-            s.iter().filter(|(_, st)| *st == MessageState::Held).count() == 3
-        }
+    wait_states("the flood is held up to the quota", &alpha, &to_b, |s| {
+        s.iter().filter(|(_, st)| *st == MessageState::Held).count() == 3
     })
     .await;
     // Past the quota, nothing more is held: the rest stays in Alpha's outbox.
@@ -347,14 +344,8 @@ async fn a_sender_flooding_a_mailbox_is_refused_past_its_quota_others_still_acce
     // Charlie's messages to the same mailbox are still accepted.
     let charlie = hosts[c].node().clone();
     charlie.queue_chat(&to_b, "not a flood").await.unwrap();
-    eventually("Charlie's message is held", || {
-        let (charlie, to_b) = (charlie.clone(), to_b.clone());
-        async move {
-            states(&charlie, &to_b)
-                .await
-                .iter()
-                .all(|(_, st)| *st == MessageState::Held)
-        }
+    wait_states("Charlie's message is held", &charlie, &to_b, |s| {
+        all_in(s, MessageState::Held, None)
     })
     .await;
 }
@@ -367,20 +358,10 @@ async fn what_a_holder_holds_survives_its_restart_and_is_still_delivered() {
     introduce(&hosts[a], &hosts[b]).await;
     take_offline(&mut hosts[b]).await;
     let to_b = contact("b", &hosts[b]);
-    for i in 0..5 {
-        hosts[a]
-            .node()
-            .queue_chat(&to_b, &format!("kept #{i}"))
-            .await
-            .unwrap();
-    }
+    queue(&hosts[a], &to_b, "kept", 5).await;
     let alpha = hosts[a].node().clone();
-    eventually("all 5 held", || {
-        let (alpha, to_b) = (alpha.clone(), to_b.clone());
-        async move {
-            let s = states(&alpha, &to_b).await;
-            s.len() == 5 && s.iter().all(|(_, st)| *st == MessageState::Held)
-        }
+    wait_states("all 5 held", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(5))
     })
     .await;
     // Every holder other than the sender restarts: what each held is back after the restart.
@@ -409,20 +390,7 @@ async fn what_a_holder_holds_survives_its_restart_and_is_still_delivered() {
     let from_a = hosts[a].keys.identity().public().node_id();
     eventually("Bravo has all 5 from the restarted holders", || {
         let bravo = bravo.clone();
-        async move {
-            bravo
-                .history(&HistoryQuery {
-                    peer: Some(&from_a),
-                    direction: Some(Direction::Incoming),
-                    after_seq: 0,
-                    limit: 100,
-                    newest: false,
-                })
-                .await
-                .unwrap()
-                .len()
-                == 5
-        }
+        async move { received(&bravo, &from_a).await.len() == 5 }
     })
     .await;
 }
