@@ -96,8 +96,9 @@ pub(crate) struct Discovery {
     dht: std::sync::Mutex<Dht>,
     /// Wakes the driver: something was queued.
     wake: Notify,
-    /// Lookups someone waits for.
-    waiters: std::sync::Mutex<HashMap<dp2ptcs_dht::LookupId, Waiter>>,
+    /// Lookups someone waits for; `None` once the driver has stopped, so that nobody starts
+    /// waiting for an answer that will never come.
+    waiters: std::sync::Mutex<Option<HashMap<dp2ptcs_dht::LookupId, Waiter>>>,
     /// Writes the mailbox items we hold for others through to the store, in order. Each change
     /// is numbered; it is queued with the DHT locked, in the order the DHT made it.
     persist: tokio::sync::mpsc::UnboundedSender<(u64, Held)>,
@@ -158,7 +159,7 @@ impl Discovery {
         Self {
             dht: std::sync::Mutex::new(Dht::new(local, config, now_ms())),
             wake: Notify::new(),
-            waiters: std::sync::Mutex::new(HashMap::new()),
+            waiters: std::sync::Mutex::new(Some(HashMap::new())),
             persist,
             persist_rx: std::sync::Mutex::new(Some(persist_rx)),
             persist_queued: std::sync::atomic::AtomicU64::new(0),
@@ -428,7 +429,7 @@ impl Inner {
             };
             let this = self.clone();
             let conn = conn.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let _permit = permit;
                 let r = tokio::time::timeout(
                     this.config.request_timeout,
@@ -585,7 +586,8 @@ impl Inner {
             let mut dht = lock(&self.discovery.dht);
             dht.add_peer(Contact::new(peer, addr), now_ms());
         }
-        tokio::spawn(self.clone().serve_dht_connection(conn.clone(), peer, slot));
+        self.tasks
+            .spawn(self.clone().serve_dht_connection(conn.clone(), peer, slot));
         Ok((peer, conn))
     }
 
@@ -651,7 +653,7 @@ impl Inner {
                 (transmits, events, dht.poll_timeout())
             };
             for t in transmits {
-                tokio::spawn(self.clone().dht_transmit(t));
+                self.tasks.spawn(self.clone().dht_transmit(t));
             }
             for event in events {
                 self.dispatch(event);
@@ -663,13 +665,16 @@ impl Inner {
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        // Nobody waits past shutdown.
-        lock(&self.discovery.waiters).clear();
+        // Nobody waits past shutdown, and nobody starts waiting.
+        lock(&self.discovery.waiters).take();
     }
 
     /// Hands a DHT event to whoever waits for it, or persists what it says.
     fn dispatch(&self, event: Event) {
         let mut waiters = lock(&self.discovery.waiters);
+        let Some(waiters) = waiters.as_mut() else {
+            return;
+        };
         match event {
             Event::LookupFinished(outcome) => {
                 if matches!(waiters.get(&outcome.id), Some(Waiter::Lookup(_))) {
@@ -815,7 +820,10 @@ impl Inner {
         {
             let mut dht = lock(&self.discovery.dht);
             let id = start(&mut dht, now_ms()).map_err(|e| NodeError::Limit(dht_limit(&e)))?;
-            lock(&self.discovery.waiters).insert(id, waiter(tx));
+            lock(&self.discovery.waiters)
+                .as_mut()
+                .ok_or(NodeError::ShuttingDown)?
+                .insert(id, waiter(tx));
         }
         self.discovery.wake.notify_one();
         Ok(rx)
@@ -1024,7 +1032,10 @@ impl Inner {
                 Purpose::Put(record) => dht.put_record(*record, now),
             }
             .map_err(|e| NodeError::Limit(dht_limit(&e)))?;
-            lock(&self.discovery.waiters).insert(id, Waiter::Lookup(tx));
+            lock(&self.discovery.waiters)
+                .as_mut()
+                .ok_or(NodeError::ShuttingDown)?
+                .insert(id, Waiter::Lookup(tx));
             Ok::<_, NodeError>(rx)
         })();
         self.discovery.wake.notify_one();

@@ -26,6 +26,7 @@ mod node;
 mod outbox;
 mod prekeys;
 mod sessions;
+mod tasks;
 pub mod tls;
 
 pub use config::NodeConfig;

@@ -322,7 +322,8 @@ impl Inner {
             }
             if !receipts.is_empty() {
                 let this = self.clone();
-                tokio::spawn(async move { this.send_receipts(&contact, receipts).await });
+                self.tasks
+                    .spawn(async move { this.send_receipts(&contact, receipts).await });
             }
         }
         done

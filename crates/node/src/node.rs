@@ -24,6 +24,7 @@ use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
 use crate::outbox::Outbox;
 use crate::prekeys::{LearnedBundles, PreKeys};
 use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
+use crate::tasks::Tasks;
 use crate::{tls, NodeConfig, NodeError, DHT_ALPN, SERVER_NAME};
 
 /// Something that happened, for the application.
@@ -111,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: Arc<Semaphore>,
     events: broadcast::Sender<NodeEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Every background task; shutdown stops them all.
+    pub(crate) tasks: Tasks,
     pub(crate) outbox: Outbox,
     /// One mailbox check at a time.
     pub(crate) mailbox_lock: tokio::sync::Mutex<()>,
@@ -204,17 +207,18 @@ impl Node {
             limiter: ConnectionLimiter::default(),
             events,
             shutdown,
+            tasks: Tasks::default(),
             outbox: Outbox::default(),
             mailbox_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
         inner.restore_held().await;
-        tokio::spawn(inner.clone().accept_loop());
-        tokio::spawn(inner.clone().outbox_loop());
-        tokio::spawn(inner.clone().discovery_loop());
-        tokio::spawn(inner.clone().maintain());
-        tokio::spawn(inner.clone().mailbox_loop());
-        tokio::spawn(inner.clone().persist_held());
+        inner.tasks.spawn(inner.clone().accept_loop());
+        inner.tasks.spawn(inner.clone().outbox_loop());
+        inner.tasks.spawn(inner.clone().discovery_loop());
+        inner.tasks.spawn(inner.clone().maintain());
+        inner.tasks.spawn(inner.clone().mailbox_loop());
+        inner.tasks.spawn(inner.clone().persist_held());
         tracing::info!(node = %node_id.short(8), addr = ?inner.endpoint.local_addr().ok(), "node started");
         Ok(Node { inner })
     }
@@ -324,7 +328,7 @@ impl Node {
     pub fn set_advertised(&self, addresses: Vec<SocketAddr>) {
         self.inner.set_advertised(addresses);
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        self.inner.tasks.spawn(async move {
             if inner.dht_status().peers > 0 {
                 if let Err(e) = inner.publish().await {
                     tracing::debug!(error = %e, "republishing after an address change failed");
@@ -416,7 +420,10 @@ impl Node {
     }
 
     /// Graceful shutdown: stops accepting, lets in-flight requests finish within `deadline`,
-    /// closes every connection with `ShuttingDown`, and flushes the store.
+    /// closes every connection with `ShuttingDown`, and flushes the store. Background tasks
+    /// still running at the deadline are cancelled, and all of them have ended when this returns,
+    /// so the UDP socket is released as soon as its connections have drained and the caller's
+    /// last `Node` is dropped. Must not be called from inside the node's own tasks.
     pub async fn shutdown(&self, deadline: Duration) -> Result<(), NodeError> {
         let inner = &self.inner;
         let end = Instant::now() + deadline;
@@ -439,6 +446,13 @@ impl Node {
         lock(&inner.pool).clear();
         inner.close_dht();
         let _ = tokio::time::timeout_at(end.into(), inner.endpoint.wait_idle()).await;
+        let cancelled = inner.tasks.stop(end.into()).await;
+        if cancelled > 0 {
+            tracing::debug!(
+                cancelled,
+                "background tasks cancelled at the shutdown deadline"
+            );
+        }
         let store = inner.store.clone();
         blocking(move || Ok(lock(&store).checkpoint()?)).await
     }
@@ -467,7 +481,8 @@ impl Inner {
                 incoming.refuse();
                 continue;
             };
-            tokio::spawn(self.clone().serve_incoming(incoming, slot));
+            self.tasks
+                .spawn(self.clone().serve_incoming(incoming, slot));
         }
     }
 
@@ -543,7 +558,7 @@ impl Inner {
             };
             let this = self.clone();
             let conn = conn.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let _permit = permit;
                 let timeout = this.config.request_timeout;
                 let r = tokio::time::timeout(timeout, this.handle_stream(peer, send, recv)).await;
@@ -786,7 +801,7 @@ impl Inner {
             .await
             .map_err(|_| NodeError::Timeout("dial"))??;
         lock(&self.pool).insert(contact.node_id, conn.clone());
-        tokio::spawn(
+        self.tasks.spawn(
             self.clone()
                 .serve_connection(conn.clone(), contact.node_id, slot),
         );
@@ -1045,7 +1060,7 @@ impl Inner {
             match self.outbox.claim_peer(peer, now) {
                 Ok(()) => {
                     let msgs = by_peer.remove(&peer).unwrap_or_default();
-                    tokio::spawn(self.clone().outbox_worker(peer, msgs));
+                    self.tasks.spawn(self.clone().outbox_worker(peer, msgs));
                 }
                 Err(Some(at)) => next = next.min(at),
                 Err(None) => {}

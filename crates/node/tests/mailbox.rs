@@ -125,8 +125,8 @@ async fn take_offline(h: &mut Host) {
         .unwrap();
 }
 
-/// Starts `h` again on the address it had. The old endpoint's socket closes once its last task
-/// has seen the shutdown, so the bind is retried for a moment.
+/// Starts `h` again on the address it had. The old endpoint's socket closes once its closed
+/// connections have drained (three probe timeouts), so the bind is retried for a while.
 async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
     let config = NodeConfig {
         listen: h.addr,
@@ -137,7 +137,7 @@ async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
         let store = Store::open(&h.dir.path().join(DB_FILE), h.keys.database_key()).unwrap();
         match Node::start(config.clone(), &h.keys, store).await {
             Ok(node) => break node,
-            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
                 eprintln!("restarting host{} on {}: {e}; retrying", h.index, h.addr);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

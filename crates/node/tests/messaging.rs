@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use dp2ptcs_node::NodeEvent;
-use dp2ptcs_store::MessageState;
+use dp2ptcs_node::{NodeConfig, NodeEvent};
+use dp2ptcs_store::{ContactRecord, MessageState};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -132,4 +132,73 @@ async fn session_survives_a_restart() {
         .unwrap();
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Shutdown stops every task of the node, even one in the middle of a dial that would hang for
+/// two minutes and then turns to the DHT to deposit in the mailbox, so the port can be bound
+/// again once the node is dropped, as a node restarted in the same process needs. A DHT
+/// operation asked for after shutdown fails instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_the_port_while_a_dial_hangs() {
+    let (ds, dir) = (tempdir(), tempdir());
+    let (ks, keys) = (new_keys(), new_keys());
+    let seed = start(ds.path(), &ks, test_config([127, 0, 0, 1])).await;
+    let config = NodeConfig {
+        handshake_timeout: Duration::from_secs(120),
+        bootstrap: vec![seed.local_addr().unwrap()],
+        ..test_config([127, 0, 0, 1])
+    };
+    let node = start(dir.path(), &keys, config).await;
+    let addr = node.local_addr().unwrap();
+    tokio::time::timeout(SAFETY, async {
+        while node.peers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the node joins through the seed");
+    // A peer that never answers: a bound socket nobody replies on.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    hole.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let public = new_keys().identity().public();
+    let ghost = ContactRecord {
+        node_id: public.node_id(),
+        public_key: public.to_bytes(),
+        name: "ghost".into(),
+        addresses: vec![hole.local_addr().unwrap()],
+        verified: true,
+        verified_at: None,
+        added_at: 0,
+    };
+    node.put_contact(&ghost).await.unwrap();
+    node.queue_chat(&ghost, "are you there").await.unwrap();
+    // The outbox is dialing once the first QUIC packet reaches the hole.
+    let mut buf = [0u8; 2048];
+    hole.recv_from(&mut buf)
+        .expect("the outbox dials the contact");
+
+    node.shutdown(Duration::from_millis(200)).await.unwrap();
+    tokio::time::timeout(SAFETY, node.lookup(&ghost.node_id))
+        .await
+        .expect("a lookup after shutdown does not wait forever")
+        .expect_err("a lookup after shutdown fails");
+    // A task that turns to the DHT as the node stops (here: republishing after an address
+    // change) ends too.
+    node.set_advertised(vec![addr]);
+    drop(node);
+    // What may be left is the endpoint draining closed connections (three probe timeouts).
+    let mut tries = 0;
+    let socket = loop {
+        match std::net::UdpSocket::bind(addr) {
+            Ok(socket) => break socket,
+            Err(_) if tries < 300 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{addr} still taken 30 s after shutdown: {e}"),
+        }
+    };
+    drop(socket);
+    seed.shutdown(Duration::from_secs(2)).await.unwrap();
 }
