@@ -2,8 +2,8 @@
 
 use crate::frame::{decode_all, FrameDecoder};
 use crate::{
-    Chat, DhtHello, DhtRequest, DhtResponse, Envelope, ErrorReport, HandshakeInit, HandshakeOffer,
-    PrekeyBundle, Receipt,
+    Chat, Chats, DhtHello, DhtRequest, DhtResponse, Envelope, ErrorReport, HandshakeInit,
+    HandshakeOffer, PrekeyBundle, Receipt,
 };
 
 /// Feeds `data` to the frame decoder in chunks whose sizes come from the data itself, and decodes
@@ -47,6 +47,9 @@ pub fn messages(data: &[u8]) {
     }
     if let Ok(c) = Chat::decode(data) {
         assert_eq!(c.encode().map(|b| Chat::decode(&b)), Ok(Ok(c)));
+    }
+    if let Ok(b) = Chats::decode(data) {
+        assert_eq!(b.encode().map(|e| Chats::decode(&e)), Ok(Ok(b)));
     }
     if let Ok(r) = Receipt::decode(data) {
         assert_eq!(r.encode().map(|b| Receipt::decode(&b)), Ok(Ok(r)));

@@ -38,7 +38,8 @@ mod proto {
 pub use dht::{DhtHello, DhtRequest, DhtRequestBody, DhtResponse, DhtResponseBody};
 pub use frame::{encode_frame, FrameDecoder, FrameError, MAX_FRAME_LEN};
 pub use message::{
-    Chat, DecodeError, Envelope, ErrorReport, HandshakeInit, HandshakeOffer, Hello, HelloBody,
-    HelloReply, MessageKind, PrekeyBundle, RatchetHeader, Receipt, WireErrorCode,
-    MAX_CHAT_BODY_LEN, MAX_ERROR_REASON_LEN, MAX_PAYLOAD_LEN, MAX_RECEIPT_IDS,
+    Chat, Chats, DecodeError, Envelope, ErrorReport, HandshakeInit, HandshakeOffer, Hello,
+    HelloBody, HelloReply, MessageKind, PrekeyBundle, RatchetHeader, Receipt, WireErrorCode,
+    MAX_BATCH_CHATS, MAX_BATCH_LEN, MAX_CHAT_BODY_LEN, MAX_ERROR_REASON_LEN, MAX_PAYLOAD_LEN,
+    MAX_RECEIPT_IDS,
 };

@@ -11,6 +11,11 @@ pub const MAX_PAYLOAD_LEN: usize = 60 * 1024;
 pub const MAX_CHAT_BODY_LEN: usize = 32 * 1024;
 /// Most message ids one receipt may acknowledge.
 pub const MAX_RECEIPT_IDS: usize = 256;
+/// Most chats one [`Chats`] payload may carry.
+pub const MAX_BATCH_CHATS: usize = 64;
+/// Largest encoded [`Chats`] payload, in bytes: its ciphertext, with the ratchet's padding and
+/// authentication tag, must stay within [`MAX_PAYLOAD_LEN`].
+pub const MAX_BATCH_LEN: usize = MAX_PAYLOAD_LEN - 1024;
 /// Longest error reason, in bytes.
 pub const MAX_ERROR_REASON_LEN: usize = 256;
 
@@ -137,6 +142,8 @@ pub enum MessageKind {
     Error,
     /// Proof of holding the session, first frame of a stream (empty plaintext).
     SessionProof,
+    /// Several chats in one envelope: a [`Chats`] payload.
+    Chats,
 }
 
 impl MessageKind {
@@ -146,6 +153,7 @@ impl MessageKind {
             Ok(proto::MessageType::Receipt) => Ok(Self::Receipt),
             Ok(proto::MessageType::Error) => Ok(Self::Error),
             Ok(proto::MessageType::SessionProof) => Ok(Self::SessionProof),
+            Ok(proto::MessageType::Chats) => Ok(Self::Chats),
             Ok(proto::MessageType::Unspecified) | Err(_) => Err(DecodeError::UnknownType(value)),
         }
     }
@@ -156,6 +164,7 @@ impl MessageKind {
             Self::Receipt => proto::MessageType::Receipt,
             Self::Error => proto::MessageType::Error,
             Self::SessionProof => proto::MessageType::SessionProof,
+            Self::Chats => proto::MessageType::Chats,
         };
         t as i32
     }
@@ -239,24 +248,100 @@ pub struct Chat {
 impl Chat {
     /// The protobuf encoding. Fails if the body is longer than [`MAX_CHAT_BODY_LEN`].
     pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.to_proto()?.encode_to_vec())
+    }
+
+    /// Decodes and validates a chat payload.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::from_proto(decode_proto(bytes)?)
+    }
+
+    fn to_proto(&self) -> Result<proto::Chat, DecodeError> {
         bounded("body", self.body.len(), MAX_CHAT_BODY_LEN)?;
         Ok(proto::Chat {
             message_id: self.id.as_bytes().to_vec(),
             sent_at_ms: self.sent_at_ms,
             body: self.body.clone(),
-        }
-        .encode_to_vec())
+        })
     }
 
-    /// Decodes and validates a chat payload.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let m: proto::Chat = decode_proto(bytes)?;
+    fn from_proto(m: proto::Chat) -> Result<Self, DecodeError> {
         bounded("body", m.body.len(), MAX_CHAT_BODY_LEN)?;
         Ok(Self {
             id: MessageId::from_bytes(fixed::<16>("message_id", &m.message_id)?),
             sent_at_ms: m.sent_at_ms,
             body: m.body,
         })
+    }
+}
+
+/// Several chat messages sent together: the plaintext payload of a [`MessageKind::Chats`]
+/// envelope, answered by one [`Receipt`] for all of them. Two to [`MAX_BATCH_CHATS`] chats,
+/// in the order they were sent, at most [`MAX_BATCH_LEN`] bytes encoded, no id twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chats {
+    /// The chats, oldest first.
+    pub chats: Vec<Chat>,
+}
+
+impl Chats {
+    /// How many bytes `chat` adds to an encoded batch, so that a sender can fill one up to
+    /// [`MAX_BATCH_LEN`] without encoding it for every chat it adds.
+    pub fn entry_len(chat: &Chat) -> usize {
+        use prost::encoding::encoded_len_varint as varint;
+        let mut len = 2 + 16;
+        if chat.sent_at_ms != 0 {
+            len += 1 + varint(chat.sent_at_ms);
+        }
+        if !chat.body.is_empty() {
+            len += 1 + varint(chat.body.len() as u64) + chat.body.len();
+        }
+        1 + varint(len as u64) + len
+    }
+
+    /// The protobuf encoding. Fails if the batch breaks one of its bounds.
+    pub fn encode(&self) -> Result<Vec<u8>, DecodeError> {
+        self.check()?;
+        let m = proto::Chats {
+            chats: self
+                .chats
+                .iter()
+                .map(Chat::to_proto)
+                .collect::<Result<_, _>>()?,
+        };
+        bounded("chats", m.encoded_len(), MAX_BATCH_LEN)?;
+        Ok(m.encode_to_vec())
+    }
+
+    /// Decodes and validates a batch of chats.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        bounded("chats", bytes.len(), MAX_BATCH_LEN)?;
+        let m: proto::Chats = decode_proto(bytes)?;
+        bounded("chats", m.chats.len(), MAX_BATCH_CHATS)?;
+        let batch = Self {
+            chats: m
+                .chats
+                .into_iter()
+                .map(Chat::from_proto)
+                .collect::<Result<_, _>>()?,
+        };
+        batch.check()?;
+        Ok(batch)
+    }
+
+    fn check(&self) -> Result<(), DecodeError> {
+        bounded("chats", self.chats.len(), MAX_BATCH_CHATS)?;
+        if self.chats.len() < 2 {
+            return Err(DecodeError::MissingField("chats"));
+        }
+        let mut ids: Vec<&MessageId> = self.chats.iter().map(|c| &c.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(DecodeError::Inconsistent(
+                "the same message id twice in one batch",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -676,6 +761,102 @@ mod tests {
         };
         let back = ErrorReport::decode(&err.encode()).unwrap();
         assert!(back.reason.len() <= MAX_ERROR_REASON_LEN);
+    }
+
+    fn chat(n: u8, body: &str) -> Chat {
+        Chat {
+            id: MessageId::from_bytes([n; 16]),
+            sent_at_ms: 1_700_000_000_000 + u64::from(n),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn chats_round_trip_and_bounds() {
+        let batch = Chats {
+            chats: vec![chat(1, "first"), chat(2, ""), chat(3, "third")],
+        };
+        let bytes = batch.encode().unwrap();
+        assert_eq!(Chats::decode(&bytes).unwrap(), batch);
+        assert_eq!(
+            bytes.len(),
+            batch.chats.iter().map(Chats::entry_len).sum::<usize>()
+        );
+        // One chat goes as a Chat; a batch needs two.
+        let one = Chats {
+            chats: vec![chat(1, "alone")],
+        };
+        assert_eq!(one.encode(), Err(DecodeError::MissingField("chats")));
+        let mut p = proto::Chats::default();
+        p.chats.push(chat(1, "x").to_proto().unwrap());
+        assert_eq!(
+            Chats::decode(&p.encode_to_vec()),
+            Err(DecodeError::MissingField("chats"))
+        );
+        // The same id twice is refused both ways.
+        let twice = Chats {
+            chats: vec![chat(1, "a"), chat(2, "b"), chat(1, "a again")],
+        };
+        assert!(matches!(twice.encode(), Err(DecodeError::Inconsistent(_))));
+        let mut p = proto::Chats::default();
+        for c in &twice.chats {
+            p.chats.push(c.to_proto().unwrap());
+        }
+        assert!(matches!(
+            Chats::decode(&p.encode_to_vec()),
+            Err(DecodeError::Inconsistent(_))
+        ));
+        // Too many chats, too many bytes.
+        let many = Chats {
+            chats: (0..=MAX_BATCH_CHATS as u8).map(|n| chat(n, "x")).collect(),
+        };
+        assert!(matches!(many.encode(), Err(DecodeError::TooLong { .. })));
+        let mut p = proto::Chats::default();
+        for c in &many.chats {
+            p.chats.push(c.to_proto().unwrap());
+        }
+        assert!(matches!(
+            Chats::decode(&p.encode_to_vec()),
+            Err(DecodeError::TooLong { .. })
+        ));
+        let big = "y".repeat(MAX_CHAT_BODY_LEN);
+        let heavy = Chats {
+            chats: vec![chat(1, &big), chat(2, &big)],
+        };
+        assert!(matches!(heavy.encode(), Err(DecodeError::TooLong { .. })));
+        // A chat inside that breaks its own bounds.
+        let mut p = proto::Chats::default();
+        p.chats.push(chat(1, "ok").to_proto().unwrap());
+        let mut bad = chat(2, "short id").to_proto().unwrap();
+        bad.message_id.pop();
+        p.chats.push(bad);
+        assert!(matches!(
+            Chats::decode(&p.encode_to_vec()),
+            Err(DecodeError::FieldLength { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn chats_entry_len_is_exact(
+            bodies in proptest::collection::vec(".{0,300}", 2..20),
+            sent in proptest::collection::vec(any::<u64>(), 20),
+        ) {
+            let batch = Chats {
+                chats: bodies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| Chat {
+                        id: MessageId::from_bytes([i as u8; 16]),
+                        sent_at_ms: sent[i],
+                        body: b.clone(),
+                    })
+                    .collect(),
+            };
+            let bytes = batch.encode().unwrap();
+            prop_assert_eq!(bytes.len(), batch.chats.iter().map(Chats::entry_len).sum::<usize>());
+            prop_assert_eq!(Chats::decode(&bytes).unwrap(), batch);
+        }
     }
 
     #[test]

@@ -79,6 +79,12 @@ pub struct Chat {
     #[prost(string, tag = "3")]
     pub body: ::prost::alloc::string::String,
 }
+/// Payload of MESSAGE_TYPE_CHATS: 2 to 64 chats, in the order they were sent.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Chats {
+    #[prost(message, repeated, tag = "1")]
+    pub chats: ::prost::alloc::vec::Vec<Chat>,
+}
 /// Payload of MESSAGE_TYPE_RECEIPT.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Receipt {
@@ -322,6 +328,8 @@ pub enum MessageType {
     Error = 3,
     /// Proof that the sender holds the existing session, first frame of a stream (payload empty).
     SessionProof = 4,
+    /// Several chat messages in one envelope, answered by one receipt (payload: Chats).
+    Chats = 5,
 }
 impl MessageType {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -335,6 +343,7 @@ impl MessageType {
             Self::Receipt => "MESSAGE_TYPE_RECEIPT",
             Self::Error => "MESSAGE_TYPE_ERROR",
             Self::SessionProof => "MESSAGE_TYPE_SESSION_PROOF",
+            Self::Chats => "MESSAGE_TYPE_CHATS",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -345,6 +354,7 @@ impl MessageType {
             "MESSAGE_TYPE_RECEIPT" => Some(Self::Receipt),
             "MESSAGE_TYPE_ERROR" => Some(Self::Error),
             "MESSAGE_TYPE_SESSION_PROOF" => Some(Self::SessionProof),
+            "MESSAGE_TYPE_CHATS" => Some(Self::Chats),
             _ => None,
         }
     }
