@@ -85,6 +85,34 @@ impl NodeError {
         }
     }
 
+    /// The same error for another waiter of the operation that failed: several messages sent
+    /// together fail together. Errors that cannot be copied keep their kind and text.
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Io(e) => Self::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Self::Tls(s) => Self::Tls(s.clone()),
+            Self::Store(e) => Self::Internal(format!("store: {e}")),
+            Self::Connect(s) => Self::Connect(s.clone()),
+            Self::Connection(e) => Self::Connection(e.clone()),
+            Self::Stream(s) => Self::Stream(s.clone()),
+            Self::Frame(e) => Self::Frame(e.clone()),
+            Self::Decode(e) => Self::Decode(e.clone()),
+            Self::Dht(e) => Self::Internal(format!("dht: {e}")),
+            Self::JunkAfterFrame => Self::JunkAfterFrame,
+            Self::Authentication(s) => Self::Authentication(s),
+            Self::NotAContact => Self::NotAContact,
+            Self::Refused { code, reason } => Self::Refused {
+                code: *code,
+                reason: reason.clone(),
+            },
+            Self::InvalidTtl { max } => Self::InvalidTtl { max: *max },
+            Self::Limit(s) => Self::Limit(s),
+            Self::Timeout(s) => Self::Timeout(s),
+            Self::ShuttingDown => Self::ShuttingDown,
+            Self::Internal(s) => Self::Internal(s.clone()),
+        }
+    }
+
     /// Whether the peer caused it (a protocol violation that closes the connection).
     pub(crate) fn is_peer_fault(&self) -> bool {
         matches!(

@@ -14,6 +14,7 @@
 //! owns the sockets, the clock and the randomness.
 
 pub mod api;
+mod batch;
 mod commit;
 mod config;
 mod discovery;

@@ -32,7 +32,7 @@ use rand::rngs::OsRng;
 use zeroize::Zeroizing;
 
 use crate::frames::write_frame;
-use crate::node::{inbound, Inbound, Inner, NodeEvent};
+use crate::node::{inbound, Inner};
 use crate::sessions::{blocking, lock, now_ms};
 use crate::NodeError;
 
@@ -405,28 +405,6 @@ impl Inner {
             .await?;
         self.announce(peer, result?);
         Ok((Taken::Done, receipt))
-    }
-
-    /// Reports what an opened message did.
-    fn announce(&self, peer: NodeId, what: Inbound) {
-        match what {
-            Inbound::Chat { chat, fresh } => {
-                if fresh {
-                    self.emit(NodeEvent::Message {
-                        id: chat.id,
-                        from: peer,
-                        sent_at_ms: chat.sent_at_ms,
-                        body: chat.body,
-                    });
-                }
-            }
-            Inbound::Delivered(ids) => {
-                for id in ids {
-                    self.emit(NodeEvent::Delivered { id, to: peer });
-                }
-            }
-            Inbound::Nothing => {}
-        }
     }
 
     /// Sends receipts for messages taken from the mailbox: directly if `contact` answers, else

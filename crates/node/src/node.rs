@@ -11,13 +11,16 @@ use dp2ptcs_store::{
     StoreError,
 };
 use dp2ptcs_types::{MessageId, NodeId};
-use dp2ptcs_wire::{Chat, Envelope, MessageKind, Receipt, WireErrorCode};
+use dp2ptcs_wire::{
+    Chat, Chats, Envelope, MessageKind, Receipt, WireErrorCode, MAX_BATCH_CHATS, MAX_BATCH_LEN,
+};
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use rand::rngs::OsRng;
 use rand::Rng;
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{broadcast, oneshot, watch, Semaphore};
 use zeroize::Zeroizing;
 
+use crate::batch::{SendQueues, Waiting};
 use crate::discovery::{DhtStatus, Discovery, LookupReport, PeerEntry};
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
@@ -115,6 +118,8 @@ pub(crate) struct Inner {
     /// Every background task; shutdown stops them all.
     pub(crate) tasks: Tasks,
     pub(crate) outbox: Outbox,
+    /// Chats `send_chat` callers wait on, sent together per peer.
+    send_queues: SendQueues,
     /// One mailbox check at a time.
     pub(crate) mailbox_lock: tokio::sync::Mutex<()>,
     started: Instant,
@@ -209,6 +214,7 @@ impl Node {
             shutdown,
             tasks: Tasks::default(),
             outbox: Outbox::default(),
+            send_queues: SendQueues::default(),
             mailbox_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
@@ -585,7 +591,7 @@ impl Inner {
         }
     }
 
-    /// The router: one request stream carries one envelope; a chat gets a receipt back.
+    /// The router: one request stream carries one envelope; chats get one receipt back.
     async fn handle_stream(
         self: &Arc<Self>,
         peer: NodeId,
@@ -608,22 +614,9 @@ impl Inner {
                 inbound(store, peer, kind, &plaintext)
             })
             .await?;
-        match inbound? {
-            Inbound::Chat { chat, fresh } => {
-                if fresh {
-                    let _ = self.events.send(NodeEvent::Message {
-                        id: chat.id,
-                        from: peer,
-                        sent_at_ms: chat.sent_at_ms,
-                        body: chat.body,
-                    });
-                }
-                if let Some(reply) = reply {
-                    write_frame(&mut send, &reply.encode()).await?;
-                }
-            }
-            Inbound::Delivered(ids) => self.report_delivered(peer, ids),
-            Inbound::Nothing => {}
+        self.announce(peer, inbound?);
+        if let Some(reply) = reply {
+            write_frame(&mut send, &reply.encode()).await?;
         }
         let _ = send.finish();
         Ok(())
@@ -635,8 +628,30 @@ impl Inner {
     }
 
     fn report_delivered(&self, peer: NodeId, ids: Vec<MessageId>) {
-        for id in ids {
-            let _ = self.events.send(NodeEvent::Delivered { id, to: peer });
+        self.announce(peer, Inbound::Delivered(ids));
+    }
+
+    /// Reports what an authenticated message did: new chats, in order, and delivered ones.
+    pub(crate) fn announce(&self, peer: NodeId, what: Inbound) {
+        match what {
+            Inbound::Chats(chats) => {
+                for (chat, fresh) in chats {
+                    if fresh {
+                        self.emit(NodeEvent::Message {
+                            id: chat.id,
+                            from: peer,
+                            sent_at_ms: chat.sent_at_ms,
+                            body: chat.body,
+                        });
+                    }
+                }
+            }
+            Inbound::Delivered(ids) => {
+                for id in ids {
+                    self.emit(NodeEvent::Delivered { id, to: peer });
+                }
+            }
+            Inbound::Nothing => {}
         }
     }
 
@@ -857,9 +872,26 @@ impl Inner {
         let claim = self.outbox.claim(peer, chat.id).ok_or(NodeError::Internal(
             "fresh message id already in flight".into(),
         ))?;
-        // Recorded as queued together with the session save of its encryption (one commit), or
-        // alone if it fails before that.
-        let result = self.deliver(contact, &chat, Some(expires_at_ms)).await;
+        // Sent together with the chats other callers queued for this peer meanwhile. Recorded as
+        // queued together with the session save of its encryption (one commit), or alone if it
+        // fails before that.
+        let (done, outcome) = oneshot::channel();
+        let waiting = Waiting {
+            chat: chat.clone(),
+            expires_at_ms,
+            done,
+        };
+        if self.send_queues.push(peer, waiting) {
+            self.tasks.spawn(self.clone().drain_sends(contact.clone()));
+        }
+        let result = match outcome.await {
+            Ok(r) => r,
+            // The drainer was stopped with the node: the chat waits in the outbox.
+            Err(_) => {
+                self.record_outgoing(peer, &chat, expires_at_ms).await?;
+                Err(NodeError::ShuttingDown)
+            }
+        };
         drop(claim);
         if result.is_err() {
             // The outbox takes over, after the peer's backoff.
@@ -888,22 +920,61 @@ impl Inner {
         Ok(chat.id)
     }
 
-    /// Transmits one chat message and waits for its receipt. A message that left but got no
-    /// receipt is marked `sent`; one that never left stays `queued`. With `record` (its
-    /// expiry), the message is not recorded yet: it is recorded as `queued` in the same
-    /// transaction as the session save of its encryption (so before it leaves), or alone if this
-    /// fails before that.
+    /// Sends what `send_chat` callers queued for `contact`, a batch at a time, until nothing is
+    /// left, and hands each caller its outcome.
+    async fn drain_sends(self: Arc<Self>, contact: ContactRecord) {
+        let peer = contact.node_id;
+        while let Some(batch) = self.send_queues.next_batch(peer) {
+            let chats: Vec<Chat> = batch.iter().map(|w| w.chat.clone()).collect();
+            let expiry: Vec<u64> = batch.iter().map(|w| w.expires_at_ms).collect();
+            match self.deliver(&contact, &chats, Some(&expiry)).await {
+                Ok(acknowledged) => {
+                    for w in batch {
+                        let r = if acknowledged.contains(&w.chat.id) {
+                            Ok(())
+                        } else {
+                            Err(NodeError::Refused {
+                                code: WireErrorCode::NoError.code(),
+                                reason: "the receipt did not acknowledge this message".into(),
+                            })
+                        };
+                        let _ = w.done.send(r);
+                    }
+                }
+                Err(e) => {
+                    for w in batch {
+                        let _ = w.done.send(Err(e.duplicate()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Transmits chat messages, one envelope for all of them, and waits for their receipt;
+    /// returns the messages it acknowledged that were not delivered before. A message that
+    /// left but got no receipt is marked `sent`; one that never left stays `queued`. With
+    /// `record` (their expiries), the messages are not recorded yet: they are recorded as
+    /// `queued` in the same transaction as the session save of their encryption (so before they
+    /// leave), or alone if this fails before that.
     async fn deliver(
         self: &Arc<Self>,
         contact: &ContactRecord,
-        chat: &Chat,
-        record: Option<u64>,
-    ) -> Result<(), NodeError> {
+        chats: &[Chat],
+        record: Option<&[u64]>,
+    ) -> Result<Vec<MessageId>, NodeError> {
         let mut recorded = record.is_none();
-        let result = self.transmit(contact, chat, record, &mut recorded).await;
-        if let (Err(_), false, Some(expires_at_ms)) = (&result, recorded, record) {
-            self.record_outgoing(contact.node_id, chat, expires_at_ms)
-                .await?;
+        let result = self.transmit(contact, chats, record, &mut recorded).await;
+        if let (Err(_), false, Some(expiry)) = (&result, recorded, record) {
+            let store = self.store.clone();
+            let (peer, chats, expiry) = (contact.node_id, chats.to_vec(), expiry.to_vec());
+            blocking(move || {
+                let store = lock(&store);
+                for (chat, expires_at_ms) in chats.iter().zip(expiry) {
+                    insert_outgoing(&store, &peer, chat, expires_at_ms)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         result
     }
@@ -911,10 +982,10 @@ impl Inner {
     async fn transmit(
         self: &Arc<Self>,
         contact: &ContactRecord,
-        chat: &Chat,
-        expires_at_ms: Option<u64>,
+        chats: &[Chat],
+        expiry: Option<&[u64]>,
         recorded: &mut bool,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Vec<MessageId>, NodeError> {
         let _permit = self
             .in_flight
             .clone()
@@ -922,25 +993,38 @@ impl Inner {
             .await
             .map_err(|_| NodeError::ShuttingDown)?;
         let peer = contact.node_id;
-        let payload = Zeroizing::new(chat.encode()?);
+        let (kind, payload) = match chats {
+            [chat] => (MessageKind::Chat, chat.encode()?),
+            _ => (
+                MessageKind::Chats,
+                Chats {
+                    chats: chats.to_vec(),
+                }
+                .encode()?,
+            ),
+        };
+        let payload = Zeroizing::new(payload);
         let conn = self.connection(contact).await?;
         let handle = self
             .sessions
             .current(peer)
             .await?
             .ok_or(NodeError::Internal("no session after handshake".into()))?;
-        let record: Option<StoreStep> = if *recorded {
-            None
-        } else {
-            let c = chat.clone();
-            let expires_at_ms = expires_at_ms.unwrap_or(u64::MAX);
-            Some(Box::new(move |store: &Store| {
-                Ok(insert_outgoing(store, &peer, &c, expires_at_ms)?)
-            }))
+        let record: Option<StoreStep> = match expiry {
+            Some(expiry) if !*recorded => {
+                let (chats, expiry) = (chats.to_vec(), expiry.to_vec());
+                Some(Box::new(move |store: &Store| {
+                    for (chat, expires_at_ms) in chats.iter().zip(expiry) {
+                        insert_outgoing(store, &peer, chat, expires_at_ms)?;
+                    }
+                    Ok(())
+                }))
+            }
+            _ => None,
         };
         let env = self
             .sessions
-            .encrypt_with(peer, &handle, MessageKind::Chat, payload, record)
+            .encrypt_with(peer, &handle, kind, payload, record)
             .await?;
         *recorded = true;
         let mut left = false;
@@ -973,8 +1057,8 @@ impl Inner {
         match result {
             Ok(ids) => {
                 self.outbox.reachable(peer);
-                self.report_delivered(peer, ids);
-                Ok(())
+                self.report_delivered(peer, ids.clone());
+                Ok(ids)
             }
             Err(e) => {
                 if matches!(
@@ -988,12 +1072,20 @@ impl Inner {
                 }
                 if left {
                     let store = self.store.clone();
-                    let id = chat.id;
+                    let ids: Vec<MessageId> = chats.iter().map(|c| c.id).collect();
                     blocking(move || {
                         let store = lock(&store);
-                        if store.message(&peer, &id)?.map(|m| m.state) == Some(MessageState::Queued)
-                        {
-                            store.set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
+                        for id in ids {
+                            if store.message(&peer, &id)?.map(|m| m.state)
+                                == Some(MessageState::Queued)
+                            {
+                                store.set_message_state(
+                                    &peer,
+                                    &id,
+                                    MessageState::Sent,
+                                    now_ms(),
+                                )?;
+                            }
                         }
                         Ok(())
                     })
@@ -1083,35 +1175,63 @@ impl Inner {
                 }
                 return Err(e);
             }
-            for (i, m) in msgs.iter().enumerate() {
+            // In order, as many at a time as one envelope carries.
+            let mut next = 0;
+            while next < msgs.len() {
                 if self.is_shutting_down() {
                     return Err(NodeError::ShuttingDown);
                 }
-                let Some(_claim) = self.outbox.claim(peer, m.id) else {
-                    continue;
-                };
+                let start = next;
+                let mut claims = Vec::new();
+                let mut chats = Vec::new();
+                let mut len = 0;
+                while let Some(m) = msgs.get(next) {
+                    let chat = Chat {
+                        id: m.id,
+                        sent_at_ms: m.sent_at_ms,
+                        body: m.body.clone(),
+                    };
+                    let entry = Chats::entry_len(&chat);
+                    if !chats.is_empty()
+                        && (chats.len() == MAX_BATCH_CHATS || len + entry > MAX_BATCH_LEN)
+                    {
+                        break;
+                    }
+                    next += 1;
+                    // Sent by `send_chat` right now, or in another worker's batch.
+                    let Some(claim) = self.outbox.claim(peer, m.id) else {
+                        continue;
+                    };
+                    len += entry;
+                    claims.push(claim);
+                    chats.push(chat);
+                }
                 // A receipt may have arrived since the outbox was read.
                 let store = self.store.clone();
-                let id = m.id;
-                let state = blocking(move || Ok(lock(&store).message(&peer, &id)?))
-                    .await?
-                    .map(|m| m.state);
-                if !matches!(
-                    state,
-                    Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
-                ) {
+                let candidates = chats;
+                let chats = blocking(move || {
+                    let store = lock(&store);
+                    let mut left = Vec::new();
+                    for chat in candidates {
+                        let state = store.message(&peer, &chat.id)?.map(|m| m.state);
+                        if matches!(
+                            state,
+                            Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
+                        ) {
+                            left.push(chat);
+                        }
+                    }
+                    Ok(left)
+                })
+                .await?;
+                if chats.is_empty() {
                     continue;
                 }
-                let chat = Chat {
-                    id: m.id,
-                    sent_at_ms: m.sent_at_ms,
-                    body: m.body.clone(),
-                };
-                if let Err(e) = self.deliver(&contact, &chat, None).await {
+                if let Err(e) = self.deliver(&contact, &chats, None).await {
                     if unreachable(&e) {
                         // Not reachable directly: the rest waits in its mailbox too.
-                        drop(_claim);
-                        self.hold_in_mailbox(&contact, &msgs[i..]).await;
+                        drop(claims);
+                        self.hold_in_mailbox(&contact, &msgs[start..]).await;
                     }
                     return Err(e);
                 }
@@ -1144,13 +1264,9 @@ impl Inner {
 
 /// What an authenticated envelope from a peer did to the store.
 pub(crate) enum Inbound {
-    /// A chat message, recorded (`fresh`) or already recorded.
-    Chat {
-        /// The message.
-        chat: Chat,
-        /// Whether it was new.
-        fresh: bool,
-    },
+    /// Chat messages, in the order sent, each with whether it was new (`true`: recorded now)
+    /// or already recorded.
+    Chats(Vec<(Chat, bool)>),
     /// A receipt: these outgoing messages are now delivered.
     Delivered(Vec<MessageId>),
     /// Nothing to do.
@@ -1169,30 +1285,41 @@ pub(crate) fn inbound(
 ) -> Result<(Result<Inbound, NodeError>, Option<Reply>), NodeError> {
     let fault = |e: NodeError| Ok((Err(e), None));
     match kind {
-        MessageKind::Chat => {
-            let chat = match Chat::decode(plaintext) {
+        MessageKind::Chat | MessageKind::Chats => {
+            let chats = match kind {
+                MessageKind::Chat => Chat::decode(plaintext).map(|c| vec![c]),
+                _ => Chats::decode(plaintext).map(|b| b.chats),
+            };
+            let chats = match chats {
                 Ok(c) => c,
                 Err(e) => return fault(e.into()),
             };
-            // A duplicate is acknowledged again: the sender may have missed the receipt.
-            let receipt = match (Receipt { ids: vec![chat.id] }).encode() {
+            // One receipt for all; a duplicate is acknowledged again: the sender may have
+            // missed the receipt.
+            let ids = chats.iter().map(|c| c.id).collect();
+            let receipt = match (Receipt { ids }).encode() {
                 Ok(r) => r,
                 Err(e) => return fault(e.into()),
             };
-            let fresh = store.insert_message(
-                &NewMessage {
-                    id: &chat.id,
-                    peer: &peer,
-                    direction: Direction::Incoming,
-                    body: &chat.body,
-                    sent_at_ms: chat.sent_at_ms,
-                    state: MessageState::Received,
-                    expires_at_ms: None,
-                },
-                now_ms(),
-            )?;
+            let now = now_ms();
+            let mut recorded = Vec::with_capacity(chats.len());
+            for chat in chats {
+                let fresh = store.insert_message(
+                    &NewMessage {
+                        id: &chat.id,
+                        peer: &peer,
+                        direction: Direction::Incoming,
+                        body: &chat.body,
+                        sent_at_ms: chat.sent_at_ms,
+                        state: MessageState::Received,
+                        expires_at_ms: None,
+                    },
+                    now,
+                )?;
+                recorded.push((chat, fresh));
+            }
             Ok((
-                Ok(Inbound::Chat { chat, fresh }),
+                Ok(Inbound::Chats(recorded)),
                 Some((MessageKind::Receipt, Zeroizing::new(receipt))),
             ))
         }
@@ -1253,4 +1380,62 @@ fn unreachable(e: &NodeError) -> bool {
 fn refuse_stream(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {
     let _ = send.reset(code(c));
     let _ = recv.stop(code(c));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(n: u8, body: &str) -> Chat {
+        Chat {
+            id: MessageId::from_bytes([n; 16]),
+            sent_at_ms: 1_700_000_000_000,
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn chats_sent_together_are_recorded_in_order_once_and_acknowledged_by_one_receipt() {
+        let store = Store::open_in_memory(&[7; 32]).unwrap();
+        let peer = NodeId::from_bytes([1; 32]);
+        let first = chat(1, "one");
+        let (got, _) = inbound(&store, peer, MessageKind::Chat, &first.encode().unwrap()).unwrap();
+        assert!(matches!(got.unwrap(), Inbound::Chats(c) if c == vec![(first.clone(), true)]));
+        // A batch repeating the first chat (its receipt was lost) and adding two.
+        let batch = Chats {
+            chats: vec![first.clone(), chat(2, "two"), chat(3, "three")],
+        };
+        let (got, reply) =
+            inbound(&store, peer, MessageKind::Chats, &batch.encode().unwrap()).unwrap();
+        let Inbound::Chats(chats) = got.unwrap() else {
+            panic!("not chats");
+        };
+        let fresh: Vec<(u8, bool)> = chats
+            .iter()
+            .map(|(c, f)| (c.id.as_bytes()[0], *f))
+            .collect();
+        assert_eq!(fresh, vec![(1, false), (2, true), (3, true)]);
+        let (kind, receipt) = reply.unwrap();
+        assert_eq!(kind, MessageKind::Receipt);
+        assert_eq!(
+            Receipt::decode(&receipt).unwrap().ids,
+            batch.chats.iter().map(|c| c.id).collect::<Vec<_>>(),
+            "one receipt names every chat, the repeated one too"
+        );
+        let history = store
+            .history(&HistoryQuery {
+                peer: Some(&peer),
+                direction: Some(Direction::Incoming),
+                after_seq: 0,
+                limit: 10,
+                newest: false,
+            })
+            .unwrap();
+        let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["one", "two", "three"]);
+        // A batch that does not decode is the peer's fault, and records nothing.
+        let (got, reply) = inbound(&store, peer, MessageKind::Chats, b"\x0a\x02junk").unwrap();
+        assert!(got.is_err_and(|e| e.is_peer_fault()));
+        assert!(reply.is_none());
+    }
 }

@@ -89,6 +89,64 @@ async fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts()
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// Chats sent at the same time leave together, one request for many: 200 sent at once to a
+/// peer that accepts 20 requests and then one a second all arrive at once, none refused, each
+/// once and intact, and each sender learns its own chat was delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_sent_together_share_requests_and_each_arrives_once() {
+    const SENDS: usize = 200;
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
+    let b = start(
+        db.path(),
+        &kb,
+        NodeConfig {
+            peer_rate_per_sec: 1,
+            peer_burst: 20,
+            ..test_config([127, 0, 0, 1])
+        },
+    )
+    .await;
+    let b_contact = contact_of("b", &kb, &b);
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    let mut b_events = b.subscribe();
+
+    let mut sends = JoinSet::new();
+    for i in 0..SENDS {
+        let (a, c) = (a.clone(), b_contact.clone());
+        sends.spawn(async move { (i, a.send_chat(&c, &format!("together #{i}")).await) });
+    }
+    let mut ids = vec![None; SENDS];
+    tokio::time::timeout(SAFETY, async {
+        while let Some(r) = sends.join_next().await {
+            let (i, sent) = r.unwrap();
+            ids[i] = Some(sent.unwrap_or_else(|e| panic!("send #{i} failed: {e}")));
+        }
+    })
+    .await
+    .unwrap();
+    let mut bodies = HashSet::new();
+    tokio::time::timeout(SAFETY, async {
+        while bodies.len() < SENDS {
+            if let NodeEvent::Message { id, body, .. } = b_events.recv().await.unwrap() {
+                let i: usize = body.strip_prefix("together #").unwrap().parse().unwrap();
+                assert_eq!(ids[i], Some(id), "the body arrived under its own id");
+                assert!(bodies.insert(body), "delivered twice");
+            }
+        }
+    })
+    .await
+    .unwrap();
+    for id in ids.iter().flatten() {
+        let out = a.message(&b.node_id(), id).await.unwrap().unwrap();
+        assert_eq!(out.state, MessageState::Delivered);
+    }
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_survives_a_restart() {
     let (da, db) = (tempdir(), tempdir());
