@@ -8,12 +8,13 @@
 //! with many, each round trip carries what queued during the previous one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use dp2ptcs_types::NodeId;
 use dp2ptcs_wire::{Chat, Chats, MAX_BATCH_CHATS, MAX_BATCH_LEN};
 use tokio::sync::oneshot;
 
+use crate::outbox::InFlight;
 use crate::sessions::lock;
 use crate::NodeError;
 
@@ -28,6 +29,9 @@ pub(crate) struct Waiting {
     pub(crate) chat: Chat,
     /// When it expires (Unix milliseconds).
     pub(crate) expires_at_ms: u64,
+    /// Keeps the outbox from sending the chat too until its outcome is known, even if the
+    /// caller stopped waiting.
+    pub(crate) claim: InFlight,
     /// The caller.
     pub(crate) done: oneshot::Sender<Result<(), NodeError>>,
 }
@@ -38,31 +42,86 @@ struct PeerQueue {
     drainers: usize,
 }
 
+#[derive(Debug, Default)]
+struct Queues {
+    peers: HashMap<NodeId, PeerQueue>,
+    closed: bool,
+}
+
 /// The per-peer queues.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueues {
-    peers: Mutex<HashMap<NodeId, PeerQueue>>,
+    queues: Mutex<Queues>,
+}
+
+/// What became of a queued chat.
+#[derive(Debug)]
+pub(crate) enum Pushed {
+    /// Queued; the caller must run this drainer.
+    Drain(Drainer),
+    /// Queued; enough drainers serve the peer already.
+    Queued,
+    /// The node is stopping: nothing is queued any more (the chat was dropped, so its outcome
+    /// is gone).
+    Closed,
+}
+
+/// The right to drain one peer's queue, counted against [`MAX_DRAINERS`] until it ends, even if
+/// the task running it is dropped before it finishes (or before it starts).
+#[derive(Debug)]
+pub(crate) struct Drainer {
+    queues: Arc<SendQueues>,
+    peer: NodeId,
+    counted: bool,
 }
 
 impl SendQueues {
-    /// Queues `w` for `peer`. Returns whether the caller must start a drainer for `peer`.
-    pub(crate) fn push(&self, peer: NodeId, w: Waiting) -> bool {
-        let mut peers = lock(&self.peers);
-        let q = peers.entry(peer).or_default();
+    /// Queues `w` for `peer`.
+    pub(crate) fn push(self: &Arc<Self>, peer: NodeId, w: Waiting) -> Pushed {
+        let mut queues = lock(&self.queues);
+        if queues.closed {
+            drop(w);
+            return Pushed::Closed;
+        }
+        let q = queues.peers.entry(peer).or_default();
         q.waiting.push_back(w);
         if q.drainers < MAX_DRAINERS {
             q.drainers += 1;
-            true
+            Pushed::Drain(Drainer {
+                queues: self.clone(),
+                peer,
+                counted: true,
+            })
         } else {
-            false
+            Pushed::Queued
         }
     }
 
-    /// The next batch for a drainer of `peer`: the oldest chats that fit in one envelope. `None`
-    /// when nothing waits; the drainer must then end (it is no longer counted).
-    pub(crate) fn next_batch(&self, peer: NodeId) -> Option<Vec<Waiting>> {
-        let mut peers = lock(&self.peers);
-        let q = peers.get_mut(&peer)?;
+    /// Refuses every later chat and drops every queued one: their callers find their outcome
+    /// gone and keep the chat in the outbox themselves.
+    pub(crate) fn close(&self) {
+        let dropped = {
+            let mut queues = lock(&self.queues);
+            queues.closed = true;
+            std::mem::take(&mut queues.peers)
+        };
+        drop(dropped);
+    }
+}
+
+impl Drainer {
+    /// The next batch: the oldest chats that fit in one envelope. `None` when nothing waits;
+    /// the drainer is then no longer counted and must end.
+    pub(crate) fn next_batch(&mut self) -> Option<Vec<Waiting>> {
+        if !self.counted {
+            return None;
+        }
+        let mut queues = lock(&self.queues.queues);
+        let Some(q) = queues.peers.get_mut(&self.peer) else {
+            // Closed.
+            self.counted = false;
+            return None;
+        };
         let mut batch = Vec::new();
         let mut len = 0;
         while let Some(next) = q.waiting.front() {
@@ -75,13 +134,36 @@ impl SendQueues {
             batch.extend(q.waiting.pop_front());
         }
         if batch.is_empty() {
-            q.drainers = q.drainers.saturating_sub(1);
-            if q.drainers == 0 {
-                peers.remove(&peer);
-            }
+            self.counted = false;
+            release(&mut queues, self.peer);
             return None;
         }
         Some(batch)
+    }
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if self.counted {
+            // Stopped early: if it was the last drainer, nobody would send what still waits,
+            // so it is handed back (its callers keep it in the outbox).
+            let mut queues = lock(&self.queues.queues);
+            let orphans = release(&mut queues, self.peer);
+            drop(queues);
+            drop(orphans);
+        }
+    }
+}
+
+/// One drainer of `peer` less; the peer's queue goes when its last drainer does. Returns what
+/// was left in it then.
+fn release(queues: &mut Queues, peer: NodeId) -> Option<PeerQueue> {
+    let q = queues.peers.get_mut(&peer)?;
+    q.drainers = q.drainers.saturating_sub(1);
+    if q.drainers == 0 {
+        queues.peers.remove(&peer)
+    } else {
+        None
     }
 }
 
@@ -91,18 +173,23 @@ mod tests {
     use dp2ptcs_wire::MAX_CHAT_BODY_LEN;
 
     use super::*;
+    use crate::outbox::Outbox;
 
-    fn waiting(n: u32, body_len: usize) -> (Waiting, oneshot::Receiver<Result<(), NodeError>>) {
+    type Outcome = oneshot::Receiver<Result<(), NodeError>>;
+
+    fn waiting(outbox: &Outbox, peer: NodeId, n: u32, body_len: usize) -> (Waiting, Outcome) {
         let (done, rx) = oneshot::channel();
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&n.to_be_bytes());
+        let id = MessageId::from_bytes(id);
         let w = Waiting {
             chat: Chat {
-                id: MessageId::from_bytes(id),
+                id,
                 sent_at_ms: 1,
                 body: "x".repeat(body_len),
             },
             expires_at_ms: u64::MAX,
+            claim: outbox.claim(peer, id).unwrap(),
             done,
         };
         (w, rx)
@@ -110,44 +197,50 @@ mod tests {
 
     #[test]
     fn batches_are_the_oldest_chats_that_fit_and_drainers_are_bounded() {
-        let q = SendQueues::default();
+        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
         let peer = NodeId::from_bytes([1; 32]);
-        let mut started = 0;
+        let mut drainers = Vec::new();
         let mut receivers = Vec::new();
         for n in 0..(MAX_BATCH_CHATS as u32 + 10) {
-            let (w, rx) = waiting(n, 64);
+            let (w, rx) = waiting(&outbox, peer, n, 64);
             receivers.push(rx);
-            started += usize::from(q.push(peer, w));
+            if let Pushed::Drain(d) = q.push(peer, w) {
+                drainers.push(d);
+            }
         }
-        assert_eq!(started, MAX_DRAINERS);
-        let first = q.next_batch(peer).unwrap();
+        assert_eq!(drainers.len(), MAX_DRAINERS);
+        let first = drainers[0].next_batch().unwrap();
         assert_eq!(first.len(), MAX_BATCH_CHATS);
         let ids: Vec<_> = first.iter().map(|w| w.chat.id).collect();
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted, "oldest first, in order");
-        assert_eq!(q.next_batch(peer).unwrap().len(), 10);
+        assert_eq!(drainers[1].next_batch().unwrap().len(), 10);
         // Every drainer finds the queue empty and ends; then a new caller starts one again.
-        for _ in 0..MAX_DRAINERS {
-            assert!(q.next_batch(peer).is_none());
+        for d in &mut drainers {
+            assert!(d.next_batch().is_none());
         }
-        assert!(lock(&q.peers).is_empty());
-        let (w, _rx) = waiting(999, 1);
-        assert!(q.push(peer, w));
+        assert!(lock(&q.queues).peers.is_empty());
+        let (w, _rx) = waiting(&outbox, peer, 999, 1);
+        assert!(matches!(q.push(peer, w), Pushed::Drain(_)));
     }
 
     #[test]
     fn a_batch_stays_within_its_byte_bound_and_a_big_chat_goes_alone() {
-        let q = SendQueues::default();
+        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
         let peer = NodeId::from_bytes([2; 32]);
         let mut receivers = Vec::new();
+        let mut drainer = None;
         for n in 0..5 {
-            let (w, rx) = waiting(n, MAX_CHAT_BODY_LEN);
+            let (w, rx) = waiting(&outbox, peer, n, MAX_CHAT_BODY_LEN);
             receivers.push(rx);
-            q.push(peer, w);
+            if let Pushed::Drain(d) = q.push(peer, w) {
+                drainer.get_or_insert(d);
+            }
         }
+        let mut drainer = drainer.unwrap();
         let mut total = 0;
-        while let Some(batch) = q.next_batch(peer) {
+        while let Some(batch) = drainer.next_batch() {
             let chats: Vec<Chat> = batch.iter().map(|w| w.chat.clone()).collect();
             if chats.len() > 1 {
                 assert!(Chats { chats }.encode().is_ok(), "every batch encodes");
@@ -155,5 +248,63 @@ mod tests {
             total += batch.len();
         }
         assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn a_drainer_dropped_early_hands_back_what_waits_and_is_no_longer_counted() {
+        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
+        let peer = NodeId::from_bytes([3; 32]);
+        let (w, mut first) = waiting(&outbox, peer, 1, 8);
+        let Pushed::Drain(d) = q.push(peer, w) else {
+            panic!("the first chat starts a drainer");
+        };
+        // Its task was cancelled before it ran.
+        drop(d);
+        assert!(
+            first
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed),
+            "the caller learns at once that nobody will send it"
+        );
+        assert!(
+            outbox
+                .claim(
+                    peer,
+                    MessageId::from_bytes([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                )
+                .is_some(),
+            "its claim is released"
+        );
+        let (w, _rx) = waiting(&outbox, peer, 2, 8);
+        assert!(
+            matches!(q.push(peer, w), Pushed::Drain(_)),
+            "the next chat gets a drainer"
+        );
+    }
+
+    #[test]
+    fn closing_drops_what_waits_and_refuses_the_rest() {
+        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
+        let peer = NodeId::from_bytes([4; 32]);
+        let mut receivers = Vec::new();
+        let mut drainers = Vec::new();
+        for n in 0..10 {
+            let (w, rx) = waiting(&outbox, peer, n, 8);
+            receivers.push(rx);
+            if let Pushed::Drain(d) = q.push(peer, w) {
+                drainers.push(d);
+            }
+        }
+        q.close();
+        for mut rx in receivers {
+            assert!(rx
+                .try_recv()
+                .is_err_and(|e| e == oneshot::error::TryRecvError::Closed));
+        }
+        for d in &mut drainers {
+            assert!(d.next_batch().is_none());
+        }
+        let (w, _rx) = waiting(&outbox, peer, 99, 8);
+        assert!(matches!(q.push(peer, w), Pushed::Closed));
     }
 }

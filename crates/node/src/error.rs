@@ -56,6 +56,9 @@ pub enum NodeError {
         /// The longest allowed.
         max: std::time::Duration,
     },
+    /// The peer's receipt did not name the message: the peer did not record it.
+    #[error("the receipt did not acknowledge the message")]
+    Unacknowledged,
     /// A bound was hit.
     #[error("limit exceeded: {0}")]
     Limit(&'static str),
@@ -106,6 +109,7 @@ impl NodeError {
                 reason: reason.clone(),
             },
             Self::InvalidTtl { max } => Self::InvalidTtl { max: *max },
+            Self::Unacknowledged => Self::Unacknowledged,
             Self::Limit(s) => Self::Limit(s),
             Self::Timeout(s) => Self::Timeout(s),
             Self::ShuttingDown => Self::ShuttingDown,

@@ -20,7 +20,7 @@ use rand::Rng;
 use tokio::sync::{broadcast, oneshot, watch, Semaphore};
 use zeroize::Zeroizing;
 
-use crate::batch::{SendQueues, Waiting};
+use crate::batch::{Drainer, Pushed, SendQueues, Waiting};
 use crate::discovery::{DhtStatus, Discovery, LookupReport, PeerEntry};
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
@@ -119,7 +119,7 @@ pub(crate) struct Inner {
     pub(crate) tasks: Tasks,
     pub(crate) outbox: Outbox,
     /// Chats `send_chat` callers wait on, sent together per peer.
-    send_queues: SendQueues,
+    send_queues: Arc<SendQueues>,
     /// One mailbox check at a time.
     pub(crate) mailbox_lock: tokio::sync::Mutex<()>,
     started: Instant,
@@ -214,7 +214,7 @@ impl Node {
             shutdown,
             tasks: Tasks::default(),
             outbox: Outbox::default(),
-            send_queues: SendQueues::default(),
+            send_queues: Arc::default(),
             mailbox_lock: tokio::sync::Mutex::new(()),
             started: Instant::now(),
         });
@@ -435,6 +435,8 @@ impl Node {
         let end = Instant::now() + deadline;
         let _ = inner.shutdown.send(true);
         inner.endpoint.set_server_config(None);
+        // Chats not yet on their way stay in the outbox for the next start.
+        inner.send_queues.close();
         let max = u32::try_from(inner.config.max_in_flight.max(1)).unwrap_or(u32::MAX);
         let drained =
             tokio::time::timeout_at(end.into(), inner.in_flight.clone().acquire_many_owned(max))
@@ -868,7 +870,8 @@ impl Inner {
         let peer = contact.node_id;
         let chat = self.new_chat(text)?;
         let expires_at_ms = self.expiry(None)?;
-        // Claimed before it is recorded, so an outbox pass cannot send it at the same time.
+        // Claimed before it is recorded, so an outbox pass cannot send it at the same time; the
+        // claim goes with the chat until its outcome is known.
         let claim = self.outbox.claim(peer, chat.id).ok_or(NodeError::Internal(
             "fresh message id already in flight".into(),
         ))?;
@@ -879,30 +882,23 @@ impl Inner {
         let waiting = Waiting {
             chat: chat.clone(),
             expires_at_ms,
+            claim,
             done,
         };
-        if self.send_queues.push(peer, waiting) {
-            self.tasks.spawn(self.clone().drain_sends(contact.clone()));
+        match self.send_queues.push(peer, waiting) {
+            Pushed::Drain(drainer) => self
+                .tasks
+                .spawn(self.clone().drain_sends(contact.clone(), drainer)),
+            Pushed::Queued | Pushed::Closed => {}
         }
         let result = match outcome.await {
             Ok(r) => r,
-            // The drainer was stopped with the node: the chat waits in the outbox.
+            // Stopped with the node before it was sent: the chat waits in the outbox.
             Err(_) => {
                 self.record_outgoing(peer, &chat, expires_at_ms).await?;
                 Err(NodeError::ShuttingDown)
             }
         };
-        drop(claim);
-        if result.is_err() {
-            // The outbox takes over, after the peer's backoff.
-            self.outbox.failed(
-                peer,
-                Instant::now(),
-                self.config.retry_initial,
-                self.config.retry_max,
-            );
-            self.outbox.wake();
-        }
         result.map(|()| chat.id)
     }
 
@@ -922,37 +918,46 @@ impl Inner {
 
     /// Sends what `send_chat` callers queued for `contact`, a batch at a time, until nothing is
     /// left, and hands each caller its outcome.
-    async fn drain_sends(self: Arc<Self>, contact: ContactRecord) {
+    async fn drain_sends(self: Arc<Self>, contact: ContactRecord, mut drainer: Drainer) {
         let peer = contact.node_id;
-        while let Some(batch) = self.send_queues.next_batch(peer) {
+        while let Some(batch) = drainer.next_batch() {
             let chats: Vec<Chat> = batch.iter().map(|w| w.chat.clone()).collect();
             let expiry: Vec<u64> = batch.iter().map(|w| w.expires_at_ms).collect();
-            match self.deliver(&contact, &chats, Some(&expiry)).await {
-                Ok(acknowledged) => {
-                    for w in batch {
-                        let r = if acknowledged.contains(&w.chat.id) {
-                            Ok(())
-                        } else {
-                            Err(NodeError::Refused {
-                                code: WireErrorCode::NoError.code(),
-                                reason: "the receipt did not acknowledge this message".into(),
-                            })
-                        };
-                        let _ = w.done.send(r);
-                    }
-                }
-                Err(e) => {
-                    for w in batch {
-                        let _ = w.done.send(Err(e.duplicate()));
-                    }
-                }
+            let result = self.deliver(&contact, &chats, Some(&expiry)).await;
+            let failed = match &result {
+                Ok(named) => batch.iter().any(|w| !named.contains(&w.chat.id)),
+                Err(_) => true,
+            };
+            if failed {
+                // One failed attempt for the peer's backoff, however many chats it carried;
+                // the outbox takes over what did not get through.
+                self.outbox.failed(
+                    peer,
+                    Instant::now(),
+                    self.config.retry_initial,
+                    self.config.retry_max,
+                );
+                self.outbox.wake();
+            }
+            for w in batch {
+                let r = match &result {
+                    Ok(named) if named.contains(&w.chat.id) => Ok(()),
+                    Ok(_) => Err(NodeError::Unacknowledged),
+                    Err(e) => Err(e.duplicate()),
+                };
+                let Waiting {
+                    chat, done, claim, ..
+                } = w;
+                let _ = done.send(r);
+                // Only now may the outbox send it (if it did not get through).
+                drop((chat, claim));
             }
         }
     }
 
     /// Transmits chat messages, one envelope for all of them, and waits for their receipt;
-    /// returns the messages it acknowledged that were not delivered before. A message that
-    /// left but got no receipt is marked `sent`; one that never left stays `queued`. With
+    /// returns the ids the receipt names. A message that left but that no receipt names is
+    /// marked `sent`; one that never left stays `queued`. With
     /// `record` (their expiries), the messages are not recorded yet: they are recorded as
     /// `queued` in the same transaction as the session save of their encryption (so before they
     /// leave), or alone if this fails before that.
@@ -1040,14 +1045,19 @@ impl Inner {
                 return Err(NodeError::Authentication("reply is not a receipt"));
             }
             // The receipt's session advance and the delivered states: one commit.
-            let (_, delivered, _) = self
+            let (_, (delivered, named), _) = self
                 .sessions
                 .decrypt_with(peer, &reply, move |store, plaintext| {
-                    inbound(store, peer, MessageKind::Receipt, &plaintext)
+                    let named = Receipt::decode(&plaintext)
+                        .map(|r| r.ids)
+                        .unwrap_or_default();
+                    let (delivered, reply) =
+                        inbound(store, peer, MessageKind::Receipt, &plaintext)?;
+                    Ok(((delivered, named), reply))
                 })
                 .await?;
             match delivered? {
-                Inbound::Delivered(ids) => Ok(ids),
+                Inbound::Delivered(ids) => Ok((ids, named)),
                 _ => Err(NodeError::Internal("receipt read as another kind".into())),
             }
         };
@@ -1055,10 +1065,18 @@ impl Inner {
             .await
             .unwrap_or(Err(NodeError::Timeout("request")));
         match result {
-            Ok(ids) => {
+            Ok((delivered, named)) => {
                 self.outbox.reachable(peer);
-                self.report_delivered(peer, ids.clone());
-                Ok(ids)
+                self.report_delivered(peer, delivered);
+                let unnamed: Vec<MessageId> = chats
+                    .iter()
+                    .map(|c| c.id)
+                    .filter(|id| !named.contains(id))
+                    .collect();
+                if !unnamed.is_empty() {
+                    self.mark_sent(peer, unnamed).await?;
+                }
+                Ok(named)
             }
             Err(e) => {
                 if matches!(
@@ -1071,29 +1089,27 @@ impl Inner {
                     self.evict(peer, &conn);
                 }
                 if left {
-                    let store = self.store.clone();
-                    let ids: Vec<MessageId> = chats.iter().map(|c| c.id).collect();
-                    blocking(move || {
-                        let store = lock(&store);
-                        for id in ids {
-                            if store.message(&peer, &id)?.map(|m| m.state)
-                                == Some(MessageState::Queued)
-                            {
-                                store.set_message_state(
-                                    &peer,
-                                    &id,
-                                    MessageState::Sent,
-                                    now_ms(),
-                                )?;
-                            }
-                        }
-                        Ok(())
-                    })
-                    .await?;
+                    self.mark_sent(peer, chats.iter().map(|c| c.id).collect())
+                        .await?;
                 }
                 Err(e)
             }
         }
+    }
+
+    /// Marks those of `ids` still `queued` as `sent`: they left, and no receipt named them.
+    async fn mark_sent(&self, peer: NodeId, ids: Vec<MessageId>) -> Result<(), NodeError> {
+        let store = self.store.clone();
+        blocking(move || {
+            let store = lock(&store);
+            for id in ids {
+                if store.message(&peer, &id)?.map(|m| m.state) == Some(MessageState::Queued) {
+                    store.set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Runs the outbox until shutdown: a pass on start, whenever woken, and when a backoff or
@@ -1227,13 +1243,20 @@ impl Inner {
                 if chats.is_empty() {
                     continue;
                 }
-                if let Err(e) = self.deliver(&contact, &chats, None).await {
-                    if unreachable(&e) {
-                        // Not reachable directly: the rest waits in its mailbox too.
-                        drop(claims);
-                        self.hold_in_mailbox(&contact, &msgs[start..]).await;
+                match self.deliver(&contact, &chats, None).await {
+                    // Every one recorded there: on to the next batch.
+                    Ok(named) if chats.iter().all(|c| named.contains(&c.id)) => {}
+                    // The peer took some and not the others: sending later ones now would
+                    // break the order.
+                    Ok(_) => return Err(NodeError::Unacknowledged),
+                    Err(e) => {
+                        if unreachable(&e) {
+                            // Not reachable directly: the rest waits in its mailbox too.
+                            drop(claims);
+                            self.hold_in_mailbox(&contact, &msgs[start..]).await;
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
                 }
             }
             Ok(())

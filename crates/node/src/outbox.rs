@@ -5,10 +5,10 @@
 //! The messages themselves live in the store (`queued` or `sent` outgoing messages are the
 //! outbox); this module holds only the in-memory scheduling state: which messages are being
 //! transmitted right now, which peers have a worker, and each peer's backoff. Each peer's
-//! messages are sent one at a time, oldest first, so they arrive in order.
+//! messages are sent one batch at a time, oldest first, so they arrive in order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dp2ptcs_types::{MessageId, NodeId};
@@ -29,23 +29,24 @@ struct Backoff {
 pub(crate) struct Outbox {
     wake: Notify,
     /// Messages being transmitted now, by a worker or by a direct send: never twice at once.
-    in_flight: Mutex<HashSet<(NodeId, MessageId)>>,
+    in_flight: Arc<Mutex<HashSet<(NodeId, MessageId)>>>,
     /// Peers with a running worker.
     busy: Mutex<HashSet<NodeId>>,
     /// Peers whose last attempt failed (at most one entry per contact with queued messages).
     backoff: Mutex<HashMap<NodeId, Backoff>>,
 }
 
-/// Marks a message in flight until dropped.
+/// Marks a message in flight until dropped; owned, so it can travel with the message to
+/// whichever task sends it.
 #[derive(Debug)]
-pub(crate) struct InFlight<'a> {
-    outbox: &'a Outbox,
+pub(crate) struct InFlight {
+    in_flight: Arc<Mutex<HashSet<(NodeId, MessageId)>>>,
     key: (NodeId, MessageId),
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        lock(&self.outbox.in_flight).remove(&self.key);
+        lock(&self.in_flight).remove(&self.key);
     }
 }
 
@@ -62,13 +63,13 @@ impl Outbox {
     }
 
     /// Claims `id` for transmission; `None` if it is already being transmitted.
-    pub(crate) fn claim(&self, peer: NodeId, id: MessageId) -> Option<InFlight<'_>> {
+    pub(crate) fn claim(&self, peer: NodeId, id: MessageId) -> Option<InFlight> {
         // Not `then_some`: it would build (and drop, releasing the other claim) a guard even
         // when the insert fails.
         let inserted = lock(&self.in_flight).insert((peer, id));
         if inserted {
             Some(InFlight {
-                outbox: self,
+                in_flight: self.in_flight.clone(),
                 key: (peer, id),
             })
         } else {

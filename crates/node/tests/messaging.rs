@@ -215,26 +215,10 @@ async fn shutdown_releases_the_port_while_a_dial_hangs() {
     })
     .await
     .expect("the node joins through the seed");
-    // A peer that never answers: a bound socket nobody replies on.
-    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    hole.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let public = new_keys().identity().public();
-    let ghost = ContactRecord {
-        node_id: public.node_id(),
-        public_key: public.to_bytes(),
-        name: "ghost".into(),
-        addresses: vec![hole.local_addr().unwrap()],
-        verified: true,
-        verified_at: None,
-        added_at: 0,
-    };
+    let (hole, ghost) = black_hole().await;
     node.put_contact(&ghost).await.unwrap();
     node.queue_chat(&ghost, "are you there").await.unwrap();
-    // The outbox is dialing once the first QUIC packet reaches the hole.
-    let mut buf = [0u8; 2048];
-    hole.recv_from(&mut buf)
-        .expect("the outbox dials the contact");
+    dialed(&hole).await;
 
     node.shutdown(Duration::from_millis(200)).await.unwrap();
     tokio::time::timeout(SAFETY, node.lookup(&ghost.node_id))
@@ -259,4 +243,109 @@ async fn shutdown_releases_the_port_while_a_dial_hangs() {
     };
     drop(socket);
     seed.shutdown(Duration::from_secs(2)).await.unwrap();
+}
+
+/// A contact that never answers: its address is a bound socket nobody replies on.
+async fn black_hole() -> (tokio::net::UdpSocket, ContactRecord) {
+    let hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let public = new_keys().identity().public();
+    let ghost = ContactRecord {
+        node_id: public.node_id(),
+        public_key: public.to_bytes(),
+        name: "ghost".into(),
+        addresses: vec![hole.local_addr().unwrap()],
+        verified: true,
+        verified_at: None,
+        added_at: 0,
+    };
+    (hole, ghost)
+}
+
+/// Waits until the first QUIC packet of a dial reaches `hole`.
+async fn dialed(hole: &tokio::net::UdpSocket) {
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(SAFETY, hole.recv_from(&mut buf))
+        .await
+        .expect("the node dials the contact")
+        .unwrap();
+}
+
+/// Chats a local application is sending when the node stops are not lost: every caller gets
+/// its answer, and every chat waits in the outbox for the next start, whether it was in the
+/// batch being sent or still queued behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_being_sent_at_shutdown_wait_in_the_outbox() {
+    const SENDS: usize = 40;
+    let dir = tempdir();
+    let keys = new_keys();
+    let config = NodeConfig {
+        handshake_timeout: Duration::from_secs(120),
+        ..test_config([127, 0, 0, 1])
+    };
+    let node = start(dir.path(), &keys, config).await;
+    let (hole, ghost) = black_hole().await;
+    node.put_contact(&ghost).await.unwrap();
+    let mut sends = JoinSet::new();
+    for i in 0..SENDS {
+        let (node, ghost) = (node.clone(), ghost.clone());
+        sends.spawn(async move { node.send_chat(&ghost, &format!("pending #{i}")).await });
+    }
+    dialed(&hole).await;
+    node.shutdown(Duration::from_millis(200)).await.unwrap();
+    tokio::time::timeout(SAFETY, async {
+        while let Some(r) = sends.join_next().await {
+            assert!(r.unwrap().is_err(), "nothing was delivered");
+        }
+    })
+    .await
+    .expect("every caller gets an answer");
+    let kept = node
+        .history(&dp2ptcs_store::HistoryQuery {
+            peer: Some(&ghost.node_id),
+            direction: Some(dp2ptcs_store::Direction::Outgoing),
+            after_seq: 0,
+            limit: 1000,
+            newest: false,
+        })
+        .await
+        .unwrap();
+    let mut bodies: Vec<String> = kept.into_iter().map(|m| m.body).collect();
+    bodies.sort();
+    let mut expected: Vec<String> = (0..SENDS).map(|i| format!("pending #{i}")).collect();
+    expected.sort();
+    assert_eq!(bodies, expected, "every chat is in the outbox, once");
+}
+
+/// A contact's queued messages go out in batches, in the order they were written, and each
+/// arrives once: more of them than one envelope carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_sends_many_queued_messages_in_order() {
+    const QUEUED: usize = 150;
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
+    let b = start(db.path(), &kb, test_config([127, 0, 0, 1])).await;
+    let b_contact = contact_of("b", &kb, &b);
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    let mut b_events = b.subscribe();
+    for i in 0..QUEUED {
+        a.queue_chat(&b_contact, &format!("queued #{i}"))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    tokio::time::timeout(SAFETY, async {
+        while got.len() < QUEUED {
+            if let NodeEvent::Message { body, .. } = b_events.recv().await.unwrap() {
+                got.push(body);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let expected: Vec<String> = (0..QUEUED).map(|i| format!("queued #{i}")).collect();
+    assert_eq!(got, expected, "in order, each once");
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
