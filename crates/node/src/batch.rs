@@ -1,8 +1,8 @@
 //! Chats that callers of `send_chat` wait on, gathered per peer so that those waiting together
 //! leave together: one envelope ([`Chats`]), one ratchet step, one stream, one receipt.
 //!
-//! A caller queues its chat and, if fewer than [`MAX_DRAINERS`] drainers serve that peer,
-//! starts one. A drainer takes the oldest chats that fit one batch ([`MAX_BATCH_CHATS`],
+//! A caller queues its chat and, if fewer than [`MAX_DRAINERS`] drainers serve that peer
+//! ([`MAX_DRAINERS_BUSY`] while more than a full batch waits), starts one. A drainer takes the oldest chats that fit one batch ([`MAX_BATCH_CHATS`],
 //! [`MAX_BATCH_LEN`]), sends them, hands each caller its outcome, and goes on until the
 //! queue is empty. With one caller at a time a batch is that one chat, sent as a plain `Chat`;
 //! with many, each round trip carries what queued during the previous one.
@@ -18,9 +18,12 @@ use crate::outbox::InFlight;
 use crate::sessions::lock;
 use crate::NodeError;
 
-/// Most batches in flight to one peer at once: while one waits for its receipt, the next is
-/// being encrypted and the one after is filling.
+/// Batches in flight to one peer at once, normally: while one waits for its receipt, the next
+/// is being encrypted and the one after is filling.
 pub(crate) const MAX_DRAINERS: usize = 3;
+/// Batches in flight to one peer at once while more than a full batch waits (large chats fill
+/// a batch with a few): as many chats in flight as if each had its own request, up to this.
+pub(crate) const MAX_DRAINERS_BUSY: usize = 16;
 
 /// One caller's chat, and where its outcome goes.
 #[derive(Debug)]
@@ -39,7 +42,16 @@ pub(crate) struct Waiting {
 #[derive(Debug, Default)]
 struct PeerQueue {
     waiting: VecDeque<Waiting>,
+    /// Encoded size of `waiting` in a batch ([`Chats::entry_len`]).
+    bytes: usize,
     drainers: usize,
+}
+
+impl PeerQueue {
+    /// Whether what waits needs more than one batch.
+    fn over_one_batch(&self) -> bool {
+        self.waiting.len() > MAX_BATCH_CHATS || self.bytes > MAX_BATCH_LEN
+    }
 }
 
 #[derive(Debug, Default)]
@@ -84,8 +96,14 @@ impl SendQueues {
             return Pushed::Closed;
         }
         let q = queues.peers.entry(peer).or_default();
+        q.bytes += Chats::entry_len(&w.chat);
         q.waiting.push_back(w);
-        if q.drainers < MAX_DRAINERS {
+        let wanted = if q.over_one_batch() {
+            MAX_DRAINERS_BUSY
+        } else {
+            MAX_DRAINERS
+        };
+        if q.drainers < wanted {
             q.drainers += 1;
             Pushed::Drain(Drainer {
                 queues: self.clone(),
@@ -133,6 +151,7 @@ impl Drainer {
             len += entry;
             batch.extend(q.waiting.pop_front());
         }
+        q.bytes -= len;
         if batch.is_empty() {
             self.counted = false;
             release(&mut queues, self.peer);
@@ -207,8 +226,19 @@ mod tests {
             if let Pushed::Drain(d) = q.push(peer, w) {
                 drainers.push(d);
             }
+            if n as usize + 1 == MAX_BATCH_CHATS {
+                assert_eq!(
+                    drainers.len(),
+                    MAX_DRAINERS,
+                    "one batch's worth: the usual few"
+                );
+            }
         }
-        assert_eq!(drainers.len(), MAX_DRAINERS);
+        assert_eq!(
+            drainers.len(),
+            MAX_DRAINERS + 10,
+            "beyond one batch, each chat may bring one more"
+        );
         let first = drainers[0].next_batch().unwrap();
         assert_eq!(first.len(), MAX_BATCH_CHATS);
         let ids: Vec<_> = first.iter().map(|w| w.chat.id).collect();
@@ -248,6 +278,31 @@ mod tests {
             total += batch.len();
         }
         assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn large_chats_waiting_beyond_one_batch_get_more_drainers() {
+        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
+        let peer = NodeId::from_bytes([5; 32]);
+        let mut drainers = Vec::new();
+        let mut receivers = Vec::new();
+        for n in 0..40 {
+            let (w, rx) = waiting(&outbox, peer, n, 16 * 1024);
+            receivers.push(rx);
+            if let Pushed::Drain(d) = q.push(peer, w) {
+                drainers.push(d);
+            }
+        }
+        assert_eq!(drainers.len(), MAX_DRAINERS_BUSY);
+        let mut sent = 0;
+        for d in &mut drainers {
+            while let Some(batch) = d.next_batch() {
+                assert!(batch.len() <= 3, "three 16 KiB chats fill a batch");
+                sent += batch.len();
+            }
+        }
+        assert_eq!(sent, 40);
+        assert!(lock(&q.queues).peers.is_empty());
     }
 
     #[test]
