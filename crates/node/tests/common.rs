@@ -59,3 +59,34 @@ pub fn contact_of(name: &str, keys: &UnlockedKeystore, node: &Node) -> ContactRe
         added_at: 0,
     }
 }
+
+/// Two started nodes on 127.0.0.1, each a contact of the other, with stores in temporary
+/// directories that live as long as this.
+#[derive(Debug)]
+pub struct Pair {
+    pub a: Node,
+    pub b: Node,
+    /// A, as a contact of B.
+    pub a_contact: ContactRecord,
+    /// B, as a contact of A.
+    pub b_contact: ContactRecord,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// A [`Pair`]; B runs with `b_config`.
+pub async fn pair(b_config: NodeConfig) -> Pair {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
+    let b = start(db.path(), &kb, b_config).await;
+    let (a_contact, b_contact) = (contact_of("a", &ka, &a), contact_of("b", &kb, &b));
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&a_contact).await.unwrap();
+    Pair {
+        a,
+        b,
+        a_contact,
+        b_contact,
+        _dirs: (da, db),
+    }
+}

@@ -34,14 +34,9 @@ async fn close_code_after(ep: &Endpoint, addr: SocketAddr, bytes: &[u8]) -> u64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversize_unknown_and_junk_close_the_connection_others_unaffected() {
-    let (da, db) = (tempdir(), tempdir());
-    let (ka, kb) = (new_keys(), new_keys());
-    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
-    let b = start(db.path(), &kb, test_config([127, 0, 0, 1])).await;
-    let b_contact = contact_of("b", &kb, &b);
-    a.put_contact(&b_contact).await.unwrap();
-    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
-    a.send_chat(&b_contact, "hello before").await.unwrap();
+    let pair = pair(test_config([127, 0, 0, 1])).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    a.send_chat(b_contact, "hello before").await.unwrap();
 
     let ep = raw_client([127, 0, 0, 1]);
     let addr = b.local_addr().unwrap();
@@ -88,10 +83,8 @@ async fn malformed_oversize_unknown_and_junk_close_the_connection_others_unaffec
     );
 
     // Meanwhile the contact keeps messaging both ways.
-    a.send_chat(&b_contact, "hello after").await.unwrap();
-    b.send_chat(&contact_of("a", &ka, &a), "still here")
-        .await
-        .unwrap();
+    a.send_chat(b_contact, "hello after").await.unwrap();
+    b.send_chat(&pair.a_contact, "still here").await.unwrap();
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -95,22 +95,13 @@ async fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_sent_together_share_requests_and_each_arrives_once() {
     const SENDS: usize = 200;
-    let (da, db) = (tempdir(), tempdir());
-    let (ka, kb) = (new_keys(), new_keys());
-    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
-    let b = start(
-        db.path(),
-        &kb,
-        NodeConfig {
-            peer_rate_per_sec: 1,
-            peer_burst: 20,
-            ..test_config([127, 0, 0, 1])
-        },
-    )
+    let pair = pair(NodeConfig {
+        peer_rate_per_sec: 1,
+        peer_burst: 20,
+        ..test_config([127, 0, 0, 1])
+    })
     .await;
-    let b_contact = contact_of("b", &kb, &b);
-    a.put_contact(&b_contact).await.unwrap();
-    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
     let mut b_events = b.subscribe();
 
     let mut sends = JoinSet::new();
@@ -321,16 +312,11 @@ async fn chats_being_sent_at_shutdown_wait_in_the_outbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_sends_many_queued_messages_in_order() {
     const QUEUED: usize = 150;
-    let (da, db) = (tempdir(), tempdir());
-    let (ka, kb) = (new_keys(), new_keys());
-    let a = start(da.path(), &ka, test_config([127, 0, 0, 1])).await;
-    let b = start(db.path(), &kb, test_config([127, 0, 0, 1])).await;
-    let b_contact = contact_of("b", &kb, &b);
-    a.put_contact(&b_contact).await.unwrap();
-    b.put_contact(&contact_of("a", &ka, &a)).await.unwrap();
+    let pair = pair(test_config([127, 0, 0, 1])).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
     let mut b_events = b.subscribe();
     for i in 0..QUEUED {
-        a.queue_chat(&b_contact, &format!("queued #{i}"))
+        a.queue_chat(b_contact, &format!("queued #{i}"))
             .await
             .unwrap();
     }
