@@ -12,6 +12,10 @@
 //!   latency of a message is one such call. Both nodes are real: quinn on UDP 127.0.0.1, SQLCipher
 //!   stores in temporary directories, keystores built from a random identity and database key
 //!   (no passphrase KDF: that runs once at unlock and is not on the message path).
+//! - **Messages through the outbox** (system `queue`). The same, through [`Node::queue_chat`],
+//!   the path `dp2ptcs send` and `POST /v1/messages` take: one call records the message and
+//!   returns; the outbox sends the contact's waiting messages in batches; the latency of a
+//!   message is from the call until its `Delivered` event.
 //! - **Baseline.** Two raw quinn endpoints in the same process and runtime, with the node's TLS
 //!   configuration (same rustls crypto provider, TLS 1.3, ALPN) and transport configuration. Per
 //!   message the client opens a bidirectional stream, writes a request of exactly the size of the
@@ -33,11 +37,12 @@
 //! Environment: `DP2PTCS_BENCH_DIR` (where the stores go; default the system temporary
 //! directory), `DP2PTCS_BENCH_SECS` (seconds per measurement, default 5), `DP2PTCS_BENCH_PEERS`
 //! (peers of the memory stage, default 64, even; 0 skips it), `DP2PTCS_BENCH_SYSTEMS` (default
-//! `raw,node`; one of them alone is for profiling). The results are printed as a table, then as
+//! `raw,node,queue`; one of them alone is for profiling). The results are printed as a table, then as
 //! JSON lines (one object per line, each starting with `{"bench":"network"`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -49,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use dp2ptcs_crypto::ratchet::TAG_LEN;
 use dp2ptcs_crypto::{Identity, UnlockedKeystore};
-use dp2ptcs_node::{tls, Node, NodeConfig, SERVER_NAME};
+use dp2ptcs_node::{tls, Node, NodeConfig, NodeEvent, SERVER_NAME};
 use dp2ptcs_store::{ContactRecord, Store, DB_FILE};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{
@@ -312,6 +317,86 @@ fn node_op(node: &Node, to: &ContactRecord, body: String) -> Op {
     })
 }
 
+/// Hands each `Delivered` event of a node to whoever waits for that message.
+#[derive(Default)]
+struct DeliveredIds {
+    state: Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    /// Delivered before anyone waited.
+    early: HashSet<MessageId>,
+    /// Who waits.
+    waiting: HashMap<MessageId, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl DeliveredIds {
+    /// Routes `node`'s events until it shuts down. After a lag it asks the store about every
+    /// message still waited for.
+    fn follow(self: &Arc<Self>, node: &Node, peer: NodeId) {
+        let (this, node) = (self.clone(), node.clone());
+        let mut events = node.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::Delivered { id, .. }) => this.delivered(id),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let waiting: Vec<MessageId> =
+                            this.state.lock().unwrap().waiting.keys().copied().collect();
+                        for id in waiting {
+                            let m = node.message(&peer, &id).await.unwrap();
+                            if m.is_some_and(|m| m.state == dp2ptcs_store::MessageState::Delivered)
+                            {
+                                this.delivered(id);
+                            }
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+
+    fn delivered(&self, id: MessageId) {
+        let mut state = self.state.lock().unwrap();
+        match state.waiting.remove(&id) {
+            Some(tx) => {
+                let _ = tx.send(());
+            }
+            None => {
+                state.early.insert(id);
+            }
+        }
+    }
+
+    async fn wait(&self, id: MessageId) {
+        let rx = {
+            let mut state = self.state.lock().unwrap();
+            if state.early.remove(&id) {
+                return;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            state.waiting.insert(id, tx);
+            rx
+        };
+        rx.await.unwrap();
+    }
+}
+
+fn queue_op(node: &Node, to: &ContactRecord, body: String, delivered: &Arc<DeliveredIds>) -> Op {
+    let (node, to, body, delivered) = (node.clone(), to.clone(), Arc::new(body), delivered.clone());
+    Arc::new(move || {
+        let (node, to, body, delivered) =
+            (node.clone(), to.clone(), body.clone(), delivered.clone());
+        Box::pin(async move {
+            let id = node.queue_chat(&to, &body).await.unwrap();
+            delivered.wait(id).await;
+        })
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Results.
 
@@ -374,14 +459,15 @@ fn print_rows(rows: &[Row]) {
         );
     }
     println!(
-        "\n{:>8} {:>5} {:>22} {:>14} {:>14}",
-        "payload", "conc", "throughput node/raw", "p50 node/raw", "p99 node/raw"
+        "\n{:>8} {:>5} {:<5} {:>22} {:>14} {:>14}",
+        "payload", "conc", "sys", "throughput sys/raw", "p50 sys/raw", "p99 sys/raw"
     );
     for (raw, node) in pairs(rows) {
         println!(
-            "{:>8} {:>5} {:>21.3}× {:>13.2}× {:>13.2}×",
+            "{:>8} {:>5} {:<5} {:>21.3}× {:>13.2}× {:>13.2}×",
             raw.payload,
             raw.concurrency,
+            node.system,
             node.sample.per_sec() / raw.sample.per_sec(),
             ms(node.sample.quantile(0.5)) / ms(raw.sample.quantile(0.5)),
             ms(node.sample.quantile(0.99)) / ms(raw.sample.quantile(0.99)),
@@ -389,23 +475,29 @@ fn print_rows(rows: &[Row]) {
     }
 }
 
-/// Each raw row with the node row measured at the same point.
+/// Each raw row with every node row (`node`, `queue`) measured at the same point.
 fn pairs(rows: &[Row]) -> impl Iterator<Item = (&Row, &Row)> {
-    rows.iter().filter(|r| r.system == "raw").filter_map(|raw| {
-        let node = rows.iter().find(|n| {
-            n.system == "node" && (n.payload, n.concurrency) == (raw.payload, raw.concurrency)
-        })?;
-        Some((raw, node))
-    })
+    rows.iter()
+        .filter(|r| r.system == "raw")
+        .flat_map(move |raw| {
+            rows.iter()
+                .filter(move |n| {
+                    n.system != "raw"
+                        && (n.payload, n.concurrency) == (raw.payload, raw.concurrency)
+                })
+                .map(move |n| (raw, n))
+        })
 }
 
 fn ratio_json(raw: &Row, node: &Row) -> String {
     format!(
         concat!(
-            "{{\"bench\":\"network\",\"kind\":\"ratio\",\"payload_bytes\":{},\"concurrency\":{},",
+            "{{\"bench\":\"network\",\"kind\":\"ratio\",\"system\":\"{}\",",
+            "\"payload_bytes\":{},\"concurrency\":{},",
             "\"throughput_node_over_raw\":{:.4},\"p50_node_over_raw\":{:.3},",
             "\"p99_node_over_raw\":{:.3},\"goal_met\":{}}}"
         ),
+        node.system,
         raw.payload,
         raw.concurrency,
         node.sample.per_sec() / raw.sample.per_sec(),
@@ -444,6 +536,9 @@ async fn messages_stage(dir: &Path, duration: Duration, systems: &[String]) -> V
         b.send_chat(&a_contact, "warm-up").await.unwrap();
     }
 
+    let delivered = Arc::new(DeliveredIds::default());
+    delivered.follow(&a, b_contact.node_id);
+
     let reply_for = Arc::new(Mutex::new(Vec::new()));
     let (server, client, conn) = raw_pair(reply_for.clone()).await;
 
@@ -454,7 +549,8 @@ async fn messages_stage(dir: &Path, duration: Duration, systems: &[String]) -> V
         for concurrency in CONCURRENCY {
             let raw = raw_op(&conn, request.clone(), reply.len());
             let node = node_op(&a, &b_contact, "x".repeat(payload));
-            for (system, op) in [("raw", raw), ("node", node)] {
+            let queue = queue_op(&a, &b_contact, "x".repeat(payload), &delivered);
+            for (system, op) in [("raw", raw), ("node", node), ("queue", queue)] {
                 if !systems.iter().any(|s| s == system) {
                     continue;
                 }
@@ -708,7 +804,7 @@ fn main() {
     let duration = Duration::from_secs(env_u64("DP2PTCS_BENCH_SECS", 5));
     let peers = env_u64("DP2PTCS_BENCH_PEERS", 64) as usize & !1;
     let systems: Vec<String> = std::env::var("DP2PTCS_BENCH_SYSTEMS")
-        .unwrap_or_else(|_| "raw,node".into())
+        .unwrap_or_else(|_| "raw,node,queue".into())
         .split(',')
         .map(str::to_owned)
         .collect();
