@@ -857,9 +857,11 @@ impl Inner {
         chat: &Chat,
         expires_at_ms: u64,
     ) -> Result<(), NodeError> {
-        let store = self.store.clone();
+        // In the group commit: messages queued at the same time share one transaction.
         let c = chat.clone();
-        blocking(move || Ok(insert_outgoing(&lock(&store), &peer, &c, expires_at_ms)?)).await
+        self.sessions
+            .write(move |store| Ok(insert_outgoing(store, &peer, &c, expires_at_ms)?))
+            .await
     }
 
     async fn send_chat(

@@ -272,6 +272,15 @@ impl SessionManager {
         self.encrypt_with(peer, h, kind, plaintext, None).await
     }
 
+    /// Runs `step` in the group commit: in a transaction shared with the writes queued beside
+    /// it; returns once that transaction is durable.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&Store) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        self.commit.run(step).await
+    }
+
     /// [`SessionManager::encrypt`], also running `also` (if any) in the same store transaction
     /// as the save of the new state: one durable commit for both, before the envelope is
     /// returned. If either fails, neither is saved and no envelope is returned. The commit is
