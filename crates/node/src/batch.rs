@@ -214,26 +214,39 @@ mod tests {
         (w, rx)
     }
 
-    #[test]
-    fn batches_are_the_oldest_chats_that_fit_and_drainers_are_bounded() {
-        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
-        let peer = NodeId::from_bytes([1; 32]);
-        let mut drainers = Vec::new();
-        let mut receivers = Vec::new();
-        for n in 0..(MAX_BATCH_CHATS as u32 + 10) {
-            let (w, rx) = waiting(&outbox, peer, n, 64);
+    /// Queues chats `numbers` of `body_len` bytes for `peer`; returns the drainers they started
+    /// and where their outcomes go.
+    fn queue_many(
+        q: &Arc<SendQueues>,
+        outbox: &Outbox,
+        peer: NodeId,
+        numbers: std::ops::Range<u32>,
+        body_len: usize,
+    ) -> (Vec<Drainer>, Vec<Outcome>) {
+        let (mut drainers, mut receivers) = (Vec::new(), Vec::new());
+        for n in numbers {
+            let (w, rx) = waiting(outbox, peer, n, body_len);
             receivers.push(rx);
             if let Pushed::Drain(d) = q.push(peer, w) {
                 drainers.push(d);
             }
-            if n as usize + 1 == MAX_BATCH_CHATS {
-                assert_eq!(
-                    drainers.len(),
-                    MAX_DRAINERS,
-                    "one batch's worth: the usual few"
-                );
-            }
         }
+        (drainers, receivers)
+    }
+
+    #[test]
+    fn batches_are_the_oldest_chats_that_fit_and_drainers_are_bounded() {
+        let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
+        let peer = NodeId::from_bytes([1; 32]);
+        let full = MAX_BATCH_CHATS as u32;
+        let (mut drainers, _first) = queue_many(&q, &outbox, peer, 0..full, 64);
+        assert_eq!(
+            drainers.len(),
+            MAX_DRAINERS,
+            "one batch's worth: the usual few"
+        );
+        let (more, _rest) = queue_many(&q, &outbox, peer, full..full + 10, 64);
+        drainers.extend(more);
         assert_eq!(
             drainers.len(),
             MAX_DRAINERS + 10,
@@ -259,16 +272,8 @@ mod tests {
     fn a_batch_stays_within_its_byte_bound_and_a_big_chat_goes_alone() {
         let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
         let peer = NodeId::from_bytes([2; 32]);
-        let mut receivers = Vec::new();
-        let mut drainer = None;
-        for n in 0..5 {
-            let (w, rx) = waiting(&outbox, peer, n, MAX_CHAT_BODY_LEN);
-            receivers.push(rx);
-            if let Pushed::Drain(d) = q.push(peer, w) {
-                drainer.get_or_insert(d);
-            }
-        }
-        let mut drainer = drainer.unwrap();
+        let (drainers, _outcomes) = queue_many(&q, &outbox, peer, 0..5, MAX_CHAT_BODY_LEN);
+        let mut drainer = drainers.into_iter().next().unwrap();
         let mut total = 0;
         while let Some(batch) = drainer.next_batch() {
             let chats: Vec<Chat> = batch.iter().map(|w| w.chat.clone()).collect();
@@ -284,15 +289,7 @@ mod tests {
     fn large_chats_waiting_beyond_one_batch_get_more_drainers() {
         let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
         let peer = NodeId::from_bytes([5; 32]);
-        let mut drainers = Vec::new();
-        let mut receivers = Vec::new();
-        for n in 0..40 {
-            let (w, rx) = waiting(&outbox, peer, n, 16 * 1024);
-            receivers.push(rx);
-            if let Pushed::Drain(d) = q.push(peer, w) {
-                drainers.push(d);
-            }
-        }
+        let (mut drainers, _outcomes) = queue_many(&q, &outbox, peer, 0..40, 16 * 1024);
         assert_eq!(drainers.len(), MAX_DRAINERS_BUSY);
         let mut sent = 0;
         for d in &mut drainers {
@@ -341,15 +338,7 @@ mod tests {
     fn closing_drops_what_waits_and_refuses_the_rest() {
         let (q, outbox) = (Arc::new(SendQueues::default()), Outbox::default());
         let peer = NodeId::from_bytes([4; 32]);
-        let mut receivers = Vec::new();
-        let mut drainers = Vec::new();
-        for n in 0..10 {
-            let (w, rx) = waiting(&outbox, peer, n, 8);
-            receivers.push(rx);
-            if let Pushed::Drain(d) = q.push(peer, w) {
-                drainers.push(d);
-            }
-        }
+        let (mut drainers, receivers) = queue_many(&q, &outbox, peer, 0..10, 8);
         q.close();
         for mut rx in receivers {
             assert!(rx
