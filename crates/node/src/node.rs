@@ -260,8 +260,11 @@ impl Node {
     }
 
     /// Records and sends a chat message to `contact` now, and waits for its end-to-end receipt.
-    /// Returns the message id once the receipt arrived. On error the message stays in the
-    /// outbox (`queued`, or `sent` if it left) and is retried until its receipt arrives.
+    /// Returns the message id once the receipt arrived. An error before the message was
+    /// accepted (text too long, or the node already stopping) records nothing. Once accepted,
+    /// the message is in the outbox whatever happens: on error (including a shutdown while it
+    /// waits) it stays there (`queued`, or `sent` if it left) and is retried until its receipt
+    /// arrives.
     pub async fn send_chat(
         &self,
         contact: &ContactRecord,

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use dp2ptcs_node::{NodeConfig, NodeEvent};
+use dp2ptcs_node::{NodeConfig, NodeError, NodeEvent};
 use dp2ptcs_store::{ContactRecord, MessageState};
+use futures_util::future::{join_all, poll_immediate};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -276,20 +277,31 @@ async fn chats_being_sent_at_shutdown_wait_in_the_outbox() {
     let node = start(dir.path(), &keys, config).await;
     let (hole, ghost) = black_hole().await;
     node.put_contact(&ghost).await.unwrap();
-    let mut sends = JoinSet::new();
-    for i in 0..SENDS {
-        let (node, ghost) = (node.clone(), ghost.clone());
-        sends.spawn(async move { node.send_chat(&ghost, &format!("pending #{i}")).await });
+    // Each call is polled once here, which takes it as far as the send queue (no await comes
+    // before): all of them are accepted before the shutdown, however busy the machine is.
+    let mut sends: Vec<_> = (0..SENDS)
+        .map(|i| {
+            let (node, ghost) = (node.clone(), ghost.clone());
+            Box::pin(async move { node.send_chat(&ghost, &format!("pending #{i}")).await })
+        })
+        .collect();
+    for send in &mut sends {
+        assert!(poll_immediate(send).await.is_none(), "nothing is delivered");
     }
     dialed(&hole).await;
     node.shutdown(Duration::from_millis(200)).await.unwrap();
-    tokio::time::timeout(SAFETY, async {
-        while let Some(r) = sends.join_next().await {
-            assert!(r.unwrap().is_err(), "nothing was delivered");
-        }
-    })
-    .await
-    .expect("every caller gets an answer");
+    let answers = tokio::time::timeout(SAFETY, join_all(sends))
+        .await
+        .expect("every caller gets an answer");
+    assert!(
+        answers.iter().all(Result::is_err),
+        "nothing was delivered: {answers:?}"
+    );
+    // A chat sent once the node has stopped is refused, not recorded.
+    assert!(matches!(
+        node.send_chat(&ghost, "too late").await,
+        Err(NodeError::ShuttingDown)
+    ));
     let kept = node
         .history(&dp2ptcs_store::HistoryQuery {
             peer: Some(&ghost.node_id),
