@@ -37,8 +37,10 @@
 //! Environment: `DP2PTCS_BENCH_DIR` (where the stores go; default the system temporary
 //! directory), `DP2PTCS_BENCH_SECS` (seconds per measurement, default 5), `DP2PTCS_BENCH_PEERS`
 //! (peers of the memory stage, default 64, even; 0 skips it), `DP2PTCS_BENCH_SYSTEMS` (default
-//! `raw,node,queue`; one of them alone is for profiling). The results are printed as a table, then as
-//! JSON lines (one object per line, each starting with `{"bench":"network"`).
+//! `raw,node,queue`; one of them alone is for profiling), `DP2PTCS_BENCH_PAYLOADS` and
+//! `DP2PTCS_BENCH_CONCURRENCY` (comma-separated lists; default `64,16384` and `1,32`). The
+//! results are printed as a table, then as JSON lines (one object per line, each starting with
+//! `{"bench":"network"`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -81,6 +83,15 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A comma-separated list of numbers from `name`, or `default` if it is unset or not one.
+fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.split(',').map(|n| n.trim().parse().ok()).collect())
+        .filter(|l: &Vec<usize>| !l.is_empty() && l.iter().all(|&n| n > 0))
+        .unwrap_or_else(|| default.to_vec())
 }
 
 fn base_dir() -> PathBuf {
@@ -510,7 +521,16 @@ fn ratio_json(raw: &Row, node: &Row) -> String {
 // ---------------------------------------------------------------------------------------------
 // Messages stage.
 
-async fn messages_stage(dir: &Path, duration: Duration, systems: &[String]) -> Vec<Row> {
+/// What the message stage measures.
+struct Plan {
+    duration: Duration,
+    systems: Vec<String>,
+    payloads: Vec<usize>,
+    concurrency: Vec<usize>,
+}
+
+async fn messages_stage(dir: &Path, plan: &Plan) -> Vec<Row> {
+    let (duration, systems) = (plan.duration, &plan.systems);
     let (da, db) = (
         tempfile::tempdir_in(dir).unwrap(),
         tempfile::tempdir_in(dir).unwrap(),
@@ -543,10 +563,10 @@ async fn messages_stage(dir: &Path, duration: Duration, systems: &[String]) -> V
     let (server, client, conn) = raw_pair(reply_for.clone()).await;
 
     let mut rows = Vec::new();
-    for payload in PAYLOADS {
+    for &payload in &plan.payloads {
         let (request, reply) = wire_sizes(payload);
         *reply_for.lock().unwrap() = reply.clone();
-        for concurrency in CONCURRENCY {
+        for &concurrency in &plan.concurrency {
             let raw = raw_op(&conn, request.clone(), reply.len());
             let node = node_op(&a, &b_contact, "x".repeat(payload));
             let queue = queue_op(&a, &b_contact, "x".repeat(payload), &delivered);
@@ -825,8 +845,17 @@ fn main() {
         eprintln!("memory: hub + {peers} peer processes");
         memory_stage(&rt, &dir, peers)
     });
-    eprintln!("messages: payloads {PAYLOADS:?}, concurrency {CONCURRENCY:?}");
-    let rows = rt.block_on(messages_stage(&dir, duration, &systems));
+    let plan = Plan {
+        duration,
+        systems,
+        payloads: env_list("DP2PTCS_BENCH_PAYLOADS", &PAYLOADS),
+        concurrency: env_list("DP2PTCS_BENCH_CONCURRENCY", &CONCURRENCY),
+    };
+    eprintln!(
+        "messages: payloads {:?}, concurrency {:?}",
+        plan.payloads, plan.concurrency
+    );
+    let rows = rt.block_on(messages_stage(&dir, &plan));
 
     print_rows(&rows);
     if let Some(mem) = &mem {
