@@ -349,33 +349,54 @@ fn interactive_prompt_asks_twice_without_echo() {
         node.dir.display(),
         FAST_KDF.join(" ")
     );
+    // The two prompts, in the order they are asked.
+    const PROMPTS: [&str; 2] = ["New passphrase: ", "New passphrase (again): "];
     let run = |input: &str| {
-        use std::io::Write;
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
         let mut child = Command::new("script")
             .args(["-qec", &command, "/dev/null"])
             .env_remove("DP2PTCS_PASSPHRASE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Type each line only once the prompt has turned echo off.
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = {
+            let shown = shown.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                    shown.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            })
+        };
+        // Type each line only once its prompt is shown (and, a moment later, echo is off).
         let mut stdin = child.stdin.take().unwrap();
-        for line in input.lines() {
-            std::thread::sleep(std::time::Duration::from_millis(300));
+        for (line, prompt) in input.lines().zip(PROMPTS) {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !String::from_utf8_lossy(&shown.lock().unwrap()).contains(prompt) {
+                assert!(std::time::Instant::now() < end, "no prompt {prompt:?}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
             writeln!(stdin, "{line}").unwrap();
         }
         drop(stdin);
-        child.wait_with_output().unwrap()
+        let status = child.wait().unwrap();
+        reader.join().unwrap();
+        let shown = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+        (status, shown)
     };
-    let out = run("first words here ok\nsecond words differ\n");
-    assert!(!out.status.success());
-    assert!(stdout(&out).contains("differ"), "{}", stdout(&out));
+    let (status, shown) = run("first words here ok\nsecond words differ\n");
+    assert!(!status.success());
+    assert!(shown.contains("differ"), "{shown}");
     assert!(!node.key_file().exists());
 
-    let out = run(&format!("{PASS}\n{PASS}\n"));
-    let shown = stdout(&out);
-    assert!(out.status.success(), "{shown}");
+    let (status, shown) = run(&format!("{PASS}\n{PASS}\n"));
+    assert!(status.success(), "{shown}");
     assert!(shown.contains("New passphrase"), "{shown}");
     assert!(!shown.contains(PASS), "the passphrase was echoed: {shown}");
     node.run_ok(&["id", "--json"]);

@@ -527,10 +527,11 @@ impl Net {
         }
     }
 
-    /// How many of host `i`'s outgoing messages still wait for their receipt.
+    /// How many of host `i`'s outgoing messages still wait for their receipt: queued, sent,
+    /// or held in the recipient's mailbox (where a failed attempt may have put them).
     pub(crate) fn pending(&self, i: usize) -> u64 {
         let counts = self.status(i).messages;
-        counts.queued + counts.sent
+        counts.queued + counts.sent + counts.held
     }
 
     /// The states of host `i`'s outgoing messages to host `peer`, oldest first.
