@@ -1212,9 +1212,12 @@ impl Inner {
         })
     }
 
-    /// Closes every DHT connection (shutdown).
+    /// Closes every DHT connection and ends every wait for a DHT operation (shutdown).
     pub(crate) fn close_dht(&self) {
         lock(&self.discovery.pool).clear();
+        // The driver does the same when it stops, but it may be cancelled before it sees the
+        // signal: an operation asked for from now on fails instead of waiting forever.
+        lock(&self.discovery.waiters).take();
     }
 }
 
