@@ -84,8 +84,8 @@ impl Store {
     /// the same name is an error ([`StoreError::DuplicateName`]).
     pub fn put_contact(&self, c: &ContactRecord) -> Result<(), StoreError> {
         let taken: Option<Vec<u8>> = self
-            .conn
-            .query_row(
+            
+            .query_one(
                 "SELECT node_id FROM contacts WHERE name = ?1",
                 [&c.name],
                 |r| r.get(0),
@@ -106,7 +106,7 @@ impl Store {
 
     /// All contacts, in the order they were added.
     pub fn contacts(&self) -> Result<Vec<ContactRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM contacts ORDER BY added_at, rowid"
         ))?;
         let rows = stmt.query_map([], from_row)?;
@@ -116,8 +116,8 @@ impl Store {
     /// The contact with this node id.
     pub fn contact(&self, id: &NodeId) -> Result<Option<ContactRecord>, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            
+            .query_one(
                 &format!("SELECT {COLUMNS} FROM contacts WHERE node_id = ?1"),
                 [id.as_bytes().as_slice()],
                 from_row,
@@ -127,7 +127,7 @@ impl Store {
 
     /// Removes a contact; returns whether it existed.
     pub fn remove_contact(&self, id: &NodeId) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "DELETE FROM contacts WHERE node_id = ?1",
             [id.as_bytes().as_slice()],
         )? > 0)
@@ -168,8 +168,8 @@ impl Store {
     /// A profile value (our display name, ...).
     pub fn profile(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .conn
-            .query_row("SELECT value FROM profile WHERE key = ?1", [key], |r| {
+            
+            .query_one("SELECT value FROM profile WHERE key = ?1", [key], |r| {
                 r.get(0)
             })
             .optional()?)
@@ -177,7 +177,7 @@ impl Store {
 
     /// Sets a profile value.
     pub fn set_profile(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT OR REPLACE INTO profile (key, value) VALUES (?1, ?2)",
             params![key, value],
         )?;

@@ -27,7 +27,7 @@ mod sessions;
 use std::fmt;
 use std::path::Path;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Params, Row};
 use zeroize::Zeroizing;
 
 pub use contacts::ContactRecord;
@@ -39,6 +39,13 @@ pub use messages::{Direction, HistoryQuery, MessageRecord, MessageState, NewMess
 pub const DB_FILE: &str = "node.db";
 /// How long a write waits for another connection's transaction before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Prepared statements kept for reuse: every statement the store runs fits, so none is parsed
+/// again on the message path.
+const STATEMENT_CACHE: usize = 64;
+/// The most memory the page cache may take (it grows as pages are read). Pages that fall out of
+/// it must be read, decrypted and authenticated again; a message's receipt finds its row
+/// through an index on random ids, whose pages are touched at random.
+const PAGE_CACHE_KIB: u32 = 32 * 1024;
 
 /// An open, unlocked database.
 pub struct Store {
@@ -91,12 +98,14 @@ impl Store {
         // The daemon and a command run beside it (say `contact add`) may write at the same time:
         // wait for the other's transaction instead of failing at once.
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.execute_batch(
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON;",
-        )?;
+             PRAGMA secure_delete = ON;
+             PRAGMA cache_size = -{PAGE_CACHE_KIB};"
+        ))?;
         let mut store = Self { conn };
         migrations::migrate(&mut store.conn)?;
         Ok(store)
@@ -119,12 +128,30 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
-        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        // Dropping `tx` without committing rolls it back.
+        // Inside another transaction this fails ("cannot start a transaction within a
+        // transaction").
+        self.exec("BEGIN IMMEDIATE", []).map_err(StoreError::from)?;
+        // Rolled back unless committed, also when `f` or the commit fails or `f` panics.
+        let open = Open(&self.conn);
         let out = f(self)?;
-        tx.commit().map_err(StoreError::from)?;
+        self.exec("COMMIT", []).map_err(StoreError::from)?;
+        std::mem::forget(open);
         Ok(out)
+    }
+
+    /// Runs `sql` from the statement cache.
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute(params)
+    }
+
+    /// Runs `sql` from the statement cache and maps its first row with `f`.
+    fn query_one<T, P: Params>(
+        &self,
+        sql: &str,
+        params: P,
+        f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.conn.prepare_cached(sql)?.query_row(params, f)
     }
 
     /// Runs `f` inside a savepoint of the transaction `f`'s caller opened with
@@ -135,14 +162,15 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        self.conn.execute_batch("SAVEPOINT step")?;
+        self.exec("SAVEPOINT step", [])?;
         match f(self) {
             Ok(t) => {
-                self.conn.execute_batch("RELEASE step")?;
+                self.exec("RELEASE step", [])?;
                 Ok(Ok(t))
             }
             Err(e) => {
-                self.conn.execute_batch("ROLLBACK TO step; RELEASE step")?;
+                self.exec("ROLLBACK TO step", [])?;
+                self.exec("RELEASE step", [])?;
                 Ok(Err(e))
             }
         }
@@ -153,6 +181,18 @@ impl Store {
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
+    }
+}
+
+/// An open transaction of [`Store::transaction`]: rolled back when dropped.
+struct Open<'a>(&'a Connection);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        // Fails only if there is nothing to roll back (SQLite already did, on some errors).
+        if !self.0.is_autocommit() {
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
     }
 }
 

@@ -30,7 +30,7 @@ fn ms(t: u64) -> i64 {
 impl Store {
     /// Stores (or replaces) a held item.
     pub fn put_held(&self, h: &HeldItem<'_>) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT OR REPLACE INTO mailbox_held (recipient, message_id, sender, expires_at_ms, item)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -46,7 +46,7 @@ impl Store {
 
     /// Removes a held item; returns whether it was there.
     pub fn remove_held(&self, recipient: &NodeId, id: &MessageId) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "DELETE FROM mailbox_held WHERE recipient = ?1 AND message_id = ?2",
             params![recipient.as_bytes().as_slice(), id.as_bytes().as_slice()],
         )? == 1)
@@ -55,7 +55,7 @@ impl Store {
     /// Every held item not expired at `now_ms` (their encodings), oldest expiry first; expired
     /// ones are deleted.
     pub fn held_items(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.conn.execute(
+        self.exec(
             "DELETE FROM mailbox_held WHERE expires_at_ms <= ?1",
             params![ms(now_ms)],
         )?;
@@ -68,7 +68,7 @@ impl Store {
 
     /// How many items are held, and their total size in bytes.
     pub fn held_stats(&self) -> Result<(u64, u64), StoreError> {
-        Ok(self.conn.query_row(
+        Ok(self.query_one(
             "SELECT count(*), coalesce(sum(length(item)), 0) FROM mailbox_held",
             [],
             |r| {

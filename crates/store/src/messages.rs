@@ -153,7 +153,7 @@ impl Store {
     /// Records a message. Returns `false` (and changes nothing) if a message with this id is
     /// already recorded with this peer: receivers deduplicate by (peer, id).
     pub fn insert_message(&self, m: &NewMessage<'_>, now_ms: u64) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
+        let n = self.exec(
             "INSERT OR IGNORE INTO messages
                 (id, peer, direction, body, sent_at_ms, state, state_at_ms, expires_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -179,7 +179,7 @@ impl Store {
         state: MessageState,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "UPDATE messages SET state = ?3, state_at_ms = ?4 WHERE peer = ?1 AND id = ?2",
             params![
                 peer.as_bytes().as_slice(),
@@ -197,8 +197,8 @@ impl Store {
         id: &MessageId,
     ) -> Result<Option<MessageRecord>, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            
+            .query_one(
                 &format!("SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND id = ?2"),
                 params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],
                 from_row,
@@ -210,7 +210,7 @@ impl Store {
     /// messages (still oldest first); otherwise the first `q.limit` after `q.after_seq`.
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, StoreError> {
         let order = if q.newest { "DESC" } else { "ASC" };
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages
              WHERE seq > ?1 AND (?2 IS NULL OR peer = ?2) AND (?3 IS NULL OR direction = ?3)
              ORDER BY seq {order} LIMIT ?4"
@@ -234,7 +234,7 @@ impl Store {
     /// The outbox: outgoing messages not yet delivered nor expired (`queued`, `sent` or
     /// `held`), oldest first.
     pub fn outbox(&self, limit: u32) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages
              WHERE direction = 0 AND state IN ('queued', 'sent', 'held') ORDER BY seq LIMIT ?1"
         ))?;
@@ -250,7 +250,7 @@ impl Store {
         id: &MessageId,
         sealed: &[u8],
     ) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "UPDATE messages SET sealed = ?3 WHERE peer = ?1 AND id = ?2 AND direction = 0",
             params![peer.as_bytes().as_slice(), id.as_bytes().as_slice(), sealed],
         )? == 1)
@@ -259,8 +259,8 @@ impl Store {
     /// The encrypted form kept by [`Store::set_sealed`], if any.
     pub fn sealed(&self, peer: &NodeId, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            
+            .query_one(
                 "SELECT sealed FROM messages WHERE peer = ?1 AND id = ?2",
                 params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],
                 |r| r.get::<_, Option<Vec<u8>>>(0),
@@ -273,7 +273,7 @@ impl Store {
     /// as `expired`, and returns them (peer, id), oldest first.
     pub fn expire_outgoing(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
         let now = now_ms.min(i64::MAX as u64) as i64;
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages
              WHERE direction = 0 AND state IN ('queued', 'sent', 'held')
                AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 ORDER BY seq"
@@ -289,7 +289,7 @@ impl Store {
 
     /// How many messages are in each (direction, state).
     pub fn message_counts(&self) -> Result<Vec<(Direction, MessageState, u64)>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT direction, state, count(*) FROM messages GROUP BY direction, state ORDER BY 1, 2",
         )?;
         let rows = stmt.query_map([], |row| {

@@ -9,7 +9,7 @@ impl Store {
     /// durable (`synchronous = FULL`): call it before any handshake answer that depends on the
     /// new state leaves the node.
     pub fn save_prekeys(&self, sealed: &[u8], now_ms: u64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO prekeys (id, sealed, updated_at) VALUES (1, ?1, ?2)
              ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
             params![sealed, now_ms as i64],
@@ -20,8 +20,8 @@ impl Store {
     /// Our saved sealed prekey pickle, if any.
     pub fn load_prekeys(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .conn
-            .query_row("SELECT sealed FROM prekeys WHERE id = 1", [], |r| r.get(0))
+            
+            .query_one("SELECT sealed FROM prekeys WHERE id = 1", [], |r| r.get(0))
             .optional()?)
     }
 }

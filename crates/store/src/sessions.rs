@@ -14,7 +14,7 @@ impl Store {
         pickle: &[u8],
         now_ms: u64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.exec(
             "INSERT INTO sessions (peer, pickle, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (peer) DO UPDATE SET pickle = excluded.pickle, updated_at = excluded.updated_at",
             params![peer.as_bytes().as_slice(), pickle, now_ms as i64],
@@ -25,8 +25,8 @@ impl Store {
     /// The saved session with `peer`.
     pub fn load_session(&self, peer: &NodeId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .conn
-            .query_row(
+            
+            .query_one(
                 "SELECT pickle FROM sessions WHERE peer = ?1",
                 [peer.as_bytes().as_slice()],
                 |r| r.get(0),
@@ -36,7 +36,7 @@ impl Store {
 
     /// Forgets the session with `peer`.
     pub fn delete_session(&self, peer: &NodeId) -> Result<bool, StoreError> {
-        Ok(self.conn.execute(
+        Ok(self.exec(
             "DELETE FROM sessions WHERE peer = ?1",
             [peer.as_bytes().as_slice()],
         )? > 0)
