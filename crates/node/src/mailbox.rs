@@ -430,8 +430,9 @@ impl Inner {
         for env in receipts {
             let mut payload = vec![PAYLOAD_ENVELOPE];
             payload.extend(env.encode());
-            let id = MessageId::random(&mut OsRng);
-            let expires = now_ms().saturating_add(self.config.message_ttl.as_millis() as u64);
+            let now = now_ms();
+            let id = MessageId::new(now, &mut OsRng);
+            let expires = now.saturating_add(self.config.message_ttl.as_millis() as u64);
             if let Err(e) = self.deposit_payload(peer, id, expires, payload).await {
                 tracing::debug!(error = %e, to = %peer.short(8), "could not deposit a receipt");
             }

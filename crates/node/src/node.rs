@@ -844,9 +844,10 @@ impl Inner {
         if self.is_shutting_down() {
             return Err(NodeError::ShuttingDown);
         }
+        let now = now_ms();
         let chat = Chat {
-            id: MessageId::random(&mut OsRng),
-            sent_at_ms: now_ms(),
+            id: MessageId::new(now, &mut OsRng),
+            sent_at_ms: now,
             body: text.to_owned(),
         };
         chat.encode()?;

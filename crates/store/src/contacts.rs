@@ -84,7 +84,6 @@ impl Store {
     /// the same name is an error ([`StoreError::DuplicateName`]).
     pub fn put_contact(&self, c: &ContactRecord) -> Result<(), StoreError> {
         let taken: Option<Vec<u8>> = self
-            
             .query_one(
                 "SELECT node_id FROM contacts WHERE name = ?1",
                 [&c.name],
@@ -116,7 +115,6 @@ impl Store {
     /// The contact with this node id.
     pub fn contact(&self, id: &NodeId) -> Result<Option<ContactRecord>, StoreError> {
         Ok(self
-            
             .query_one(
                 &format!("SELECT {COLUMNS} FROM contacts WHERE node_id = ?1"),
                 [id.as_bytes().as_slice()],
@@ -168,7 +166,6 @@ impl Store {
     /// A profile value (our display name, ...).
     pub fn profile(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            
             .query_one("SELECT value FROM profile WHERE key = ?1", [key], |r| {
                 r.get(0)
             })

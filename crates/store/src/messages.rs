@@ -197,7 +197,6 @@ impl Store {
         id: &MessageId,
     ) -> Result<Option<MessageRecord>, StoreError> {
         Ok(self
-            
             .query_one(
                 &format!("SELECT {COLUMNS} FROM messages WHERE peer = ?1 AND id = ?2"),
                 params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],
@@ -259,7 +258,6 @@ impl Store {
     /// The encrypted form kept by [`Store::set_sealed`], if any.
     pub fn sealed(&self, peer: &NodeId, id: &MessageId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            
             .query_one(
                 "SELECT sealed FROM messages WHERE peer = ?1 AND id = ?2",
                 params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],

@@ -20,7 +20,6 @@ impl Store {
     /// Our saved sealed prekey pickle, if any.
     pub fn load_prekeys(&self) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            
             .query_one("SELECT sealed FROM prekeys WHERE id = 1", [], |r| r.get(0))
             .optional()?)
     }

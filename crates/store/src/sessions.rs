@@ -25,7 +25,6 @@ impl Store {
     /// The saved session with `peer`.
     pub fn load_session(&self, peer: &NodeId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            
             .query_one(
                 "SELECT pickle FROM sessions WHERE peer = ?1",
                 [peer.as_bytes().as_slice()],
