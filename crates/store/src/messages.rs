@@ -36,6 +36,31 @@ pub enum MessageState {
 }
 
 impl MessageState {
+    /// The code the database keeps (schema version 4): one byte for every state, so that a
+    /// change of state leaves a row's size as it was.
+    fn code(self) -> i64 {
+        match self {
+            Self::Queued => 2,
+            Self::Sent => 3,
+            Self::Held => 4,
+            Self::Delivered => 5,
+            Self::Expired => 6,
+            Self::Received => 7,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            2 => Self::Queued,
+            3 => Self::Sent,
+            4 => Self::Held,
+            5 => Self::Delivered,
+            6 => Self::Expired,
+            7 => Self::Received,
+            _ => return None,
+        })
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -107,7 +132,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     };
     let id: Vec<u8> = row.get(1)?;
     let peer: Vec<u8> = row.get(2)?;
-    let state: String = row.get(6)?;
+    let state: i64 = row.get(6)?;
     Ok(MessageRecord {
         seq: row.get(0)?,
         id: MessageId::from_bytes(<[u8; 16]>::try_from(id.as_slice()).map_err(|_| conv(1, "id"))?),
@@ -121,11 +146,14 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
         },
         body: row.get(4)?,
         sent_at_ms: row.get::<_, i64>(5)?.max(0) as u64,
-        state: state.parse().map_err(|_| conv(6, "state"))?,
+        state: MessageState::from_code(state).ok_or_else(|| conv(6, "state"))?,
         state_at_ms: row.get::<_, i64>(7)?.max(0) as u64,
         expires_at_ms: row.get::<_, Option<i64>>(8)?.map(|t| t.max(0) as u64),
     })
 }
+
+/// The states of outgoing messages still in the outbox (queued, sent, held), as SQL.
+const PENDING: &str = "(2, 3, 4)";
 
 /// A message to record.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +191,7 @@ impl Store {
                 matches!(m.direction, Direction::Incoming) as i64,
                 m.body,
                 m.sent_at_ms as i64,
-                m.state.as_str(),
+                m.state.code(),
                 now_ms as i64,
                 m.expires_at_ms.map(|t| t.min(i64::MAX as u64) as i64),
             ],
@@ -184,7 +212,7 @@ impl Store {
             params![
                 peer.as_bytes().as_slice(),
                 id.as_bytes().as_slice(),
-                state.as_str(),
+                state.code(),
                 now_ms as i64
             ],
         )? == 1)
@@ -235,7 +263,7 @@ impl Store {
     pub fn outbox(&self, limit: u32) -> Result<Vec<MessageRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages
-             WHERE direction = 0 AND state IN ('queued', 'sent', 'held') ORDER BY seq LIMIT ?1"
+             WHERE direction = 0 AND state IN {PENDING} ORDER BY seq LIMIT ?1"
         ))?;
         let rows = stmt.query_map(params![i64::from(limit)], from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -273,7 +301,7 @@ impl Store {
         let now = now_ms.min(i64::MAX as u64) as i64;
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages
-             WHERE direction = 0 AND state IN ('queued', 'sent', 'held')
+             WHERE direction = 0 AND state IN {PENDING}
                AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 ORDER BY seq"
         ))?;
         let expired: Vec<MessageRecord> = stmt
@@ -296,13 +324,15 @@ impl Store {
             } else {
                 Direction::Incoming
             };
-            let state: String = row.get(1)?;
+            let state: i64 = row.get(1)?;
             Ok((direction, state, row.get::<_, i64>(2)?.max(0) as u64))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (direction, state, n) = row?;
-            out.push((direction, state.parse()?, n));
+            let state = MessageState::from_code(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown message state {state}")))?;
+            out.push((direction, state, n));
         }
         Ok(out)
     }
@@ -384,6 +414,21 @@ mod tests {
         assert_eq!(
             store.sealed(&bob, &ids[4]).unwrap(),
             Some(b"sealed".to_vec())
+        );
+    }
+
+    #[test]
+    fn every_state_has_a_one_byte_code_and_pending_names_the_outbox_states() {
+        use MessageState::*;
+        for s in [Queued, Sent, Held, Delivered, Expired, Received] {
+            assert_eq!(MessageState::from_code(s.code()), Some(s));
+            // 0 and 1 are stored in no bytes at all, 128 and above in two.
+            assert!((2..128).contains(&s.code()));
+        }
+        assert_eq!(MessageState::from_code(1), None);
+        assert_eq!(
+            PENDING,
+            format!("({}, {}, {})", Queued.code(), Sent.code(), Held.code())
         );
     }
 

@@ -59,6 +59,42 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (recipient, message_id)
      );
      CREATE INDEX mailbox_held_by_expiry ON mailbox_held (expires_at_ms);",
+    // 4: the delivery state as a one-byte code (2 queued, 3 sent, 4 held, 5 delivered,
+    // 6 expired, 7 received), before the body. A change of state then leaves the row's size
+    // as it was, and SQLite overwrites it in place: it rewrites only the page holding the
+    // state, not a long body's overflow pages. The table is rebuilt (SQLite cannot change a
+    // column's type); sequence numbers and the AUTOINCREMENT counter are kept.
+    "CREATE TABLE messages_v4 (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        id             BLOB NOT NULL CHECK (length(id) = 16),
+        peer           BLOB NOT NULL CHECK (length(peer) = 32),
+        direction      INTEGER NOT NULL CHECK (direction IN (0, 1)),
+        state          INTEGER NOT NULL CHECK (state BETWEEN 2 AND 7),
+        state_at_ms    INTEGER NOT NULL,
+        sent_at_ms     INTEGER NOT NULL,
+        expires_at_ms  INTEGER,
+        body           TEXT NOT NULL,
+        sealed         BLOB
+     );
+     INSERT INTO messages_v4
+        (seq, id, peer, direction, state, state_at_ms, sent_at_ms, expires_at_ms, body, sealed)
+        SELECT seq, id, peer, direction,
+               CASE state WHEN 'queued' THEN 2 WHEN 'sent' THEN 3 WHEN 'held' THEN 4
+                          WHEN 'delivered' THEN 5 WHEN 'expired' THEN 6 WHEN 'received' THEN 7
+               END,
+               state_at_ms, sent_at_ms, expires_at_ms, body, sealed
+        FROM messages ORDER BY seq;
+     INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'messages_v4', seq FROM sqlite_sequence WHERE name = 'messages'
+        AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_v4');
+     UPDATE sqlite_sequence
+        SET seq = max(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'messages'))
+        WHERE name = 'messages_v4';
+     DROP TABLE messages;
+     ALTER TABLE messages_v4 RENAME TO messages;
+     CREATE UNIQUE INDEX messages_by_peer_id ON messages (peer, id);
+     CREATE INDEX messages_by_peer ON messages (peer, seq);
+     CREATE INDEX messages_outbox ON messages (direction, state, seq);",
 ];
 
 /// The schema version this program writes.
@@ -102,6 +138,92 @@ mod tests {
             crate::Store::open(&path, &[1; 32]),
             Err(StoreError::NewerSchema { .. })
         ));
+    }
+
+    #[test]
+    fn version_4_keeps_every_message_its_state_and_its_sequence_number() {
+        use crate::{Direction, HistoryQuery, MessageState, NewMessage};
+        use dp2ptcs_types::{MessageId, NodeId};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let key = [6u8; 32];
+        let peer = NodeId::from_bytes([8; 32]);
+        let states = ["queued", "sent", "held", "delivered", "expired", "received"];
+        {
+            // A database written by the version before, with a message in every state.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
+                .unwrap();
+            for (i, sql) in MIGRATIONS[..3].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute_batch(&format!("PRAGMA user_version = {};", i + 1))
+                    .unwrap();
+            }
+            for (i, state) in states.iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO messages (id, peer, direction, body, sent_at_ms, state,
+                        state_at_ms, expires_at_ms, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    rusqlite::params![
+                        [i as u8; 16].as_slice(),
+                        peer.as_bytes().as_slice(),
+                        i64::from(*state == "received"),
+                        format!("body {i}"),
+                        100 + i as i64,
+                        state,
+                        200 + i as i64,
+                        (i == 0).then_some(300i64),
+                        (i == 2).then_some(vec![9u8; 40]),
+                    ],
+                )
+                .unwrap();
+            }
+            // The last one was removed: its sequence number must not be given out again.
+            conn.execute("INSERT INTO messages (id, peer, direction, body, sent_at_ms, state, state_at_ms) VALUES (x'ffffffffffffffffffffffffffffffff', ?1, 0, 'gone', 0, 'queued', 0)", [peer.as_bytes().as_slice()]).unwrap();
+            conn.execute("DELETE FROM messages WHERE body = 'gone'", [])
+                .unwrap();
+        }
+        let store = crate::Store::open(&path, &key).unwrap();
+        assert_eq!(store.schema_version().unwrap(), CURRENT);
+        let all = store.history(&HistoryQuery::default()).unwrap();
+        assert_eq!(all.len(), states.len());
+        for (i, m) in all.iter().enumerate() {
+            assert_eq!(m.seq, i as i64 + 1);
+            assert_eq!(m.id, MessageId::from_bytes([i as u8; 16]));
+            assert_eq!(m.state.to_string(), states[i]);
+            assert_eq!(m.body, format!("body {i}"));
+            assert_eq!(
+                (m.sent_at_ms, m.state_at_ms),
+                (100 + i as u64, 200 + i as u64)
+            );
+            assert_eq!(m.expires_at_ms, (i == 0).then_some(300));
+        }
+        assert_eq!(
+            store
+                .sealed(&peer, &MessageId::from_bytes([2; 16]))
+                .unwrap(),
+            Some(vec![9u8; 40])
+        );
+        let outbox: Vec<MessageState> = store.outbox(10).unwrap().iter().map(|m| m.state).collect();
+        assert_eq!(
+            outbox,
+            [MessageState::Queued, MessageState::Sent, MessageState::Held]
+        );
+        let new = MessageId::from_bytes([0xaa; 16]);
+        store
+            .insert_message(
+                &NewMessage {
+                    id: &new,
+                    peer: &peer,
+                    direction: Direction::Outgoing,
+                    body: "after",
+                    sent_at_ms: 1,
+                    state: MessageState::Queued,
+                    expires_at_ms: None,
+                },
+                1,
+            )
+            .unwrap();
+        assert_eq!(store.message(&peer, &new).unwrap().unwrap().seq, 8);
     }
 
     #[test]
