@@ -220,7 +220,8 @@ impl Inner {
             blocking(move || {
                 let store = lock(&store);
                 // A receipt may have come in meanwhile.
-                if store.message(&peer, &id)?.map(|m| m.state) != Some(MessageState::Delivered) {
+                if store.message_state(&peer, &id)?.map(|(_, s)| s) != Some(MessageState::Delivered)
+                {
                     store.set_message_state(&peer, &id, MessageState::Held, now_ms())?;
                 }
                 Ok(())

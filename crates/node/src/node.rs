@@ -1109,7 +1109,7 @@ impl Inner {
         blocking(move || {
             let store = lock(&store);
             for id in ids {
-                if store.message(&peer, &id)?.map(|m| m.state) == Some(MessageState::Queued) {
+                if store.message_state(&peer, &id)?.map(|(_, s)| s) == Some(MessageState::Queued) {
                     store.set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
                 }
             }
@@ -1235,7 +1235,7 @@ impl Inner {
                     let store = lock(&store);
                     let mut left = Vec::new();
                     for chat in candidates {
-                        let state = store.message(&peer, &chat.id)?.map(|m| m.state);
+                        let state = store.message_state(&peer, &chat.id)?.map(|(_, s)| s);
                         if matches!(
                             state,
                             Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
@@ -1359,8 +1359,8 @@ pub(crate) fn inbound(
             };
             let mut delivered = Vec::new();
             for id in receipt.ids {
-                if let Some(m) = store.message(&peer, &id)? {
-                    if m.direction == Direction::Outgoing && m.state != MessageState::Delivered {
+                if let Some((direction, state)) = store.message_state(&peer, &id)? {
+                    if direction == Direction::Outgoing && state != MessageState::Delivered {
                         store.set_message_state(&peer, &id, MessageState::Delivered, now_ms())?;
                         delivered.push(id);
                     }

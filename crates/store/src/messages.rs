@@ -218,6 +218,33 @@ impl Store {
         )? == 1)
     }
 
+    /// The direction and state of the message `id` exchanged with `peer`, without reading its
+    /// body.
+    pub fn message_state(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+    ) -> Result<Option<(Direction, MessageState)>, StoreError> {
+        let row = self
+            .query_one(
+                "SELECT direction, state FROM messages WHERE peer = ?1 AND id = ?2",
+                params![peer.as_bytes().as_slice(), id.as_bytes().as_slice()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        row.map(|(direction, state)| {
+            let direction = if direction == 0 {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            };
+            let state = MessageState::from_code(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown message state {state}")))?;
+            Ok((direction, state))
+        })
+        .transpose()
+    }
+
     /// The message `id` exchanged with `peer`.
     pub fn message(
         &self,
@@ -493,6 +520,16 @@ mod tests {
             .unwrap());
         let m = store.message(&bob, &m1).unwrap().unwrap();
         assert_eq!((m.state, m.state_at_ms), (MessageState::Delivered, 20));
+        assert_eq!(
+            store.message_state(&bob, &m1).unwrap(),
+            Some((m.direction, MessageState::Delivered))
+        );
+        assert_eq!(
+            store
+                .message_state(&bob, &MessageId::from_bytes([0xee; 16]))
+                .unwrap(),
+            None
+        );
         assert!(store.outbox(10).unwrap().is_empty());
         let first = store.history(&HistoryQuery { limit: 1, ..all }).unwrap();
         let next = HistoryQuery {
