@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use dp2ptcs_crypto::contact_uri::validate_display_name;
 use dp2ptcs_crypto::{seal, ContactUri, PublicIdentity};
-use dp2ptcs_store::{ContactRecord, Store};
+use dp2ptcs_store::{ContactRecord, Store, StoreError};
 use dp2ptcs_types::limits::{MAX_ADDRESS_HINTS, MAX_CONTACTS};
 use dp2ptcs_types::NodeId;
 use serde::{Deserialize, Serialize};
 
+use crate::commands::run::DaemonLock;
 use crate::fsutil::read_limited;
 
 /// The legacy address book file, imported into the database when found.
@@ -114,11 +115,26 @@ pub(crate) fn db_files(dir: &Path) -> [PathBuf; 3] {
     ]
 }
 
-/// Opens the node database, keeping its files private to the owner.
+/// Opens the node database, keeping its files private to the owner. It is migrated to this
+/// program's schema unless a node other than this process runs on `dir`: that node may be an
+/// older program, which would fail on the new schema (it is migrated when the node restarts).
 pub(crate) fn open_store(dir: &Path, key: &[u8; 32]) -> Result<Store> {
     let [db, ..] = db_files(dir);
-    let store =
-        Store::open(&db, key).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", db.display()))?;
+    let beside_a_node = !DaemonLock::held_here() && DaemonLock::is_held(dir);
+    let opened = if beside_a_node {
+        Store::open_without_migrating(&db, key)
+    } else {
+        Store::open(&db, key)
+    };
+    let store = match opened {
+        Ok(store) => store,
+        Err(e @ StoreError::OlderSchema { .. }) => bail!(
+            "the node running on {} keeps its database in an older format ({e}): restart it \
+             with this version of dp2ptcs (`dp2ptcs run`), then try again",
+            dir.display()
+        ),
+        Err(e) => bail!("cannot open {}: {e}", db.display()),
+    };
     for file in db_files(dir) {
         if file.exists() {
             fs::set_permissions(&file, fs::Permissions::from_mode(0o600))
@@ -346,6 +362,38 @@ mod tests {
     fn uri(seed: u8, addr: Option<&str>) -> ContactUri {
         let addrs: Vec<SocketAddr> = addr.map(|a| a.parse().unwrap()).into_iter().collect();
         ContactUri::new(&Identity::from_seed(&[seed; 32]), None, &addrs).unwrap()
+    }
+
+    #[test]
+    fn beside_a_running_node_an_older_database_is_left_for_the_node_to_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [5u8; 32];
+        let [db, ..] = db_files(dir.path());
+        drop(open_store(dir.path(), &key).unwrap());
+        // As if an older program had written it.
+        let set_version = |v: u32| {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
+                .unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {v};"))
+                .unwrap();
+        };
+        set_version(dp2ptcs_store::migrations::CURRENT - 1);
+        // A node runs on the directory (another process holds its lock).
+        let lock =
+            crate::fsutil::open_lock_file(&dir.path().join(crate::commands::run::DAEMON_LOCK_FILE))
+                .unwrap();
+        lock.lock().unwrap();
+        let err = open_store(dir.path(), &key).unwrap_err().to_string();
+        assert!(err.contains("restart it"), "{err}");
+        // With no node running, the command migrates it itself.
+        drop(lock);
+        set_version(dp2ptcs_store::migrations::CURRENT - 1);
+        let store = open_store(dir.path(), &key).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            dp2ptcs_store::migrations::CURRENT
+        );
     }
 
     #[test]

@@ -16,6 +16,15 @@ pub enum StoreError {
         /// Newest version this program knows.
         known: u32,
     },
+    /// The database is at an older schema version and was opened without migrating it (beside
+    /// a running node, which may be an older program still writing that version).
+    #[error("the database has schema version {found}, older than this program's {known}; it is migrated when the node starts")]
+    OlderSchema {
+        /// Version in the file.
+        found: u32,
+        /// The version this program writes.
+        known: u32,
+    },
     /// A name is already used by another contact.
     #[error("a contact named {0:?} already exists")]
     DuplicateName(String),

@@ -43,8 +43,8 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// again on the message path.
 const STATEMENT_CACHE: usize = 64;
 /// The most memory the page cache may take (it grows as pages are read). Pages that fall out of
-/// it must be read, decrypted and authenticated again; a message's receipt finds its row
-/// through an index on random ids, whose pages are touched at random.
+/// it must be read, decrypted and authenticated again (a receipt, for one, finds its message
+/// through the `(peer, id)` index, anywhere in the history).
 const PAGE_CACHE_KIB: u32 = 32 * 1024;
 
 /// An open, unlocked database.
@@ -65,15 +65,24 @@ impl Store {
     /// current schema.
     pub fn open(path: &Path, key: &[u8; 32]) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::init(conn, key)
+        Self::init(conn, key, true)
+    }
+
+    /// Opens the existing database at `path` with `key` as it is: one at an older schema
+    /// version is refused with [`StoreError::OlderSchema`] instead of migrated. For a program
+    /// that opens the database beside a running node, which may be an older program that still
+    /// writes the older schema.
+    pub fn open_without_migrating(path: &Path, key: &[u8; 32]) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn, key, false)
     }
 
     /// An in-memory encrypted database, for tests.
     pub fn open_in_memory(key: &[u8; 32]) -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?, key)
+        Self::init(Connection::open_in_memory()?, key, true)
     }
 
-    fn init(conn: Connection, key: &[u8; 32]) -> Result<Self, StoreError> {
+    fn init(conn: Connection, key: &[u8; 32], migrate: bool) -> Result<Self, StoreError> {
         // SQLCipher would print its own error lines to stderr on a wrong key; errors are returned
         // as values instead.
         conn.execute_batch("PRAGMA cipher_log_level = NONE;").ok();
@@ -107,7 +116,11 @@ impl Store {
              PRAGMA cache_size = -{PAGE_CACHE_KIB};"
         ))?;
         let mut store = Self { conn };
-        migrations::migrate(&mut store.conn)?;
+        if migrate {
+            migrations::migrate(&mut store.conn)?;
+        } else {
+            migrations::check(&store.conn)?;
+        }
         Ok(store)
     }
 

@@ -100,6 +100,22 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this program writes.
 pub const CURRENT: u32 = MIGRATIONS.len() as u32;
 
+/// Refuses a database that is not at [`CURRENT`], without changing it.
+pub fn check(conn: &Connection) -> Result<(), StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match found.cmp(&CURRENT) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(StoreError::OlderSchema {
+            found,
+            known: CURRENT,
+        }),
+        std::cmp::Ordering::Greater => Err(StoreError::NewerSchema {
+            found,
+            known: CURRENT,
+        }),
+    }
+}
+
 /// Brings the database to [`CURRENT`]; refuses a newer one.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -224,6 +240,38 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.message(&peer, &new).unwrap().unwrap().seq, 8);
+    }
+
+    #[test]
+    fn an_older_database_opened_without_migrating_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let key = [2u8; 32];
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
+                .unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch("PRAGMA user_version = 1;").unwrap();
+        }
+        assert!(matches!(
+            crate::Store::open_without_migrating(&path, &key),
+            Err(StoreError::OlderSchema {
+                found: 1,
+                known: CURRENT
+            })
+        ));
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
+            .unwrap();
+        let v: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        drop(conn);
+        // The node migrates it when it starts; then both ways of opening agree.
+        drop(crate::Store::open(&path, &key).unwrap());
+        crate::Store::open_without_migrating(&path, &key).unwrap();
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub(crate) const DAEMON_LOCK_FILE: &str = "node.pid";
 /// Time in-flight work gets to finish at shutdown.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Set once this process holds the [`DaemonLock`].
+static HOLDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Held while the node runs: at most one node per data directory.
 #[derive(Debug)]
 pub(crate) struct DaemonLock {
@@ -44,7 +47,13 @@ impl DaemonLock {
         file.rewind()?;
         writeln!(file, "{}", std::process::id())?;
         file.sync_all()?;
+        HOLDING.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(Self { _file: file })
+    }
+
+    /// Whether this process is the node running on its data directory.
+    pub(crate) fn held_here() -> bool {
+        HOLDING.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether a node is running on `dir` now.
