@@ -219,9 +219,11 @@ impl Inner {
             let store = self.store.clone();
             blocking(move || {
                 let store = lock(&store);
-                // A receipt may have come in meanwhile.
-                if store.message_state(&peer, &id)?.map(|(_, s)| s) != Some(MessageState::Delivered)
-                {
+                // A receipt may have come in meanwhile, or its time to live run out.
+                if matches!(
+                    store.message_state(&peer, &id)?,
+                    Some((_, MessageState::Queued | MessageState::Sent))
+                ) {
                     store.set_message_state(&peer, &id, MessageState::Held, now_ms())?;
                 }
                 Ok(())
@@ -291,10 +293,14 @@ impl Inner {
         }
         for (sender, mut items) in by_sender {
             let store = self.store.clone();
-            let contact = blocking(move || Ok(lock(&store).contact(&sender)?))
-                .await
-                .ok()
-                .flatten();
+            let contact = match blocking(move || Ok(lock(&store).contact(&sender)?)).await {
+                Ok(c) => c,
+                // Our failure, not the item's: it stays for the next fetch.
+                Err(e) => {
+                    tracing::warn!(error = %e, "mailbox items kept: reading the contact failed");
+                    continue;
+                }
+            };
             let Some(contact) = contact else {
                 done.extend(items.iter().map(|(i, _)| *i.message_id()));
                 continue;
@@ -315,9 +321,17 @@ impl Inner {
                         receipts.extend(receipt);
                     }
                     Ok((Taken::Later, _)) => {}
-                    Err(e) => {
+                    // The item is bad (forged, damaged, not for a session we can have).
+                    Err(e) if e.is_peer_fault() => {
                         tracing::debug!(error = %e, from = %sender.short(8), "a mailbox item was refused");
                         done.push(*item.message_id());
+                    }
+                    // Ours (the store, shutting down): nothing of it was recorded, so it stays
+                    // at the holders for the next fetch. Later items of this sender wait too,
+                    // to keep the order.
+                    Err(e) => {
+                        tracing::warn!(error = %e, from = %sender.short(8), "a mailbox item kept for the next fetch");
+                        break;
                     }
                 }
             }
