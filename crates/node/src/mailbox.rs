@@ -29,6 +29,7 @@ use dp2ptcs_store::{ContactRecord, MessageState};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{Envelope, HandshakeInit, Hello, HelloBody, MessageKind};
 use rand::rngs::OsRng;
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::frames::write_frame;
@@ -78,6 +79,24 @@ impl Payload {
 }
 
 /// What became of one item.
+/// Domain separation of [`item_id`].
+const ITEM_ID_CONTEXT: &[u8] = b"dp2ptcs/v1/mailbox-item-id";
+
+/// The `message_id` of the mailbox item that carries chat `chat`: the first 16 bytes of
+/// SHA-256(context || chat id). The same for every deposit of the message (holders keep one
+/// copy), and unlinkable to the chat id, whose first bytes are the time it was written: holders
+/// learn nothing from it. The recipient deletes by the item's id and deduplicates by the chat id
+/// inside.
+pub(crate) fn item_id(chat: &MessageId) -> MessageId {
+    let digest = Sha256::new()
+        .chain_update(ITEM_ID_CONTEXT)
+        .chain_update(chat.as_bytes())
+        .finalize();
+    let mut id = [0u8; MessageId::LEN];
+    id.copy_from_slice(&digest[..MessageId::LEN]);
+    MessageId::from_bytes(id)
+}
+
 enum Taken {
     /// Used (or useless): delete it.
     Done,
@@ -210,7 +229,9 @@ impl Inner {
                 }
             };
             let expires = current.expires_at_ms.unwrap_or(u64::MAX);
-            let accepted = self.deposit_payload(peer, m.id, expires, payload).await?;
+            let accepted = self
+                .deposit_payload(peer, item_id(&m.id), expires, payload)
+                .await?;
             if accepted == 0 {
                 return Err(NodeError::Connect(
                     "no mailbox holder accepted the message".into(),
@@ -445,12 +466,27 @@ impl Inner {
         for env in receipts {
             let mut payload = vec![PAYLOAD_ENVELOPE];
             payload.extend(env.encode());
-            let now = now_ms();
-            let id = MessageId::new(now, &mut OsRng);
-            let expires = now.saturating_add(self.config.message_ttl.as_millis() as u64);
+            let id = MessageId::random(&mut OsRng);
+            let expires = now_ms().saturating_add(self.config.message_ttl.as_millis() as u64);
             if let Err(e) = self.deposit_payload(peer, id, expires, payload).await {
                 tracing::debug!(error = %e, to = %peer.short(8), "could not deposit a receipt");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_item_id_is_fixed_per_message_and_hides_the_time_the_message_was_written() {
+        let t = 1_795_000_000_000;
+        let (a, b) = (MessageId::new(t, &mut OsRng), MessageId::new(t, &mut OsRng));
+        assert_eq!(&a.as_bytes()[..6], &b.as_bytes()[..6]);
+        assert_eq!(item_id(&a), item_id(&a));
+        assert_ne!(item_id(&a), a);
+        // Written in the same millisecond, yet nothing in common at the start.
+        assert_ne!(&item_id(&a).as_bytes()[..6], &item_id(&b).as_bytes()[..6]);
     }
 }

@@ -17,8 +17,8 @@ impl MessageId {
     /// Ids of one sender therefore sort by the time they were made, so the indexes that find a
     /// message by its id (at the sender and at the receiver) grow at their end instead of at
     /// random places: a commit writes one index page for a batch of messages instead of one
-    /// per message. The time says nothing a mailbox holder does not see already (an item's
-    /// expiry is its time of writing plus its time to live), and no one relies on it: a
+    /// per message. The id travels only inside the end-to-end encryption (a mailbox item is
+    /// named by a hash of it), so only the two ends see the time, and no one relies on it: a
     /// receiver treats the id as opaque. Two ids from the same millisecond differ in 80 random
     /// bits.
     pub fn new<R: RngCore + CryptoRng>(now_ms: u64, rng: &mut R) -> Self {
