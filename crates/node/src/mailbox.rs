@@ -1,4 +1,4 @@
-//! Store-and-forward on the node's side (`PROTOCOL.md` section 11.6): sealing messages for a
+//! Store-and-forward on the node's side (`PROTOCOL.md` section 11.8): sealing messages for a
 //! contact's mailbox, and taking the items of our own.
 //!
 //! - **Sending.** When the outbox cannot reach a contact directly, it seals each undelivered
@@ -78,7 +78,20 @@ impl Payload {
     }
 }
 
-/// What became of one item.
+/// Whether `e`, a failure of this node's own while taking a mailbox item, may pass (a busy or
+/// full disk, a shutdown): the item is then kept for the next fetch. A lasting one (a damaged
+/// record, a bug) would keep the sender's items at the front of the mailbox until they expire,
+/// in the way of everyone else's, so the item is given up as before.
+fn may_pass(e: &NodeError) -> bool {
+    matches!(
+        e,
+        NodeError::ShuttingDown
+            | NodeError::Io(_)
+            | NodeError::Timeout(_)
+            | NodeError::Store(dp2ptcs_store::StoreError::Sqlite(_))
+    )
+}
+
 /// Domain separation of [`item_id`].
 const ITEM_ID_CONTEXT: &[u8] = b"dp2ptcs/v1/mailbox-item-id";
 
@@ -97,6 +110,7 @@ pub(crate) fn item_id(chat: &MessageId) -> MessageId {
     MessageId::from_bytes(id)
 }
 
+/// What became of one item.
 enum Taken {
     /// Used (or useless): delete it.
     Done,
@@ -316,10 +330,14 @@ impl Inner {
             let store = self.store.clone();
             let contact = match blocking(move || Ok(lock(&store).contact(&sender)?)).await {
                 Ok(c) => c,
-                // Our failure, not the item's: it stays for the next fetch.
-                Err(e) => {
+                // Our failure, not the items': they stay for the next fetch.
+                Err(e) if may_pass(&e) => {
                     tracing::warn!(error = %e, "mailbox items kept: reading the contact failed");
                     continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "mailbox items dropped: reading the contact failed");
+                    None
                 }
             };
             let Some(contact) = contact else {
@@ -342,17 +360,19 @@ impl Inner {
                         receipts.extend(receipt);
                     }
                     Ok((Taken::Later, _)) => {}
-                    // The item is bad (forged, damaged, not for a session we can have).
-                    Err(e) if e.is_peer_fault() => {
-                        tracing::debug!(error = %e, from = %sender.short(8), "a mailbox item was refused");
-                        done.push(*item.message_id());
-                    }
-                    // Ours (the store, shutting down): nothing of it was recorded, so it stays
-                    // at the holders for the next fetch. Later items of this sender wait too,
-                    // to keep the order.
-                    Err(e) => {
+                    // Ours and passing (the store, a shutdown): nothing of it was recorded, so it
+                    // stays at the holders for the next fetch, and the sender's later items
+                    // with it, to keep the order. (If it failed after its message key was used,
+                    // the next fetch cannot open it and drops it then.)
+                    Err(e) if !e.is_peer_fault() && may_pass(&e) => {
                         tracing::warn!(error = %e, from = %sender.short(8), "a mailbox item kept for the next fetch");
                         break;
+                    }
+                    // The item is bad (forged, damaged, not for a session we can have), or
+                    // our failure will not pass.
+                    Err(e) => {
+                        tracing::debug!(error = %e, from = %sender.short(8), "a mailbox item was refused");
+                        done.push(*item.message_id());
                     }
                 }
             }
@@ -478,6 +498,18 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_passing_failures_of_our_own_keep_an_item() {
+        use dp2ptcs_store::StoreError;
+        assert!(may_pass(&NodeError::ShuttingDown));
+        assert!(may_pass(&NodeError::Io(std::io::Error::other("disk"))));
+        assert!(!may_pass(&NodeError::Store(StoreError::Corrupt(
+            "x".into()
+        ))));
+        assert!(!may_pass(&NodeError::Internal("bug".into())));
+        assert!(!may_pass(&NodeError::Authentication("forged")));
+    }
 
     #[test]
     fn an_item_id_is_fixed_per_message_and_hides_the_time_the_message_was_written() {
