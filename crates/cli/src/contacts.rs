@@ -375,6 +375,12 @@ mod tests {
             let conn = rusqlite::Connection::open(&db).unwrap();
             conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
                 .unwrap();
+            // The page format of a new database (`dp2ptcs_store::PageFormat::HmacSha256`).
+            conn.execute_batch(
+                "PRAGMA cipher_hmac_algorithm = HMAC_SHA256;
+                 PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256;",
+            )
+            .unwrap();
             conn.execute_batch(&format!("PRAGMA user_version = {v};"))
                 .unwrap();
         };

@@ -3,6 +3,9 @@
 //!
 //! - [`Store::open`] applies the raw 32-byte key (no passphrase derivation inside SQLCipher: the
 //!   key is already random) and refuses a wrong key with [`StoreError::WrongKey`].
+//! - Pages are encrypted with AES-256-CBC and authenticated with HMAC-SHA256 in a database
+//!   created now, HMAC-SHA512 (SQLCipher 4's default) in one created before; both open
+//!   ([`PageFormat`]).
 //! - Versioned schema migrations run at open ([`migrations`]), each in a transaction.
 //! - Tables: contacts, our profile, ratchet sessions (sealed pickles, opaque here), message
 //!   history with delivery state, our prekey store (one sealed pickle, opaque here).
@@ -47,6 +50,68 @@ const STATEMENT_CACHE: usize = 64;
 /// through the `(peer, id)` index, anywhere in the history).
 const PAGE_CACHE_KIB: u32 = 32 * 1024;
 
+/// How SQLCipher protects each page of a database. Both encrypt a page with AES-256-CBC under
+/// the database key and a random IV, and authenticate it with an HMAC (keyed from the database
+/// key and the file's salt); they differ in the hash. SQLCipher does not record which one a file
+/// uses: [`Store::open`] tries both, the first one that authenticates page 1 wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFormat {
+    /// HMAC-SHA256 (and PBKDF2-HMAC-SHA256 for the HMAC key): every database created now. Every
+    /// commit encrypts and authenticates each page it wrote, and SHA-256 costs about half of
+    /// SHA-512 on CPUs with SHA extensions, which is most of that work.
+    HmacSha256,
+    /// HMAC-SHA512 (and PBKDF2-HMAC-SHA512), SQLCipher 4's default: databases created by
+    /// DP2PTCS before, which keep it.
+    HmacSha512,
+}
+
+impl PageFormat {
+    /// The format new databases get.
+    pub const NEW: Self = Self::HmacSha256;
+
+    /// The SQLCipher settings, issued after the key and before the first read.
+    fn pragmas(self) -> &'static str {
+        match self {
+            Self::HmacSha256 => {
+                "PRAGMA cipher_hmac_algorithm = HMAC_SHA256;
+                 PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA256;"
+            }
+            Self::HmacSha512 => {
+                "PRAGMA cipher_hmac_algorithm = HMAC_SHA512;
+                 PRAGMA cipher_kdf_algorithm = PBKDF2_HMAC_SHA512;"
+            }
+        }
+    }
+}
+
+/// Keys `conn` with `key` in `format` and reads from it: [`StoreError::WrongKey`] if page 1 does
+/// not authenticate (a wrong key, another format, or not a DP2PTCS database).
+fn unlock(conn: Connection, key: &[u8; 32], format: PageFormat) -> Result<Connection, StoreError> {
+    // SQLCipher would print its own error lines to stderr on a wrong key; errors are returned
+    // as values instead.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;").ok();
+    // Raw key form: x'<64 hex digits>' uses the key as is, without PBKDF2.
+    let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", hex::encode(key)));
+    conn.execute_batch(&pragma)?;
+    let cipher: Option<String> = conn
+        .query_row("PRAGMA cipher_version", [], |r| r.get(0))
+        .ok();
+    if cipher.is_none() {
+        return Err(StoreError::NotEncrypted);
+    }
+    conn.execute_batch(format.pragmas())?;
+    // The first read fails when page 1 does not authenticate ("file is not a database").
+    if conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .is_err()
+    {
+        return Err(StoreError::WrongKey);
+    }
+    Ok(conn)
+}
+
 /// An open, unlocked database.
 pub struct Store {
     conn: Connection,
@@ -64,8 +129,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path` with `key`, and migrates it to the
     /// current schema.
     pub fn open(path: &Path, key: &[u8; 32]) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn, key, true)
+        Self::init(Self::unlock_file(path, key)?, true)
     }
 
     /// Opens the existing database at `path` with `key` as it is: one at an older schema
@@ -73,37 +137,36 @@ impl Store {
     /// that opens the database beside a running node, which may be an older program that still
     /// writes the older schema.
     pub fn open_without_migrating(path: &Path, key: &[u8; 32]) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn, key, false)
+        Self::init(Self::unlock_file(path, key)?, false)
     }
 
     /// An in-memory encrypted database, for tests.
     pub fn open_in_memory(key: &[u8; 32]) -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?, key, true)
+        let conn = unlock(Connection::open_in_memory()?, key, PageFormat::NEW)?;
+        Self::init(conn, true)
     }
 
-    fn init(conn: Connection, key: &[u8; 32], migrate: bool) -> Result<Self, StoreError> {
-        // SQLCipher would print its own error lines to stderr on a wrong key; errors are returned
-        // as values instead.
-        conn.execute_batch("PRAGMA cipher_log_level = NONE;").ok();
-        // Raw key form: x'<64 hex digits>' uses the key as is, without PBKDF2.
-        let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", hex::encode(key)));
-        conn.execute_batch(&pragma)?;
-        // The first read fails when the key is wrong ("file is not a database").
-        if conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .is_err()
-        {
-            return Err(StoreError::WrongKey);
+    /// A connection to the database at `path` that `key` opens, in whichever [`PageFormat`] the
+    /// file has: each is tried on a connection of its own (SQLCipher's settings cannot change
+    /// after a read), the likelier first. An empty or missing file becomes a new database in
+    /// [`PageFormat::NEW`].
+    fn unlock_file(path: &Path, key: &[u8; 32]) -> Result<Connection, StoreError> {
+        let has_pages = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        let formats = if has_pages {
+            [PageFormat::HmacSha512, PageFormat::HmacSha256]
+        } else {
+            [PageFormat::HmacSha256, PageFormat::HmacSha512]
+        };
+        for format in formats {
+            match unlock(Connection::open(path)?, key, format) {
+                Err(StoreError::WrongKey) => continue,
+                unlocked => return unlocked,
+            }
         }
-        let cipher: Option<String> = conn
-            .query_row("PRAGMA cipher_version", [], |r| r.get(0))
-            .ok();
-        if cipher.is_none() {
-            return Err(StoreError::NotEncrypted);
-        }
+        Err(StoreError::WrongKey)
+    }
+
+    fn init(conn: Connection, migrate: bool) -> Result<Self, StoreError> {
         // The daemon and a command run beside it (say `contact add`) may write at the same time:
         // wait for the other's transaction instead of failing at once.
         conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -122,6 +185,18 @@ impl Store {
             migrations::check(&store.conn)?;
         }
         Ok(store)
+    }
+
+    /// How this database's pages are authenticated.
+    pub fn page_format(&self) -> Result<PageFormat, StoreError> {
+        let hmac: String = self
+            .conn
+            .query_row("PRAGMA cipher_hmac_algorithm", [], |r| r.get(0))?;
+        match hmac.as_str() {
+            "HMAC_SHA256" => Ok(PageFormat::HmacSha256),
+            "HMAC_SHA512" => Ok(PageFormat::HmacSha512),
+            other => Err(StoreError::Corrupt(format!("unexpected page HMAC {other}"))),
+        }
     }
 
     /// The schema version the database is at.
@@ -226,6 +301,79 @@ mod tests {
         ));
         let store = Store::open(&path, &[1; 32]).unwrap();
         assert_eq!(store.schema_version().unwrap(), migrations::CURRENT);
+    }
+
+    /// A raw connection keyed as SQLCipher 4 does by default (HMAC-SHA512), as DP2PTCS did
+    /// before [`PageFormat::HmacSha256`].
+    fn legacy_connection(path: &Path, key: &[u8; 32]) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
+            .unwrap();
+        conn
+    }
+
+    #[test]
+    fn a_new_database_authenticates_pages_with_sha256_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        let store = Store::open(&path, &[1; 32]).unwrap();
+        assert_eq!(store.page_format().unwrap(), PageFormat::HmacSha256);
+        let peer = dp2ptcs_types::NodeId::from_bytes([7; 32]);
+        store.save_session(&peer, b"state", 1).unwrap();
+        drop(store);
+        // The file really is in the new format: SQLCipher's defaults do not open it.
+        let legacy = legacy_connection(&path, &[1; 32]);
+        assert!(legacy
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r
+                .get::<_, i64>(0))
+            .is_err());
+        drop(legacy);
+        for open in [Store::open, Store::open_without_migrating] {
+            let store = open(&path, &[1; 32]).unwrap();
+            assert_eq!(store.page_format().unwrap(), PageFormat::HmacSha256);
+            assert_eq!(
+                store.load_session(&peer).unwrap().as_deref(),
+                Some(&b"state"[..])
+            );
+        }
+        assert!(matches!(
+            Store::open(&path, &[2; 32]),
+            Err(StoreError::WrongKey)
+        ));
+    }
+
+    #[test]
+    fn a_database_made_before_keeps_sha512_and_everything_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        // Written as the program did before: SQLCipher's default page format.
+        let legacy = legacy_connection(&path, &[1; 32]);
+        let mut legacy = legacy;
+        migrations::migrate(&mut legacy).unwrap();
+        drop(legacy);
+        let store = Store::open(&path, &[1; 32]).unwrap();
+        assert_eq!(store.page_format().unwrap(), PageFormat::HmacSha512);
+        let peer = dp2ptcs_types::NodeId::from_bytes([8; 32]);
+        store.save_session(&peer, b"kept", 1).unwrap();
+        drop(store);
+        // Still in its format (the old program could go on reading it), and it reopens.
+        let legacy = legacy_connection(&path, &[1; 32]);
+        let pickle: Vec<u8> = legacy
+            .query_row("SELECT pickle FROM sessions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pickle, b"kept");
+        drop(legacy);
+        let store = Store::open_without_migrating(&path, &[1; 32]).unwrap();
+        assert_eq!(store.page_format().unwrap(), PageFormat::HmacSha512);
+        assert_eq!(
+            store.load_session(&peer).unwrap().as_deref(),
+            Some(&b"kept"[..])
+        );
+        drop(store);
+        assert!(matches!(
+            Store::open(&path, &[2; 32]),
+            Err(StoreError::WrongKey)
+        ));
     }
 
     #[test]

@@ -147,6 +147,8 @@ mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode([1u8; 32])))
                 .unwrap();
+            conn.execute_batch(crate::PageFormat::NEW.pragmas())
+                .unwrap();
             conn.execute_batch(&format!("PRAGMA user_version = {};", CURRENT + 1))
                 .unwrap();
         }
