@@ -57,6 +57,10 @@ pub struct NodeConfig {
     pub advertise: Vec<SocketAddr>,
     /// The DHT's tunables (default: the protocol's values, `PROTOCOL.md` section 10.1).
     pub dht: dp2ptcs_dht::DhtConfig,
+    /// Speak messaging protocol version 2 with peers that do (default true): the outbox then
+    /// sends a contact's waiting messages several batches at a time on one stream instead of
+    /// one batch per round trip. `false` speaks only version 1, as earlier releases did.
+    pub pipelining: bool,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +88,7 @@ impl Default for NodeConfig {
             bootstrap: Vec::new(),
             advertise: Vec::new(),
             dht: dp2ptcs_dht::DhtConfig::default(),
+            pipelining: true,
         }
     }
 }

@@ -292,7 +292,7 @@ fn hello_message(conn: &Connection, role: u8) -> Result<Vec<u8>, NodeError> {
     Ok(m)
 }
 
-fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+pub(crate) fn alpn(conn: &Connection) -> Option<Vec<u8>> {
     conn.handshake_data()?
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()?

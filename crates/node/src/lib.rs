@@ -1,7 +1,8 @@
 //! The DP2PTCS node: QUIC transport, the transport handshake, the session manager, a router of
 //! typed messages, and end-to-end messaging with receipts.
 //!
-//! - [`Node::start`] binds a quinn endpoint (ALPN `dp2ptcs/1`, an ephemeral self-signed
+//! - [`Node::start`] binds a quinn endpoint (ALPN `dp2ptcs/2`, or `dp2ptcs/1` with a node that
+//!   offers only that; an ephemeral self-signed
 //!   certificate made at start) and serves it; [`Node::send_chat`] sends a chat message to a
 //!   contact and waits for its end-to-end receipt; [`Node::subscribe`] streams [`NodeEvent`]s;
 //!   [`Node::shutdown`] stops gracefully.
@@ -35,8 +36,13 @@ pub use discovery::{DhtStatus, LookupReport, LookupStep, PeerEntry};
 pub use error::NodeError;
 pub use node::{Node, NodeEvent, NodeStatus};
 
-/// The QUIC ALPN protocol id of messaging connections.
-pub const ALPN: &[u8] = b"dp2ptcs/1";
+/// The QUIC ALPN protocol id of messaging connections: version 2, where a request stream may
+/// carry several chat envelopes one after another, each answered in order (`PROTOCOL.md`
+/// section 9.3).
+pub const ALPN: &[u8] = b"dp2ptcs/2";
+/// Messaging version 1 (one envelope per request stream), still spoken with nodes that offer
+/// only it.
+pub const ALPN_V1: &[u8] = b"dp2ptcs/1";
 /// The QUIC ALPN protocol id of DHT connections (`PROTOCOL.md` section 10.5).
 pub const DHT_ALPN: &[u8] = b"dp2ptcs-dht/1";
 /// The TLS server name dialers use (identity is proven by the handshake, not by it).

@@ -24,7 +24,7 @@ use crate::batch::{Drainer, Pushed, SendQueues, Waiting};
 use crate::discovery::{DhtStatus, Discovery, LookupReport, PeerEntry};
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
-use crate::outbox::Outbox;
+use crate::outbox::{InFlight, Outbox};
 use crate::prekeys::{LearnedBundles, PreKeys};
 use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
 use crate::tasks::Tasks;
@@ -164,27 +164,32 @@ impl Node {
                 .keep_alive_interval(keep_alive.then_some(config.idle_timeout / 3));
             Ok(Arc::new(t))
         };
+        let messaging: &[&[u8]] = if config.pipelining {
+            &tls::MESSAGING
+        } else {
+            &[crate::ALPN_V1]
+        };
         let server_crypto =
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto()?)
+            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto_for(messaging)?)
                 .map_err(|e| NodeError::Tls(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server.transport_config(transport(false)?);
-        let client_for = |alpn: &[u8],
-                          keep_alive: bool|
-         -> Result<quinn::ClientConfig, NodeError> {
-            let crypto =
-                quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto_for(alpn)?)
-                    .map_err(|e| NodeError::Tls(e.to_string()))?;
-            let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-            client.transport_config(transport(keep_alive)?);
-            Ok(client)
-        };
+        let client_for =
+            |alpns: &[&[u8]], keep_alive: bool| -> Result<quinn::ClientConfig, NodeError> {
+                let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(
+                    tls::client_crypto_offering(alpns)?,
+                )
+                .map_err(|e| NodeError::Tls(e.to_string()))?;
+                let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+                client.transport_config(transport(keep_alive)?);
+                Ok(client)
+            };
         let mut endpoint = Endpoint::server(server, config.listen)?;
-        endpoint.set_default_client_config(client_for(crate::ALPN, true)?);
+        endpoint.set_default_client_config(client_for(messaging, true)?);
         let discovery = Discovery::new(
             node_id,
             config.dht,
-            client_for(DHT_ALPN, false)?,
+            client_for(&[DHT_ALPN], false)?,
             config.advertise.clone(),
         );
         let prekeys = {
@@ -410,6 +415,48 @@ impl Node {
         })
     }
 
+    /// Test support (hostile-peer tests): encrypts each `(kind, plaintext)` with the session
+    /// with `contact` and writes them all on one new stream of the authenticated connection,
+    /// then counts the frames that come back before the stream ends (within `wait` each), and
+    /// returns that count with the application code with which the peer closed the connection
+    /// (`None` if it was still open after `wait`).
+    #[doc(hidden)]
+    pub async fn send_envelopes_on_one_stream(
+        &self,
+        contact: &ContactRecord,
+        envelopes: &[(MessageKind, Vec<u8>)],
+        wait: Duration,
+    ) -> Result<(usize, Option<u64>), NodeError> {
+        let (inner, peer) = (&self.inner, contact.node_id);
+        let conn = inner.connection(contact).await?;
+        let handle = inner
+            .sessions
+            .current(peer)
+            .await?
+            .ok_or(NodeError::Internal("no session after handshake".into()))?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        for (kind, plaintext) in envelopes {
+            let plaintext = Zeroizing::new(plaintext.clone());
+            let env = inner
+                .sessions
+                .encrypt(peer, &handle, *kind, plaintext)
+                .await?;
+            if write_frame(&mut send, &env.encode()).await.is_err() {
+                break;
+            }
+        }
+        let _ = send.finish();
+        let (mut replies, mut reader) = (0, FrameReader::new());
+        while let Ok(Ok(Some(_))) = tokio::time::timeout(wait, reader.next(&mut recv)).await {
+            replies += 1;
+        }
+        let closed = match tokio::time::timeout(wait, conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(c)) => Some(c.error_code.into_inner()),
+            Ok(_) | Err(_) => None,
+        };
+        Ok((replies, closed))
+    }
+
     /// Adds or replaces a contact (only contacts may handshake with this node).
     pub async fn put_contact(&self, contact: &ContactRecord) -> Result<(), NodeError> {
         let store = self.inner.store.clone();
@@ -540,24 +587,19 @@ impl Inner {
         peer: NodeId,
         _slot: ConnectionSlot,
     ) {
+        let pipelined = pipelined(&conn);
+        // Each envelope of a stream has the time one request has.
+        let stream_timeout = if pipelined {
+            self.config.request_timeout * MAX_ENVELOPES_PER_STREAM as u32
+        } else {
+            self.config.request_timeout
+        };
         loop {
             let (send, recv) = match conn.accept_bi().await {
                 Ok(s) => s,
                 Err(_) => break,
             };
-            let allowed = {
-                let mut buckets = lock(&self.buckets);
-                buckets
-                    .entry(peer)
-                    .or_insert_with(|| {
-                        TokenBucket::new(
-                            self.config.peer_burst,
-                            self.config.peer_rate_per_sec,
-                            Instant::now(),
-                        )
-                    })
-                    .try_take(Instant::now())
-            };
+            let allowed = self.take_request_token(peer);
             let permit = if allowed && !self.is_shutting_down() {
                 self.in_flight.clone().try_acquire_owned().ok()
             } else {
@@ -571,8 +613,11 @@ impl Inner {
             let conn = conn.clone();
             self.tasks.spawn(async move {
                 let _permit = permit;
-                let timeout = this.config.request_timeout;
-                let r = tokio::time::timeout(timeout, this.handle_stream(peer, send, recv)).await;
+                let r = tokio::time::timeout(
+                    stream_timeout,
+                    this.handle_stream(peer, send, recv, pipelined),
+                )
+                .await;
                 let r = r.unwrap_or(Err(NodeError::Timeout("request")));
                 if let Err(e) = r {
                     if e.is_peer_fault() {
@@ -596,32 +641,72 @@ impl Inner {
         }
     }
 
-    /// The router: one request stream carries one envelope; chats get one receipt back.
+    /// Takes one request from `peer`'s token bucket; `false` if it has none left.
+    fn take_request_token(&self, peer: NodeId) -> bool {
+        let mut buckets = lock(&self.buckets);
+        buckets
+            .entry(peer)
+            .or_insert_with(|| {
+                TokenBucket::new(
+                    self.config.peer_burst,
+                    self.config.peer_rate_per_sec,
+                    Instant::now(),
+                )
+            })
+            .try_take(Instant::now())
+    }
+
+    /// The router: a request stream carries one envelope (with `pipelined`, dp2ptcs/2: then
+    /// chats, up to [`MAX_ENVELOPES_PER_STREAM`] in all, each a request of its own for the
+    /// peer's rate), handled in order; chats get one receipt back each, in the same order.
     async fn handle_stream(
         self: &Arc<Self>,
         peer: NodeId,
         mut send: SendStream,
         mut recv: RecvStream,
+        pipelined: bool,
     ) -> Result<(), NodeError> {
         let mut reader = FrameReader::new();
-        let frame = reader.expect(&mut recv).await?;
-        reader.expect_end(&mut recv).await?;
-        let env = Envelope::decode(&frame)?;
-        if env.sender != peer {
-            return Err(NodeError::Authentication(
-                "sender is not the connection's peer",
-            ));
+        let mut frame = Some(reader.expect(&mut recv).await?);
+        if !pipelined {
+            reader.expect_end(&mut recv).await?;
         }
-        let kind = env.kind;
-        let (_, inbound, reply) = self
-            .sessions
-            .decrypt_with(peer, &env, move |store, plaintext| {
-                inbound(store, peer, kind, &plaintext)
-            })
-            .await?;
-        self.announce(peer, inbound?);
-        if let Some(reply) = reply {
-            write_frame(&mut send, &reply.encode()).await?;
+        let mut handled = 0;
+        while let Some(bytes) = frame.take() {
+            let env = Envelope::decode(&bytes)?;
+            if env.sender != peer {
+                return Err(NodeError::Authentication(
+                    "sender is not the connection's peer",
+                ));
+            }
+            let kind = env.kind;
+            if handled > 0 && !matches!(kind, MessageKind::Chat | MessageKind::Chats) {
+                return Err(NodeError::JunkAfterFrame);
+            }
+            let (_, inbound, reply) = self
+                .sessions
+                .decrypt_with(peer, &env, move |store, plaintext| {
+                    inbound(store, peer, kind, &plaintext)
+                })
+                .await?;
+            self.announce(peer, inbound?);
+            if let Some(reply) = reply {
+                write_frame(&mut send, &reply.encode()).await?;
+            }
+            handled += 1;
+            if !pipelined {
+                break;
+            }
+            if handled == MAX_ENVELOPES_PER_STREAM {
+                reader.expect_end(&mut recv).await?;
+                break;
+            }
+            frame = reader.next(&mut recv).await?;
+            if frame.is_some() && (!self.take_request_token(peer) || self.is_shutting_down()) {
+                // The rest is refused; what came before stands, and its receipts still go.
+                let _ = recv.stop(code(WireErrorCode::LimitExceeded));
+                break;
+            }
         }
         let _ = send.finish();
         Ok(())
@@ -1004,17 +1089,7 @@ impl Inner {
             .await
             .map_err(|_| NodeError::ShuttingDown)?;
         let peer = contact.node_id;
-        let (kind, payload) = match chats {
-            [chat] => (MessageKind::Chat, chat.encode()?),
-            _ => (
-                MessageKind::Chats,
-                Chats {
-                    chats: chats.to_vec(),
-                }
-                .encode()?,
-            ),
-        };
-        let payload = Zeroizing::new(payload);
+        let (kind, payload) = chats_payload(chats)?;
         let conn = self.connection(contact).await?;
         let handle = self
             .sessions
@@ -1044,32 +1119,66 @@ impl Inner {
             write_frame(&mut send, &env.encode()).await?;
             left = true;
             let _ = send.finish();
-            let mut reader = FrameReader::new();
-            let frame = reader.expect(&mut recv).await?;
-            let reply = Envelope::decode(&frame)?;
-            if reply.sender != peer || reply.kind != MessageKind::Receipt {
-                return Err(NodeError::Authentication("reply is not a receipt"));
-            }
-            // The receipt's session advance and the delivered states: one commit.
-            let (_, (delivered, named), _) = self
-                .sessions
-                .decrypt_with(peer, &reply, move |store, plaintext| {
-                    let named = Receipt::decode(&plaintext)
-                        .map(|r| r.ids)
-                        .unwrap_or_default();
-                    let (delivered, reply) =
-                        inbound(store, peer, MessageKind::Receipt, &plaintext)?;
-                    Ok(((delivered, named), reply))
-                })
-                .await?;
-            match delivered? {
-                Inbound::Delivered(ids) => Ok((ids, named)),
-                _ => Err(NodeError::Internal("receipt read as another kind".into())),
-            }
+            self.read_receipt(peer, &mut FrameReader::new(), &mut recv)
+                .await
         };
         let result = tokio::time::timeout(self.config.request_timeout, exchange)
             .await
             .unwrap_or(Err(NodeError::Timeout("request")));
+        self.settle(contact, &conn, chats, result, left).await
+    }
+
+    /// Reads the receipt that answers a request on `recv` and records it
+    /// ([`Inner::record_receipt`]).
+    async fn read_receipt(
+        self: &Arc<Self>,
+        peer: NodeId,
+        reader: &mut FrameReader,
+        recv: &mut RecvStream,
+    ) -> Result<(Vec<MessageId>, Vec<MessageId>), NodeError> {
+        let frame = reader.expect(recv).await?;
+        self.record_receipt(peer, &frame).await
+    }
+
+    /// Records the receipt `frame` from `peer`: its session advance and the delivered states in
+    /// one commit. Returns the ids now delivered, and the ids the receipt names.
+    async fn record_receipt(
+        self: &Arc<Self>,
+        peer: NodeId,
+        frame: &[u8],
+    ) -> Result<(Vec<MessageId>, Vec<MessageId>), NodeError> {
+        let reply = Envelope::decode(frame)?;
+        if reply.sender != peer || reply.kind != MessageKind::Receipt {
+            return Err(NodeError::Authentication("reply is not a receipt"));
+        }
+        let (_, (delivered, named), _) = self
+            .sessions
+            .decrypt_with(peer, &reply, move |store, plaintext| {
+                let named = Receipt::decode(&plaintext)
+                    .map(|r| r.ids)
+                    .unwrap_or_default();
+                let (delivered, reply) = inbound(store, peer, MessageKind::Receipt, &plaintext)?;
+                Ok(((delivered, named), reply))
+            })
+            .await?;
+        match delivered? {
+            Inbound::Delivered(ids) => Ok((ids, named)),
+            _ => Err(NodeError::Internal("receipt read as another kind".into())),
+        }
+    }
+
+    /// What became of one request carrying `chats` on `conn`: reports those delivered, marks
+    /// `sent` those that `left` and that no receipt named, and drops a connection that failed
+    /// the request. Returns the ids the receipt named.
+    async fn settle(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        conn: &Connection,
+        chats: &[Chat],
+        result: Result<(Vec<MessageId>, Vec<MessageId>), NodeError>,
+        left: bool,
+    ) -> Result<Vec<MessageId>, NodeError> {
+        let peer = contact.node_id;
         match result {
             Ok((delivered, named)) => {
                 self.outbox.reachable(peer);
@@ -1092,7 +1201,7 @@ impl Inner {
                     // The peer may be gone (crashed, cut off) long before QUIC's idle timeout
                     // says so: the next attempt dials afresh instead of waiting on this one.
                     conn.close(code(WireErrorCode::NoError), b"request failed");
-                    self.evict(peer, &conn);
+                    self.evict(peer, conn);
                 }
                 if left {
                     self.mark_sent(peer, chats.iter().map(|c| c.id).collect())
@@ -1101,6 +1210,102 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// Sends batches of `contact`'s recorded chats in order on one request stream of a
+    /// dp2ptcs/2 connection (`conn`): each batch is encrypted (its session state saved) and
+    /// written while the ones before it travel or are answered, and the receipts come back in
+    /// the same order. One result per batch, as [`Inner::transmit`] gives; a batch fails if
+    /// one before it failed (the peer reads no further).
+    async fn transmit_pipelined(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        conn: &Connection,
+        batches: &[Vec<Chat>],
+    ) -> Vec<Result<Vec<MessageId>, NodeError>> {
+        let peer = contact.node_id;
+        let all_fail = |e: NodeError| batches.iter().map(|_| Err(e.duplicate())).collect();
+        let Ok(_permit) = self.in_flight.clone().acquire_owned().await else {
+            return all_fail(NodeError::ShuttingDown);
+        };
+        let handle = match self.sessions.current(peer).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return all_fail(NodeError::Internal("no session after handshake".into())),
+            Err(e) => return all_fail(e),
+        };
+        // How many batches left, and whether the writer is done.
+        let (wrote, mut written) = watch::channel((0usize, false));
+        let mut write_error = None;
+        let mut receipts = Vec::new();
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            let writer = async {
+                let r = async {
+                    for chats in batches {
+                        let (kind, payload) = chats_payload(chats)?;
+                        let env = self
+                            .sessions
+                            .encrypt_with(peer, &handle, kind, payload, None)
+                            .await?;
+                        write_frame(&mut send, &env.encode()).await?;
+                        wrote.send_modify(|w| w.0 += 1);
+                    }
+                    let _ = send.finish();
+                    Ok::<_, NodeError>(())
+                }
+                .await;
+                wrote.send_modify(|w| w.1 = true);
+                r
+            };
+            let reader = async {
+                let mut frames = FrameReader::new();
+                for i in 0..batches.len() {
+                    // Only a batch that left gets a receipt.
+                    match written.wait_for(|&(n, done)| n > i || done).await {
+                        Ok(w) if w.0 > i => {}
+                        _ => break,
+                    }
+                    let receipt = match frames.next(&mut recv).await {
+                        Ok(Some(frame)) => self.record_receipt(peer, &frame).await,
+                        // The peer ended the stream here: it refused the rest (too many
+                        // requests, or it is stopping).
+                        Ok(None) => Err(NodeError::Refused {
+                            code: WireErrorCode::LimitExceeded.code(),
+                            reason: "the peer took no more on this stream".into(),
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    let failed = receipt.is_err();
+                    receipts.push(receipt);
+                    if failed {
+                        break;
+                    }
+                }
+            };
+            let (w, ()) = tokio::join!(writer, reader);
+            write_error = w.err();
+            Ok::<_, NodeError>(())
+        };
+        let limit = self.config.request_timeout * batches.len().max(1) as u32;
+        let stopped = match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(NodeError::Timeout("request")),
+        };
+        let left = written.borrow().0;
+        let mut receipts = receipts.into_iter();
+        let mut out = Vec::with_capacity(batches.len());
+        for (i, chats) in batches.iter().enumerate() {
+            let result = match receipts.next() {
+                Some(r) => r,
+                None => Err(match (&stopped, &write_error) {
+                    (Some(e), _) | (None, Some(e)) => e.duplicate(),
+                    (None, None) => NodeError::Stream("no receipt for an earlier batch".into()),
+                }),
+            };
+            out.push(self.settle(contact, conn, chats, result, i < left).await);
+        }
+        out
     }
 
     /// Marks those of `ids` still `queued` as `sent`: they left, and no receipt named them.
@@ -1191,77 +1396,65 @@ impl Inner {
                 .await?
                 .ok_or(NodeError::NotAContact)?;
             // One dial round: out of reach, the messages go to the mailbox now.
-            if let Err(e) = self.connection_once(&contact).await {
-                if unreachable(&e) {
-                    self.hold_in_mailbox(&contact, &msgs).await;
+            let conn = match self.connection_once(&contact).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    if unreachable(&e) {
+                        self.hold_in_mailbox(&contact, &msgs).await;
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-            // In order, as many at a time as one envelope carries.
+            };
+            // In order, as many at a time as one envelope carries; with dp2ptcs/2, several
+            // such batches on one stream.
+            let depth = if pipelined(&conn) { PIPELINE_DEPTH } else { 1 };
+            drop(conn);
             let mut next = 0;
             while next < msgs.len() {
                 if self.is_shutting_down() {
                     return Err(NodeError::ShuttingDown);
                 }
-                let start = next;
-                let mut claims = Vec::new();
-                let mut chats = Vec::new();
-                let mut len = 0;
-                while let Some(m) = msgs.get(next) {
-                    let chat = Chat {
-                        id: m.id,
-                        sent_at_ms: m.sent_at_ms,
-                        body: m.body.clone(),
-                    };
-                    let entry = Chats::entry_len(&chat);
-                    if !chats.is_empty()
-                        && (chats.len() == MAX_BATCH_CHATS || len + entry > MAX_BATCH_LEN)
-                    {
-                        break;
+                // (index of its first message, its claims, its chats)
+                let mut batches: Vec<(usize, Vec<InFlight>, Vec<Chat>)> = Vec::new();
+                while batches.len() < depth && next < msgs.len() {
+                    let start = next;
+                    let (claims, chats) = self.outbox_batch(peer, &msgs, &mut next);
+                    let chats = self.still_pending(peer, chats).await?;
+                    if !chats.is_empty() {
+                        batches.push((start, claims, chats));
                     }
-                    next += 1;
-                    // Sent by `send_chat` right now, or in another worker's batch.
-                    let Some(claim) = self.outbox.claim(peer, m.id) else {
-                        continue;
-                    };
-                    len += entry;
-                    claims.push(claim);
-                    chats.push(chat);
                 }
-                // A receipt may have arrived since the outbox was read.
-                let store = self.store.clone();
-                let candidates = chats;
-                let chats = blocking(move || {
-                    let store = lock(&store);
-                    let mut left = Vec::new();
-                    for chat in candidates {
-                        let state = store.message_state(&peer, &chat.id)?.map(|(_, s)| s);
-                        if matches!(
-                            state,
-                            Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
-                        ) {
-                            left.push(chat);
-                        }
+                let results = match batches.as_slice() {
+                    [] => continue,
+                    [(_, _, chats)] => vec![self.deliver(&contact, chats, None).await],
+                    _ => {
+                        let conn = self.connection(&contact).await?;
+                        let chats: Vec<Vec<Chat>> =
+                            batches.iter().map(|(_, _, c)| c.clone()).collect();
+                        self.transmit_pipelined(&contact, &conn, &chats).await
                     }
-                    Ok(left)
-                })
-                .await?;
-                if chats.is_empty() {
-                    continue;
-                }
-                match self.deliver(&contact, &chats, None).await {
-                    // Every one recorded there: on to the next batch.
-                    Ok(named) if chats.iter().all(|c| named.contains(&c.id)) => {}
-                    // The peer took some and not the others: sending later ones now would
-                    // break the order.
-                    Ok(_) => return Err(NodeError::Unacknowledged),
-                    Err(e) => {
-                        if unreachable(&e) {
-                            // Not reachable directly: the rest waits in its mailbox too.
-                            drop(claims);
-                            self.hold_in_mailbox(&contact, &msgs[start..]).await;
+                };
+                let mut results = results.into_iter();
+                let mut batches = batches.into_iter();
+                while let Some((start, claims, chats)) = batches.next() {
+                    let result = results.next().unwrap_or(Err(NodeError::Internal(
+                        "a batch without its result".into(),
+                    )));
+                    match result {
+                        // Every one recorded there: on to the next batch.
+                        Ok(named) if chats.iter().all(|c| named.contains(&c.id)) => {}
+                        // The peer took some and not the others: sending later ones now would
+                        // break the order.
+                        Ok(_) => return Err(NodeError::Unacknowledged),
+                        Err(e) => {
+                            if unreachable(&e) {
+                                // Not reachable directly: the rest waits in its mailbox too
+                                // (the later batches' claims go first).
+                                drop((claims, batches));
+                                self.hold_in_mailbox(&contact, &msgs[start..]).await;
+                            }
+                            return Err(e);
                         }
-                        return Err(e);
                     }
                 }
             }
@@ -1280,6 +1473,61 @@ impl Inner {
         self.outbox.release_peer(peer);
     }
 
+    /// The next batch of `msgs` from `*next` on (advanced past it): as many as one envelope
+    /// carries, less those sent elsewhere right now (by `send_chat`, or another worker).
+    fn outbox_batch(
+        &self,
+        peer: NodeId,
+        msgs: &[MessageRecord],
+        next: &mut usize,
+    ) -> (Vec<InFlight>, Vec<Chat>) {
+        let (mut claims, mut chats, mut len) = (Vec::new(), Vec::new(), 0);
+        while let Some(m) = msgs.get(*next) {
+            let chat = Chat {
+                id: m.id,
+                sent_at_ms: m.sent_at_ms,
+                body: m.body.clone(),
+            };
+            let entry = Chats::entry_len(&chat);
+            if !chats.is_empty() && (chats.len() == MAX_BATCH_CHATS || len + entry > MAX_BATCH_LEN)
+            {
+                break;
+            }
+            *next += 1;
+            let Some(claim) = self.outbox.claim(peer, m.id) else {
+                continue;
+            };
+            len += entry;
+            claims.push(claim);
+            chats.push(chat);
+        }
+        (claims, chats)
+    }
+
+    /// Those of `chats` still waiting to be delivered: a receipt may have come in since the
+    /// outbox was read.
+    async fn still_pending(&self, peer: NodeId, chats: Vec<Chat>) -> Result<Vec<Chat>, NodeError> {
+        if chats.is_empty() {
+            return Ok(chats);
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            let store = lock(&store);
+            let mut left = Vec::new();
+            for chat in chats {
+                let state = store.message_state(&peer, &chat.id)?.map(|(_, s)| s);
+                if matches!(
+                    state,
+                    Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
+                ) {
+                    left.push(chat);
+                }
+            }
+            Ok(left)
+        })
+        .await
+    }
+
     /// Deposits those of `msgs` not held yet in `contact`'s mailbox.
     async fn hold_in_mailbox(self: &Arc<Self>, contact: &ContactRecord, msgs: &[MessageRecord]) {
         let peer = contact.node_id.short(8);
@@ -1289,6 +1537,32 @@ impl Inner {
             Err(e) => tracing::debug!(error = %e, to = %peer, "mailbox deposit failed"),
         }
     }
+}
+
+/// The payload of an envelope carrying `chats`: a lone chat as `Chat`, more as `Chats`.
+fn chats_payload(chats: &[Chat]) -> Result<(MessageKind, Zeroizing<Vec<u8>>), NodeError> {
+    let (kind, payload) = match chats {
+        [chat] => (MessageKind::Chat, chat.encode()?),
+        _ => (
+            MessageKind::Chats,
+            Chats {
+                chats: chats.to_vec(),
+            }
+            .encode()?,
+        ),
+    };
+    Ok((kind, Zeroizing::new(payload)))
+}
+
+/// Batches of a contact's waiting messages the outbox sends on one stream (dp2ptcs/2).
+const PIPELINE_DEPTH: usize = 8;
+
+/// Most envelopes one request stream may carry (dp2ptcs/2): the first, then chats.
+pub(crate) const MAX_ENVELOPES_PER_STREAM: usize = 16;
+
+/// Whether `conn` speaks dp2ptcs/2 (several chat envelopes per request stream).
+pub(crate) fn pipelined(conn: &Connection) -> bool {
+    crate::discovery::alpn(conn).as_deref() == Some(crate::ALPN)
 }
 
 /// What an authenticated envelope from a peer did to the store.

@@ -22,7 +22,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::{NodeError, ALPN, DHT_ALPN, SERVER_NAME};
+use crate::{NodeError, ALPN, ALPN_V1, DHT_ALPN, SERVER_NAME};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -95,8 +95,17 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
-/// The rustls server configuration with a fresh self-signed certificate.
+/// The messaging protocols a node speaks, preferred first.
+pub const MESSAGING: [&[u8]; 2] = [ALPN, ALPN_V1];
+
+/// The rustls server configuration with a fresh self-signed certificate, for every messaging
+/// protocol version ([`MESSAGING`]) and the DHT.
 pub fn server_crypto() -> Result<rustls::ServerConfig, NodeError> {
+    server_crypto_for(&MESSAGING)
+}
+
+/// [`server_crypto`] for these messaging protocols (preferred first) and the DHT.
+pub fn server_crypto_for(messaging: &[&[u8]]) -> Result<rustls::ServerConfig, NodeError> {
     let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
         .map_err(|e| NodeError::Tls(e.to_string()))?;
     let cert = certified.cert.der().clone();
@@ -109,24 +118,35 @@ pub fn server_crypto() -> Result<rustls::ServerConfig, NodeError> {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(|e| NodeError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![ALPN.to_vec(), DHT_ALPN.to_vec()];
+    // The server picks the first of these that the client offers.
+    config.alpn_protocols = messaging
+        .iter()
+        .chain([&DHT_ALPN])
+        .map(|p| p.to_vec())
+        .collect();
     Ok(config)
 }
 
-/// The rustls client configuration: TLS 1.3, ALPN `dp2ptcs/1`, [`AcceptAnyCertificate`].
+/// The rustls client configuration: TLS 1.3, offering every messaging protocol version
+/// ([`MESSAGING`]), [`AcceptAnyCertificate`].
 pub fn client_crypto() -> Result<rustls::ClientConfig, NodeError> {
-    client_crypto_for(ALPN)
+    client_crypto_offering(&MESSAGING)
 }
 
 /// [`client_crypto`] offering the ALPN protocol `alpn` instead (`DHT_ALPN` for DHT
 /// connections).
 pub fn client_crypto_for(alpn: &[u8]) -> Result<rustls::ClientConfig, NodeError> {
+    client_crypto_offering(&[alpn])
+}
+
+/// [`client_crypto`] offering these ALPN protocols.
+pub fn client_crypto_offering(alpns: &[&[u8]]) -> Result<rustls::ClientConfig, NodeError> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| NodeError::Tls(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate::new()))
         .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpns.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -9,7 +9,11 @@ use std::time::Duration;
 
 use common::*;
 use dp2ptcs_node::{tls, NodeConfig, SERVER_NAME};
-use dp2ptcs_wire::{encode_frame, Hello, HelloBody, WireErrorCode, MAX_FRAME_LEN};
+use dp2ptcs_store::{Direction, HistoryQuery};
+use dp2ptcs_types::MessageId;
+use dp2ptcs_wire::{
+    encode_frame, Chat, Hello, HelloBody, MessageKind, Receipt, WireErrorCode, MAX_FRAME_LEN,
+};
 use quinn::{ConnectionError, Endpoint};
 
 fn raw_client(ip: [u8; 4]) -> Endpoint {
@@ -173,6 +177,119 @@ async fn connection_flood_from_one_ip_is_limited_and_a_peer_still_connects() {
     let id = a.send_chat(&b_contact, "through the flood").await.unwrap();
     assert!(b.message(&a.node_id(), &id).await.unwrap().is_some());
     drop(held);
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A chat envelope's kind and plaintext.
+fn chat(body: &str) -> (MessageKind, Vec<u8>) {
+    let chat = Chat {
+        id: MessageId::random(&mut rand::rngs::OsRng),
+        sent_at_ms: 1_800_000_000_000,
+        body: body.into(),
+    };
+    (MessageKind::Chat, chat.encode().unwrap())
+}
+
+/// What `node` recorded from `peer`.
+async fn received(node: &dp2ptcs_node::Node, peer: &dp2ptcs_types::NodeId) -> Vec<String> {
+    let q = HistoryQuery {
+        peer: Some(peer),
+        direction: Some(Direction::Incoming),
+        after_seq: 0,
+        limit: 1000,
+        newest: false,
+    };
+    node.history(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect()
+}
+
+/// With dp2ptcs/2 a stream carries chats one after another, up to a bound; more, or anything
+/// but a chat after the first envelope, cuts the sender off. What came before stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_carries_chats_up_to_its_bound_and_nothing_else_after_the_first() {
+    let pair = pair(test_config([127, 0, 0, 1])).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    let wait = Duration::from_secs(10);
+    let malformed = WireErrorCode::MalformedFrame.code() as u64;
+    a.send_chat(b_contact, "hello").await.unwrap();
+
+    // 17 chats on one stream: the bound is 16.
+    let many: Vec<_> = (0..17).map(|i| chat(&format!("piped #{i}"))).collect();
+    let (_, closed) = a
+        .send_envelopes_on_one_stream(b_contact, &many, wait)
+        .await
+        .unwrap();
+    assert_eq!(closed, Some(malformed));
+    let mut expected = vec!["hello".to_string()];
+    expected.extend((0..16).map(|i| format!("piped #{i}")));
+    assert_eq!(
+        received(b, &a.node_id()).await,
+        expected,
+        "16 taken, in order"
+    );
+
+    // A chat, then a receipt on the same stream.
+    let receipt = Receipt {
+        ids: vec![MessageId::random(&mut rand::rngs::OsRng)],
+    };
+    let mixed = vec![
+        chat("before the receipt"),
+        (MessageKind::Receipt, receipt.encode().unwrap()),
+    ];
+    let (_, closed) = a
+        .send_envelopes_on_one_stream(b_contact, &mixed, wait)
+        .await
+        .unwrap();
+    assert_eq!(closed, Some(malformed));
+    expected.push("before the receipt".into());
+    assert_eq!(received(b, &a.node_id()).await, expected);
+
+    // Within the bound, every chat gets its receipt, in order, and the connection stays.
+    let three: Vec<_> = (0..3).map(|i| chat(&format!("fine #{i}"))).collect();
+    let (receipts, closed) = a
+        .send_envelopes_on_one_stream(b_contact, &three, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!((receipts, closed), (3, None));
+    expected.extend((0..3).map(|i| format!("fine #{i}")));
+    assert_eq!(received(b, &a.node_id()).await, expected);
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Each envelope of a stream is a request for the peer's rate: past its budget the rest of the
+/// stream is refused, what came before stands, and the connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_envelope_of_a_stream_counts_against_the_peers_rate() {
+    let slow = NodeConfig {
+        peer_rate_per_sec: 1,
+        peer_burst: 3,
+        ..test_config([127, 0, 0, 1])
+    };
+    let pair = pair(slow).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    // The first chat (with the handshake) takes a token.
+    a.send_chat(b_contact, "hello").await.unwrap();
+    let ten: Vec<_> = (0..10).map(|i| chat(&format!("burst #{i}"))).collect();
+    let (receipts, closed) = a
+        .send_envelopes_on_one_stream(b_contact, &ten, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(closed, None, "refused, not cut off");
+    let got = received(b, &a.node_id()).await;
+    let taken = got.len() - 1;
+    // Two tokens were left, and a third may have come in since (1 per second).
+    assert!((2..=4).contains(&taken), "took {taken} of 10");
+    assert_eq!(receipts, taken);
+    let expected: Vec<String> = std::iter::once("hello".to_string())
+        .chain((0..taken).map(|i| format!("burst #{i}")))
+        .collect();
+    assert_eq!(got, expected, "the first ones, in order");
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
