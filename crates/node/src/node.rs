@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,8 @@ pub struct NodeStatus {
 
 /// The state every task of a node shares.
 pub(crate) struct Inner {
+    /// Request streams served that carried more than one envelope (dp2ptcs/2).
+    pipelined_streams: AtomicU64,
     pub(crate) config: NodeConfig,
     pub(crate) identity: Identity,
     pub(crate) node_id: NodeId,
@@ -200,6 +203,7 @@ impl Node {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
+            pipelined_streams: AtomicU64::new(0),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,
             identity,
@@ -457,6 +461,13 @@ impl Node {
         Ok((replies, closed))
     }
 
+    /// Test support: how many request streams this node served that carried more than one
+    /// envelope (messaging version 2).
+    #[doc(hidden)]
+    pub fn pipelined_streams_served(&self) -> u64 {
+        self.inner.pipelined_streams.load(Ordering::Relaxed)
+    }
+
     /// Adds or replaces a contact (only contacts may handshake with this node).
     pub async fn put_contact(&self, contact: &ContactRecord) -> Result<(), NodeError> {
         let store = self.inner.store.clone();
@@ -588,7 +599,8 @@ impl Inner {
         _slot: ConnectionSlot,
     ) {
         let pipelined = pipelined(&conn);
-        // Each envelope of a stream has the time one request has.
+        // The first envelope has the time of one request; each further one of a version-2
+        // stream the same again (`handle_stream` times each wait for one).
         let stream_timeout = if pipelined {
             self.config.request_timeout * MAX_ENVELOPES_PER_STREAM as u32
         } else {
@@ -697,15 +709,33 @@ impl Inner {
             if !pipelined {
                 break;
             }
+            if handled == 2 {
+                self.pipelined_streams.fetch_add(1, Ordering::Relaxed);
+            }
+            // Each further envelope has the time one request has.
+            let wait = self.config.request_timeout;
             if handled == MAX_ENVELOPES_PER_STREAM {
-                reader.expect_end(&mut recv).await?;
+                tokio::time::timeout(wait, reader.expect_end(&mut recv))
+                    .await
+                    .unwrap_or(Err(NodeError::Timeout("request")))?;
                 break;
             }
-            frame = reader.next(&mut recv).await?;
-            if frame.is_some() && (!self.take_request_token(peer) || self.is_shutting_down()) {
+            frame = tokio::time::timeout(wait, reader.next(&mut recv))
+                .await
+                .unwrap_or(Err(NodeError::Timeout("request")))?;
+            if frame.is_some() {
                 // The rest is refused; what came before stands, and its receipts still go.
-                let _ = recv.stop(code(WireErrorCode::LimitExceeded));
-                break;
+                let refused = if self.is_shutting_down() {
+                    Some(WireErrorCode::ShuttingDown)
+                } else if !self.take_request_token(peer) {
+                    Some(WireErrorCode::LimitExceeded)
+                } else {
+                    None
+                };
+                if let Some(refused) = refused {
+                    let _ = recv.stop(code(refused));
+                    break;
+                }
             }
         }
         let _ = send.finish();
@@ -1235,6 +1265,8 @@ impl Inner {
         };
         // How many batches left, and whether the writer is done.
         let (wrote, mut written) = watch::channel((0usize, false));
+        // The reader met a failure: the writer sends nothing more.
+        let reader_failed = AtomicBool::new(false);
         let mut write_error = None;
         let mut receipts = Vec::new();
         let exchange = async {
@@ -1242,6 +1274,9 @@ impl Inner {
             let writer = async {
                 let r = async {
                     for chats in batches {
+                        if reader_failed.load(Ordering::Relaxed) || self.is_shutting_down() {
+                            break;
+                        }
                         let (kind, payload) = chats_payload(chats)?;
                         let env = self
                             .sessions
@@ -1278,6 +1313,7 @@ impl Inner {
                     let failed = receipt.is_err();
                     receipts.push(receipt);
                     if failed {
+                        reader_failed.store(true, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -1293,16 +1329,23 @@ impl Inner {
             Err(_) => Some(NodeError::Timeout("request")),
         };
         let left = written.borrow().0;
+        // What stopped the exchange, for every batch that got no receipt: the first failure (a
+        // batch after a refused one is refused too, not a broken connection).
+        let first_failure = receipts
+            .iter()
+            .find_map(|r| r.as_ref().err().map(NodeError::duplicate))
+            .or(stopped)
+            .or(write_error)
+            .unwrap_or(NodeError::Refused {
+                code: WireErrorCode::ShuttingDown.code(),
+                reason: "stopped sending: the node is shutting down".into(),
+            });
         let mut receipts = receipts.into_iter();
         let mut out = Vec::with_capacity(batches.len());
         for (i, chats) in batches.iter().enumerate() {
-            let result = match receipts.next() {
-                Some(r) => r,
-                None => Err(match (&stopped, &write_error) {
-                    (Some(e), _) | (None, Some(e)) => e.duplicate(),
-                    (None, None) => NodeError::Stream("no receipt for an earlier batch".into()),
-                }),
-            };
+            let result = receipts
+                .next()
+                .unwrap_or_else(|| Err(first_failure.duplicate()));
             out.push(self.settle(contact, conn, chats, result, i < left).await);
         }
         out
@@ -1405,15 +1448,19 @@ impl Inner {
                     return Err(e);
                 }
             };
+            drop(conn);
             // In order, as many at a time as one envelope carries; with dp2ptcs/2, several
             // such batches on one stream.
-            let depth = if pipelined(&conn) { PIPELINE_DEPTH } else { 1 };
-            drop(conn);
             let mut next = 0;
             while next < msgs.len() {
                 if self.is_shutting_down() {
                     return Err(NodeError::ShuttingDown);
                 }
+                let depth = if lock(&self.pool).get(&peer).is_some_and(pipelined) {
+                    PIPELINE_DEPTH
+                } else {
+                    1
+                };
                 // (index of its first message, its claims, its chats)
                 let mut batches: Vec<(usize, Vec<InFlight>, Vec<Chat>)> = Vec::new();
                 while batches.len() < depth && next < msgs.len() {
@@ -1428,10 +1475,9 @@ impl Inner {
                     [] => continue,
                     [(_, _, chats)] => vec![self.deliver(&contact, chats, None).await],
                     _ => {
-                        let conn = self.connection(&contact).await?;
                         let chats: Vec<Vec<Chat>> =
                             batches.iter().map(|(_, _, c)| c.clone()).collect();
-                        self.transmit_pipelined(&contact, &conn, &chats).await
+                        self.deliver_window(&contact, &chats).await
                     }
                 };
                 let mut results = results.into_iter();
@@ -1471,6 +1517,34 @@ impl Inner {
             );
         }
         self.outbox.release_peer(peer);
+    }
+
+    /// Delivers `batches` of `contact`'s recorded chats in order: on one stream if the
+    /// connection speaks dp2ptcs/2, else one after another, stopping at the first that does not
+    /// fully get through. One result per batch sent.
+    async fn deliver_window(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        batches: &[Vec<Chat>],
+    ) -> Vec<Result<Vec<MessageId>, NodeError>> {
+        match self.connection(contact).await {
+            Ok(conn) if pipelined(&conn) => self.transmit_pipelined(contact, &conn, batches).await,
+            Ok(_) => {
+                // The connection changed meanwhile, to one of version 1.
+                let mut out = Vec::new();
+                for chats in batches {
+                    let r = self.deliver(contact, chats, None).await;
+                    let through =
+                        matches!(&r, Ok(named) if chats.iter().all(|c| named.contains(&c.id)));
+                    out.push(r);
+                    if !through {
+                        break;
+                    }
+                }
+                out
+            }
+            Err(e) => vec![Err(e)],
+        }
     }
 
     /// The next batch of `msgs` from `*next` on (advanced past it): as many as one envelope

@@ -355,9 +355,37 @@ async fn queue_and_receive(
 async fn queued_large_messages_arrive_in_order_over_version_2() {
     let pair = pair(test_config([127, 0, 0, 1])).await;
     let (a, b) = (&pair.a, &pair.b);
-    // 16 KiB bodies: three to a batch, 14 batches, more than one stream carries.
-    let (got, expected) = queue_and_receive(a, b, &pair.b_contact, 40, 16 * 1024).await;
+    // A first knows no address of B, so the whole backlog waits for the outbox's retry, which
+    // then sees all of it at once: 16 KiB bodies, three to a batch, 14 batches, more than one
+    // stream carries.
+    let nowhere = ContactRecord {
+        addresses: Vec::new(),
+        ..pair.b_contact.clone()
+    };
+    a.put_contact(&nowhere).await.unwrap();
+    let mut events = b.subscribe();
+    let expected: Vec<String> = (0..40)
+        .map(|i| format!("{i:04} {}", "x".repeat(16 * 1024 - 5)))
+        .collect();
+    for body in &expected {
+        a.queue_chat(&nowhere, body).await.unwrap();
+    }
+    a.put_contact(&pair.b_contact).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(SAFETY, async {
+        while got.len() < expected.len() {
+            if let NodeEvent::Message { body, .. } = events.recv().await.unwrap() {
+                got.push(body);
+            }
+        }
+    })
+    .await
+    .unwrap();
     assert_eq!(got, expected, "in order, each once");
+    assert!(
+        b.pipelined_streams_served() > 0,
+        "several batches went on one stream"
+    );
     let (got, expected) = queue_and_receive(b, a, &pair.a_contact, 40, 16 * 1024).await;
     assert_eq!(got, expected, "in order, each once");
     a.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -379,6 +407,11 @@ async fn a_version_1_node_and_a_version_2_node_exchange_queued_messages_in_order
     assert_eq!(got, expected, "in order, each once");
     let (got, expected) = queue_and_receive(b, a, &pair.a_contact, 30, 16 * 1024).await;
     assert_eq!(got, expected, "in order, each once");
+    assert_eq!(
+        (a.pipelined_streams_served(), b.pipelined_streams_served()),
+        (0, 0),
+        "one envelope per stream"
+    );
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -100,16 +100,22 @@ fn unlock(conn: Connection, key: &[u8; 32], format: PageFormat) -> Result<Connec
         return Err(StoreError::NotEncrypted);
     }
     conn.execute_batch(format.pragmas())?;
-    // The first read fails when page 1 does not authenticate ("file is not a database").
-    if conn
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .is_err()
-    {
-        return Err(StoreError::WrongKey);
+    // The daemon and a command run beside it (say `contact add`) may write at the same time:
+    // wait for the other's transaction instead of failing at once (from the first read on).
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // The first read fails when page 1 does not authenticate ("file is not a database"); any
+    // other failure (busy, I/O) is reported as it is.
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(conn),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            Err(StoreError::WrongKey)
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(conn)
 }
 
 /// An open, unlocked database.
@@ -167,9 +173,6 @@ impl Store {
     }
 
     fn init(conn: Connection, migrate: bool) -> Result<Self, StoreError> {
-        // The daemon and a command run beside it (say `contact add`) may write at the same time:
-        // wait for the other's transaction instead of failing at once.
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL;
