@@ -599,8 +599,9 @@ impl Inner {
         _slot: ConnectionSlot,
     ) {
         let pipelined = pipelined(&conn);
-        // The first envelope has the time of one request; each further one of a version-2
-        // stream the same again (`handle_stream` times each wait for one).
+        // A version-1 stream has the time of one request. On a version-2 stream
+        // `handle_stream` gives each wait for an envelope that time, and the whole stream at
+        // most this.
         let stream_timeout = if pipelined {
             self.config.request_timeout * MAX_ENVELOPES_PER_STREAM as u32
         } else {
@@ -679,7 +680,12 @@ impl Inner {
         pipelined: bool,
     ) -> Result<(), NodeError> {
         let mut reader = FrameReader::new();
-        let mut frame = Some(reader.expect(&mut recv).await?);
+        let wait = self.config.request_timeout;
+        let mut frame = Some(
+            tokio::time::timeout(wait, reader.expect(&mut recv))
+                .await
+                .unwrap_or(Err(NodeError::Timeout("request")))?,
+        );
         if !pipelined {
             reader.expect_end(&mut recv).await?;
         }
@@ -712,8 +718,6 @@ impl Inner {
             if handled == 2 {
                 self.pipelined_streams.fetch_add(1, Ordering::Relaxed);
             }
-            // Each further envelope has the time one request has.
-            let wait = self.config.request_timeout;
             if handled == MAX_ENVELOPES_PER_STREAM {
                 tokio::time::timeout(wait, reader.expect_end(&mut recv))
                     .await
@@ -1333,7 +1337,14 @@ impl Inner {
         // batch after a refused one is refused too, not a broken connection).
         let first_failure = receipts
             .iter()
-            .find_map(|r| r.as_ref().err().map(NodeError::duplicate))
+            .find_map(|r| match (r, &write_error) {
+                // The end of the stream read as a refusal: the code the peer stopped our
+                // writing with says why (rate or shutdown), if we saw it.
+                (Err(NodeError::Refused { .. }), Some(w @ NodeError::Refused { .. })) => {
+                    Some(w.duplicate())
+                }
+                (r, _) => r.as_ref().err().map(NodeError::duplicate),
+            })
             .or(stopped)
             .or(write_error)
             .unwrap_or(NodeError::Refused {

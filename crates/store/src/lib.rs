@@ -87,12 +87,14 @@ impl PageFormat {
 /// Keys `conn` with `key` in `format` and reads from it: [`StoreError::WrongKey`] if page 1 does
 /// not authenticate (a wrong key, another format, or not a DP2PTCS database).
 fn unlock(conn: Connection, key: &[u8; 32], format: PageFormat) -> Result<Connection, StoreError> {
-    // SQLCipher would print its own error lines to stderr on a wrong key; errors are returned
-    // as values instead.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;").ok();
     // Raw key form: x'<64 hex digits>' uses the key as is, without PBKDF2.
     let pragma = Zeroizing::new(format!("PRAGMA key = \"x'{}'\";", hex::encode(key)));
     conn.execute_batch(&pragma)?;
+    // SQLCipher would print its own error lines to stderr on a wrong key or the other page
+    // format ("hmac check failed"); errors are returned as values instead. Only after the key:
+    // the first key of the process (again after every connection closed) resets the level to
+    // its default.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;").ok();
     let cipher: Option<String> = conn
         .query_row("PRAGMA cipher_version", [], |r| r.get(0))
         .ok();
@@ -154,16 +156,10 @@ impl Store {
 
     /// A connection to the database at `path` that `key` opens, in whichever [`PageFormat`] the
     /// file has: each is tried on a connection of its own (SQLCipher's settings cannot change
-    /// after a read), the likelier first. An empty or missing file becomes a new database in
-    /// [`PageFormat::NEW`].
+    /// after a read), [`PageFormat::NEW`] first. An empty or missing file becomes a new database
+    /// in that format.
     fn unlock_file(path: &Path, key: &[u8; 32]) -> Result<Connection, StoreError> {
-        let has_pages = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
-        let formats = if has_pages {
-            [PageFormat::HmacSha512, PageFormat::HmacSha256]
-        } else {
-            [PageFormat::HmacSha256, PageFormat::HmacSha512]
-        };
-        for format in formats {
+        for format in [PageFormat::NEW, PageFormat::HmacSha512] {
             match unlock(Connection::open(path)?, key, format) {
                 Err(StoreError::WrongKey) => continue,
                 unlocked => return unlocked,
@@ -356,6 +352,12 @@ mod tests {
         drop(legacy);
         let store = Store::open(&path, &[1; 32]).unwrap();
         assert_eq!(store.page_format().unwrap(), PageFormat::HmacSha512);
+        // The attempt in the other format failed silently: SQLCipher logs nothing.
+        let level: String = store
+            .conn
+            .query_row("PRAGMA cipher_log_level", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(level, "NONE");
         let peer = dp2ptcs_types::NodeId::from_bytes([8; 32]);
         store.save_session(&peer, b"kept", 1).unwrap();
         drop(store);
@@ -377,6 +379,35 @@ mod tests {
             Store::open(&path, &[2; 32]),
             Err(StoreError::WrongKey)
         ));
+    }
+
+    /// SQLCipher prints nothing when the format tried first is not the file's. Run in a fresh
+    /// process: SQLCipher sets its default log level at the first key of the process.
+    #[test]
+    fn opening_a_database_in_the_other_format_prints_nothing() {
+        const CHILD: &str = "DP2PTCS_STORE_TEST_OPEN_IN";
+        if let Some(dir) = std::env::var_os(CHILD) {
+            let store = Store::open(&Path::new(&dir).join(DB_FILE), &[1; 32]).unwrap();
+            assert_eq!(store.page_format().unwrap(), PageFormat::HmacSha512);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut legacy = legacy_connection(&dir.path().join(DB_FILE), &[1; 32]);
+        migrations::migrate(&mut legacy).unwrap();
+        drop(legacy);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::opening_a_database_in_the_other_format_prints_nothing",
+                "--nocapture",
+            ])
+            .env(CHILD, dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+        assert!(!stderr.contains("hmac"), "{stderr}");
     }
 
     #[test]
