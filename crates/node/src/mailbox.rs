@@ -362,8 +362,10 @@ impl Inner {
                     Ok((Taken::Later, _)) => {}
                     // Ours and passing (the store, a shutdown): nothing of it was recorded, so it
                     // stays at the holders for the next fetch, and the sender's later items
-                    // with it, to keep the order. (If it failed after its message key was used,
-                    // the next fetch cannot open it and drops it then.)
+                    // with it, to keep the order. A failed step leaves the session as it was,
+                    // so the next fetch opens it again; except the first message of a session
+                    // opened by X3DH, whose session is saved before the message is recorded:
+                    // the next fetch cannot open that one, and drops it then.
                     Err(e) if !e.is_peer_fault() && may_pass(&e) => {
                         tracing::warn!(error = %e, from = %sender.short(8), "a mailbox item kept for the next fetch");
                         break;

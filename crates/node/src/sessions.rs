@@ -397,18 +397,31 @@ impl SessionManager {
                 for h in candidates {
                     let persist = this.is_current(&peer, &h);
                     let out = h.session.with(|s| {
+                        // If what follows the decryption fails (say, the store), its writes
+                        // are undone, and so is the session's step: the message can be opened
+                        // again (a mailbox item is fetched again as it is).
+                        let before = s.clone();
                         let Ok(p) = s.decrypt(&mut OsRng, &msg) else {
                             return Ok::<_, NodeError>(None);
                         };
                         let Some(then) = then.take() else {
                             return Err(NodeError::Internal("decrypted twice".into()));
                         };
-                        let (t, reply) = then(tx, p)?;
-                        let reply = match reply {
-                            Some((kind, plaintext)) => {
-                                Some(this.seal_envelope(s, kind, &plaintext)?)
+                        let handled = then(tx, p).and_then(|(t, reply)| {
+                            let reply = match reply {
+                                Some((kind, plaintext)) => {
+                                    Some(this.seal_envelope(s, kind, &plaintext)?)
+                                }
+                                None => None,
+                            };
+                            Ok((t, reply))
+                        });
+                        let (t, reply) = match handled {
+                            Ok(done) => done,
+                            Err(e) => {
+                                *s = before;
+                                return Err(e);
                             }
-                            None => None,
                         };
                         if let Some(ours) = persist {
                             this.advance(peer, &h, ours);
@@ -443,6 +456,54 @@ mod tests {
             *remote.public().as_bytes(),
         )
         .unwrap()
+    }
+
+    /// A message whose handling fails after it decrypted (the store, say) leaves the session as
+    /// it was: the same message opens again (a mailbox item is fetched again as it is).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_after_decryption_leaves_the_message_openable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(dp2ptcs_store::DB_FILE), &[4; 32]).unwrap();
+        let store = Arc::new(Mutex::new(store));
+        let (us, them) = (
+            Identity::generate(&mut OsRng),
+            Identity::generate(&mut OsRng),
+        );
+        let manager = SessionManager::new(store.clone(), &[4; 32], us.node_id());
+        let peer = them.node_id();
+        // They initiated; we hold the responder's side.
+        let secret = SharedSecret::from_bytes([7; 32]);
+        let ad = AssociatedData::new(&them.public(), &us.public());
+        let ours = RatchetKeyPair::generate(&mut OsRng);
+        let theirs =
+            Session::new_initiator(&mut OsRng, &secret, ad, *ours.public().as_bytes()).unwrap();
+        manager
+            .install(peer, Session::new_responder(&secret, ad, ours), false)
+            .await
+            .unwrap();
+        let m = theirs.clone().encrypt(b"hello").unwrap();
+        let env = Envelope {
+            sender: peer,
+            kind: MessageKind::Chat,
+            header: dp2ptcs_wire::RatchetHeader {
+                dh_public_key: *m.header.ratchet_key.as_bytes(),
+                previous_chain_length: m.header.previous_chain_length,
+                message_number: m.header.message_number,
+            },
+            payload: m.ciphertext,
+        };
+        let failed = manager
+            .decrypt_with(
+                peer,
+                &env,
+                |_, _| -> Result<((), Option<Reply>), NodeError> {
+                    Err(NodeError::Internal("the store failed".into()))
+                },
+            )
+            .await;
+        assert!(failed.is_err());
+        let (_, plaintext) = manager.decrypt(peer, &env).await.unwrap();
+        assert_eq!(&plaintext[..], b"hello");
     }
 
     /// A step of a session that was replaced meanwhile must not hide the advance of the session
