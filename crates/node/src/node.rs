@@ -461,6 +461,48 @@ impl Node {
         Ok((replies, closed))
     }
 
+    /// Test support: sends `envelopes` on one request stream without ending it, reads one reply
+    /// per envelope, then holds the stream open until the peer stops it or the connection ends
+    /// (at most `wait`). Returns the replies read and the code the stream was stopped with, or
+    /// the connection closed with (`None`: neither within `wait`).
+    #[doc(hidden)]
+    pub async fn hold_stream_open(
+        &self,
+        contact: &ContactRecord,
+        envelopes: &[(MessageKind, Vec<u8>)],
+        wait: Duration,
+    ) -> Result<(usize, Option<u64>), NodeError> {
+        let (inner, peer) = (&self.inner, contact.node_id);
+        let conn = inner.connection(contact).await?;
+        let handle = inner
+            .sessions
+            .current(peer)
+            .await?
+            .ok_or(NodeError::Internal("no session after handshake".into()))?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        let mut reader = FrameReader::new();
+        let mut replies = 0;
+        for (kind, plaintext) in envelopes {
+            let plaintext = Zeroizing::new(plaintext.clone());
+            let env = inner
+                .sessions
+                .encrypt(peer, &handle, *kind, plaintext)
+                .await?;
+            write_frame(&mut send, &env.encode()).await?;
+            if let Ok(Ok(Some(_))) = tokio::time::timeout(wait, reader.next(&mut recv)).await {
+                replies += 1;
+            }
+        }
+        let stopped = match tokio::time::timeout(wait, send.stopped()).await {
+            Ok(Ok(c)) => c.map(|c| c.into_inner()),
+            Ok(Err(quinn::StoppedError::ConnectionLost(
+                quinn::ConnectionError::ApplicationClosed(c),
+            ))) => Some(c.error_code.into_inner()),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        Ok((replies, stopped))
+    }
+
     /// Test support: how many request streams this node served that carried more than one
     /// envelope (messaging version 2).
     #[doc(hidden)]
@@ -681,11 +723,20 @@ impl Inner {
     ) -> Result<(), NodeError> {
         let mut reader = FrameReader::new();
         let wait = self.config.request_timeout;
-        let mut frame = Some(
-            tokio::time::timeout(wait, reader.expect(&mut recv))
-                .await
-                .unwrap_or(Err(NodeError::Timeout("request")))?,
-        );
+        let mut stop = self.shutdown.subscribe();
+        // Waiting for a peer's bytes gives way to shutdown: a peer that opens a stream and
+        // sends nothing (more) must not hold the shutdown until its deadline.
+        let first = tokio::select! {
+            r = tokio::time::timeout(wait, reader.expect(&mut recv)) => {
+                Some(r.unwrap_or(Err(NodeError::Timeout("request")))?)
+            }
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(first) = first else {
+            refuse_stream(send, recv, WireErrorCode::ShuttingDown);
+            return Ok(());
+        };
+        let mut frame = Some(first);
         if !pipelined {
             reader.expect_end(&mut recv).await?;
         }
@@ -724,9 +775,18 @@ impl Inner {
                     .unwrap_or(Err(NodeError::Timeout("request")))?;
                 break;
             }
-            frame = tokio::time::timeout(wait, reader.next(&mut recv))
-                .await
-                .unwrap_or(Err(NodeError::Timeout("request")))?;
+            let next = tokio::select! {
+                r = tokio::time::timeout(wait, reader.next(&mut recv)) => {
+                    Some(r.unwrap_or(Err(NodeError::Timeout("request")))?)
+                }
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(next) = next else {
+                // Shutting down between envelopes: the rest is refused, the receipts sent stand.
+                let _ = recv.stop(code(WireErrorCode::ShuttingDown));
+                break;
+            };
+            frame = next;
             if frame.is_some() {
                 // The rest is refused; what came before stands, and its receipts still go.
                 let refused = if self.is_shutting_down() {

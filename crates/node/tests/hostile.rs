@@ -299,3 +299,40 @@ async fn each_envelope_of_a_stream_counts_against_the_peers_rate() {
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// A peer that keeps a stream open after its chats does not hold up the node's shutdown until
+/// its deadline: the node stops the stream at once with "shutting down", and the chats the
+/// stream carried stand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_a_stream_that_a_peer_holds_open() {
+    let patient = NodeConfig {
+        request_timeout: Duration::from_secs(120),
+        ..test_config([127, 0, 0, 1])
+    };
+    let pair = pair(patient).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    a.send_chat(b_contact, "hello").await.unwrap();
+    let shutting_down = WireErrorCode::ShuttingDown.code() as u64;
+    let held = [chat("held #0"), chat("held #1")];
+    let hold = a.hold_stream_open(b_contact, &held, Duration::from_secs(60));
+    let stop_b = async {
+        // Once both chats are recorded (the peer now sits on its open stream), B stops.
+        for _ in 0..1000 {
+            if received(b, &a.node_id()).await.len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = received(b, &a.node_id()).await;
+        b.shutdown(Duration::from_secs(120)).await.unwrap();
+        got
+    };
+    let (held_result, got) = tokio::join!(hold, stop_b);
+    assert_eq!(got, ["hello", "held #0", "held #1"]);
+    assert_eq!(
+        held_result.unwrap(),
+        (2, Some(shutting_down)),
+        "both receipts came back, then the stream was stopped at B's shutdown"
+    );
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+}
