@@ -860,6 +860,18 @@ impl Inner {
         self.connect(contact, 2, true).await
     }
 
+    /// The pooled connection to `contact`, dialing as `dial` says if there is none.
+    async fn dial(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        dial: Dial,
+    ) -> Result<Connection, NodeError> {
+        match dial {
+            Dial::Retrying => self.connection(contact).await,
+            Dial::Once => self.connection_once(contact).await,
+        }
+    }
+
     async fn connect(
         self: &Arc<Self>,
         contact: &ContactRecord,
@@ -1108,7 +1120,9 @@ impl Inner {
         while let Some(batch) = drainer.next_batch() {
             let chats: Vec<Chat> = batch.iter().map(|w| w.chat.clone()).collect();
             let expiry: Vec<u64> = batch.iter().map(|w| w.expires_at_ms).collect();
-            let result = self.deliver(&contact, &chats, Some(&expiry)).await;
+            let result = self
+                .deliver(&contact, &chats, Some(&expiry), Dial::Retrying)
+                .await;
             let failed = match &result {
                 Ok(named) => batch.iter().any(|w| !named.contains(&w.chat.id)),
                 Err(_) => true,
@@ -1151,9 +1165,12 @@ impl Inner {
         contact: &ContactRecord,
         chats: &[Chat],
         record: Option<&[u64]>,
+        dial: Dial,
     ) -> Result<Vec<MessageId>, NodeError> {
         let mut recorded = record.is_none();
-        let result = self.transmit(contact, chats, record, &mut recorded).await;
+        let result = self
+            .transmit(contact, chats, record, &mut recorded, dial)
+            .await;
         if let (Err(_), false, Some(expiry)) = (&result, recorded, record) {
             let store = self.store.clone();
             let (peer, chats, expiry) = (contact.node_id, chats.to_vec(), expiry.to_vec());
@@ -1175,6 +1192,7 @@ impl Inner {
         chats: &[Chat],
         expiry: Option<&[u64]>,
         recorded: &mut bool,
+        dial: Dial,
     ) -> Result<Vec<MessageId>, NodeError> {
         let _permit = self
             .in_flight
@@ -1184,7 +1202,7 @@ impl Inner {
             .map_err(|_| NodeError::ShuttingDown)?;
         let peer = contact.node_id;
         let (kind, payload) = chats_payload(chats)?;
-        let conn = self.connection(contact).await?;
+        let conn = self.dial(contact, dial).await?;
         let handle = self
             .sessions
             .current(peer)
@@ -1544,7 +1562,9 @@ impl Inner {
                 }
                 let results = match batches.as_slice() {
                     [] => continue,
-                    [(_, _, chats)] => vec![self.deliver(&contact, chats, None).await],
+                    [(_, _, chats)] => {
+                        vec![self.deliver(&contact, chats, None, Dial::Once).await]
+                    }
                     _ => {
                         let chats: Vec<Vec<Chat>> =
                             batches.iter().map(|(_, _, c)| c.clone()).collect();
@@ -1598,13 +1618,13 @@ impl Inner {
         contact: &ContactRecord,
         batches: &[Vec<Chat>],
     ) -> Vec<Result<Vec<MessageId>, NodeError>> {
-        match self.connection(contact).await {
+        match self.connection_once(contact).await {
             Ok(conn) if pipelined(&conn) => self.transmit_pipelined(contact, &conn, batches).await,
             Ok(_) => {
                 // The connection changed meanwhile, to one of version 1.
                 let mut out = Vec::new();
                 for chats in batches {
-                    let r = self.deliver(contact, chats, None).await;
+                    let r = self.deliver(contact, chats, None, Dial::Once).await;
                     let through =
                         matches!(&r, Ok(named) if chats.iter().all(|c| named.contains(&c.id)));
                     out.push(r);
@@ -1823,6 +1843,16 @@ fn unreachable(e: &NodeError) -> bool {
             | NodeError::Connection(_)
             | NodeError::Stream(_)
     )
+}
+
+/// How hard to try when a message finds no connection to its contact.
+#[derive(Clone, Copy, Debug)]
+enum Dial {
+    /// `dial_attempts` rounds with backoff (`send_chat`: the caller waits for the outcome).
+    Retrying,
+    /// One round (the outbox: it retries on its own schedule, and an unreachable contact's
+    /// messages go to its mailbox without waiting for every retry).
+    Once,
 }
 
 fn refuse_stream(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {
