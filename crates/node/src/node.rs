@@ -62,8 +62,12 @@ pub enum NodeEvent {
     },
 }
 
-/// Most outbox messages read in one pass (the rest wait for the next pass).
-const OUTBOX_BATCH: u32 = 4096;
+/// Most of a contact's outbox messages an outbox worker holds at once: a full pipeline of full
+/// batches (PROTOCOL.md 9.3).
+const OUTBOX_WINDOW: u32 = (PIPELINE_DEPTH * MAX_BATCH_CHATS) as u32;
+/// ... and no more once their bodies reach this (at least one message): a full pipeline of
+/// batches of the largest size, with room to spare.
+const OUTBOX_WINDOW_BYTES: usize = 2 * PIPELINE_DEPTH * MAX_BATCH_LEN;
 
 fn code(c: WireErrorCode) -> VarInt {
     VarInt::from_u32(c.code())
@@ -1476,15 +1480,13 @@ impl Inner {
     }
 
     /// Starts a worker for each peer with undelivered messages whose backoff has passed, and
-    /// returns when the next pass is due.
+    /// returns when the next pass is due. Reads no message body: each worker reads its
+    /// contact's messages itself, a window at a time.
     async fn outbox_pass(self: &Arc<Self>) -> Result<Instant, NodeError> {
         let store = self.store.clone();
-        let (expired, pending) = blocking(move || {
+        let (expired, waiting) = blocking(move || {
             let store = lock(&store);
-            Ok((
-                store.expire_outgoing(now_ms())?,
-                store.outbox(OUTBOX_BATCH)?,
-            ))
+            Ok((store.expire_outgoing(now_ms())?, store.outbox_peers()?))
         })
         .await?;
         for (to, id) in expired {
@@ -1495,23 +1497,14 @@ impl Inner {
         let mut next = now + self.config.outbox_poll;
         // Wake in time to expire the first message that will.
         let wall = now_ms();
-        if let Some(first) = pending.iter().filter_map(|m| m.expires_at_ms).min() {
+        if let Some(first) = waiting.iter().filter_map(|p| p.first_expiry_ms).min() {
             next = next.min(now + Duration::from_millis(first.saturating_sub(wall)));
         }
-        let mut order = Vec::new();
-        let mut by_peer: HashMap<NodeId, Vec<MessageRecord>> = HashMap::new();
-        for m in pending {
-            let entry = by_peer.entry(m.peer).or_default();
-            if entry.is_empty() {
-                order.push(m.peer);
-            }
-            entry.push(m);
-        }
-        for peer in order {
-            match self.outbox.claim_peer(peer, now) {
+        for p in waiting {
+            match self.outbox.claim_peer(p.peer, now) {
                 Ok(()) => {
-                    let msgs = by_peer.remove(&peer).unwrap_or_default();
-                    self.tasks.spawn(self.clone().outbox_worker(peer, msgs));
+                    self.tasks
+                        .spawn(self.clone().outbox_worker(p.peer, p.first_seq - 1));
                 }
                 Err(Some(at)) => next = next.min(at),
                 Err(None) => {}
@@ -1520,8 +1513,24 @@ impl Inner {
         Ok(next)
     }
 
-    /// Sends `peer`'s undelivered messages in order, stopping at the first failure.
-    async fn outbox_worker(self: Arc<Self>, peer: NodeId, msgs: Vec<MessageRecord>) {
+    /// `peer`'s next waiting messages after position `after_seq`, oldest first, a window at a
+    /// time.
+    async fn outbox_window(
+        &self,
+        peer: NodeId,
+        after_seq: i64,
+    ) -> Result<Vec<MessageRecord>, NodeError> {
+        let store = self.store.clone();
+        blocking(move || {
+            Ok(lock(&store).outbox_window(&peer, after_seq, OUTBOX_WINDOW, OUTBOX_WINDOW_BYTES)?)
+        })
+        .await
+    }
+
+    /// Sends `peer`'s undelivered messages after position `after_seq` in order, a window at a
+    /// time, until none waits (messages queued meanwhile included), stopping at the first
+    /// failure.
+    async fn outbox_worker(self: Arc<Self>, peer: NodeId, after_seq: i64) {
         let result = async {
             let store = self.store.clone();
             let contact = blocking(move || Ok(lock(&store).contact(&peer)?))
@@ -1532,70 +1541,22 @@ impl Inner {
                 Ok(conn) => conn,
                 Err(e) => {
                     if unreachable(&e) {
-                        self.hold_in_mailbox(&contact, &msgs).await;
+                        self.hold_in_mailbox(&contact, &[], after_seq).await;
                     }
                     return Err(e);
                 }
             };
             drop(conn);
-            // In order, as many at a time as one envelope carries; with dp2ptcs/2, several
-            // such batches on one stream.
-            let mut next = 0;
-            while next < msgs.len() {
-                if self.is_shutting_down() {
-                    return Err(NodeError::ShuttingDown);
-                }
-                let depth = if lock(&self.pool).get(&peer).is_some_and(pipelined) {
-                    PIPELINE_DEPTH
-                } else {
-                    1
+            let mut after_seq = after_seq;
+            loop {
+                let msgs = self.outbox_window(peer, after_seq).await?;
+                let Some(last) = msgs.last() else {
+                    return Ok(());
                 };
-                // (index of its first message, its claims, its chats)
-                let mut batches: Vec<(usize, Vec<InFlight>, Vec<Chat>)> = Vec::new();
-                while batches.len() < depth && next < msgs.len() {
-                    let start = next;
-                    let (claims, chats) = self.outbox_batch(peer, &msgs, &mut next);
-                    let chats = self.still_pending(peer, chats).await?;
-                    if !chats.is_empty() {
-                        batches.push((start, claims, chats));
-                    }
-                }
-                let results = match batches.as_slice() {
-                    [] => continue,
-                    [(_, _, chats)] => {
-                        vec![self.deliver(&contact, chats, None, Dial::Once).await]
-                    }
-                    _ => {
-                        let chats: Vec<Vec<Chat>> =
-                            batches.iter().map(|(_, _, c)| c.clone()).collect();
-                        self.deliver_window(&contact, &chats).await
-                    }
-                };
-                let mut results = results.into_iter();
-                let mut batches = batches.into_iter();
-                while let Some((start, claims, chats)) = batches.next() {
-                    let result = results.next().unwrap_or(Err(NodeError::Internal(
-                        "a batch without its result".into(),
-                    )));
-                    match result {
-                        // Every one recorded there: on to the next batch.
-                        Ok(named) if chats.iter().all(|c| named.contains(&c.id)) => {}
-                        // The peer took some and not the others: sending later ones now would
-                        // break the order.
-                        Ok(_) => return Err(NodeError::Unacknowledged),
-                        Err(e) => {
-                            if unreachable(&e) {
-                                // Not reachable directly: the rest waits in its mailbox too
-                                // (the later batches' claims go first).
-                                drop((claims, batches));
-                                self.hold_in_mailbox(&contact, &msgs[start..]).await;
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
+                let last_seq = last.seq;
+                self.send_window(&contact, &msgs).await?;
+                after_seq = last_seq;
             }
-            Ok(())
         }
         .await;
         if let Err(e) = result {
@@ -1608,6 +1569,76 @@ impl Inner {
             );
         }
         self.outbox.release_peer(peer);
+    }
+
+    /// Sends one window of `contact`'s waiting messages (oldest first), stopping at the first
+    /// failure; if the contact is out of reach, what was not sent goes to its mailbox, with the
+    /// messages that wait after the window.
+    async fn send_window(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        msgs: &[MessageRecord],
+    ) -> Result<(), NodeError> {
+        let peer = contact.node_id;
+        // In order, as many at a time as one envelope carries; with dp2ptcs/2, several such
+        // batches on one stream.
+        let mut next = 0;
+        while next < msgs.len() {
+            if self.is_shutting_down() {
+                return Err(NodeError::ShuttingDown);
+            }
+            let depth = if lock(&self.pool).get(&peer).is_some_and(pipelined) {
+                PIPELINE_DEPTH
+            } else {
+                1
+            };
+            // (index of its first message, its claims, its chats)
+            let mut batches: Vec<(usize, Vec<InFlight>, Vec<Chat>)> = Vec::new();
+            while batches.len() < depth && next < msgs.len() {
+                let start = next;
+                let (claims, chats) = self.outbox_batch(peer, msgs, &mut next);
+                let chats = self.still_pending(peer, chats).await?;
+                if !chats.is_empty() {
+                    batches.push((start, claims, chats));
+                }
+            }
+            let results = match batches.as_slice() {
+                [] => continue,
+                [(_, _, chats)] => {
+                    vec![self.deliver(contact, chats, None, Dial::Once).await]
+                }
+                _ => {
+                    let chats: Vec<Vec<Chat>> = batches.iter().map(|(_, _, c)| c.clone()).collect();
+                    self.deliver_window(contact, &chats).await
+                }
+            };
+            let mut results = results.into_iter();
+            let mut batches = batches.into_iter();
+            while let Some((start, claims, chats)) = batches.next() {
+                let result = results.next().unwrap_or(Err(NodeError::Internal(
+                    "a batch without its result".into(),
+                )));
+                match result {
+                    // Every one recorded there: on to the next batch.
+                    Ok(named) if chats.iter().all(|c| named.contains(&c.id)) => {}
+                    // The peer took some and not the others: sending later ones now would
+                    // break the order.
+                    Ok(_) => return Err(NodeError::Unacknowledged),
+                    Err(e) => {
+                        if unreachable(&e) {
+                            // Not reachable directly: the rest waits in its mailbox too (the
+                            // later batches' claims go first).
+                            drop((claims, batches));
+                            let last_seq = msgs.last().map_or(0, |m| m.seq);
+                            self.hold_in_mailbox(contact, &msgs[start..], last_seq)
+                                .await;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Delivers `batches` of `contact`'s recorded chats in order: on one stream if the
@@ -1693,10 +1724,29 @@ impl Inner {
         .await
     }
 
-    /// Deposits those of `msgs` not held yet in `contact`'s mailbox.
-    async fn hold_in_mailbox(self: &Arc<Self>, contact: &ContactRecord, msgs: &[MessageRecord]) {
+    /// Deposits in `contact`'s mailbox those of `msgs`, then of its messages waiting after
+    /// position `after_seq` (a window at a time), that are not held there yet.
+    async fn hold_in_mailbox(
+        self: &Arc<Self>,
+        contact: &ContactRecord,
+        msgs: &[MessageRecord],
+        after_seq: i64,
+    ) {
         let peer = contact.node_id.short(8);
-        match self.deposit_outgoing(contact, msgs).await {
+        let result = async {
+            let mut held = self.deposit_outgoing(contact, msgs).await?;
+            let mut after_seq = after_seq;
+            loop {
+                let window = self.outbox_window(contact.node_id, after_seq).await?;
+                let Some(last) = window.last() else {
+                    return Ok::<_, NodeError>(held);
+                };
+                after_seq = last.seq;
+                held += self.deposit_outgoing(contact, &window).await?;
+            }
+        }
+        .await;
+        match result {
             Ok(0) => {}
             Ok(n) => tracing::info!(held = n, to = %peer, "messages held in the contact's mailbox"),
             Err(e) => tracing::debug!(error = %e, to = %peer, "mailbox deposit failed"),

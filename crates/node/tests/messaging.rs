@@ -356,15 +356,16 @@ async fn queued_large_messages_arrive_in_order_over_version_2() {
     let pair = pair(test_config([127, 0, 0, 1])).await;
     let (a, b) = (&pair.a, &pair.b);
     // A first knows no address of B, so the whole backlog waits for the outbox's retry, which
-    // then sees all of it at once: 16 KiB bodies, three to a batch, 14 batches, more than one
-    // stream carries.
+    // then sees all of it at once: 16 KiB bodies, three to a batch, 24 batches, more than one
+    // stream carries, and more bytes than the outbox reads at once (it reads a window of about
+    // 1 MB, then the next).
     let nowhere = ContactRecord {
         addresses: Vec::new(),
         ..pair.b_contact.clone()
     };
     a.put_contact(&nowhere).await.unwrap();
     let mut events = b.subscribe();
-    let expected: Vec<String> = (0..40)
+    let expected: Vec<String> = (0..70)
         .map(|i| format!("{i:04} {}", "x".repeat(16 * 1024 - 5)))
         .collect();
     for body in &expected {
@@ -441,6 +442,67 @@ async fn the_outbox_sends_many_queued_messages_in_order() {
     .unwrap();
     let expected: Vec<String> = (0..QUEUED).map(|i| format!("queued #{i}")).collect();
     assert_eq!(got, expected, "in order, each once");
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// A backlog larger than the outbox holds at once (512 messages, or about 1 MB of bodies) goes
+/// out a window after another, in the order written, each message once; and messages queued
+/// while it goes out follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_outbox_holds_at_once_arrives_in_order() {
+    const BACKLOG: usize = 1200;
+    const LATER: usize = 50;
+    let pair = pair(test_config([127, 0, 0, 1])).await;
+    let (a, b) = (&pair.a, &pair.b);
+    // A knows no address of B while the backlog builds up.
+    let nowhere = ContactRecord {
+        addresses: Vec::new(),
+        ..pair.b_contact.clone()
+    };
+    a.put_contact(&nowhere).await.unwrap();
+    let mut events = b.subscribe();
+    let mut expected: Vec<String> = (0..BACKLOG).map(|i| format!("backlog #{i}")).collect();
+    for body in &expected {
+        a.queue_chat(&nowhere, body).await.unwrap();
+    }
+    a.put_contact(&pair.b_contact).await.unwrap();
+    let later: Vec<String> = (0..LATER).map(|i| format!("later #{i}")).collect();
+    expected.extend(later.iter().cloned());
+    let mut got = Vec::new();
+    tokio::time::timeout(SAFETY, async {
+        while got.len() < expected.len() {
+            if let NodeEvent::Message { body, .. } = events.recv().await.unwrap() {
+                got.push(body);
+                if got.len() == 100 {
+                    for body in &later {
+                        a.queue_chat(&pair.b_contact, body).await.unwrap();
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "in order, each once");
+    // Every receipt came back: nothing is left waiting.
+    tokio::time::timeout(SAFETY, async {
+        loop {
+            let status = a.status().await.unwrap();
+            let delivered = status
+                .messages
+                .iter()
+                .find(|(_, state, _)| *state == MessageState::Delivered)
+                .map_or(0, |(_, _, n)| *n);
+            if delivered == expected.len() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }

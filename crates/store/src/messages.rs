@@ -155,6 +155,29 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
 /// The states of outgoing messages still in the outbox (queued, sent, held), as SQL.
 const PENDING: &str = "(2, 3, 4)";
 
+/// A contact with messages in the outbox ([`Store::outbox_peers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxPeer {
+    /// The contact.
+    pub peer: NodeId,
+    /// The position of its oldest waiting message.
+    pub first_seq: i64,
+    /// The earliest expiry of its waiting messages, Unix milliseconds (`None`: none expires).
+    pub first_expiry_ms: Option<u64>,
+    /// How many of its messages wait.
+    pub waiting: u64,
+}
+
+/// The positions of a contact's next waiting messages (`?1` peer, `?2` after this position,
+/// `?3` at most so many). The index holds all the query asks: no row of the history is read.
+fn window_sql() -> String {
+    format!(
+        "SELECT seq FROM messages INDEXED BY messages_outbox
+         WHERE direction = 0 AND state IN {PENDING} AND peer = ?1 AND seq > ?2
+         ORDER BY seq LIMIT ?3"
+    )
+}
+
 /// A message to record.
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
@@ -285,15 +308,79 @@ impl Store {
         Ok(out)
     }
 
-    /// The outbox: outgoing messages not yet delivered nor expired (`queued`, `sent` or
-    /// `held`), oldest first.
-    pub fn outbox(&self, limit: u32) -> Result<Vec<MessageRecord>, StoreError> {
+    /// The contacts with messages in the outbox, without reading a body: for each, the
+    /// position of its oldest waiting message and the earliest expiry among them. Ordered by
+    /// that oldest message, so the contact waiting longest comes first.
+    pub fn outbox_peers(&self) -> Result<Vec<OutboxPeer>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM messages
-             WHERE direction = 0 AND state IN {PENDING} ORDER BY seq LIMIT ?1"
+            "SELECT peer, MIN(seq), MIN(expires_at_ms), COUNT(*) FROM messages
+             WHERE direction = 0 AND state IN {PENDING} GROUP BY peer ORDER BY MIN(seq)"
         ))?;
-        let rows = stmt.query_map(params![i64::from(limit)], from_row)?;
+        let rows = stmt.query_map([], |row| {
+            let peer: Vec<u8> = row.get(0)?;
+            let peer = <[u8; 32]>::try_from(peer.as_slice()).map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Blob,
+                    "peer is not 32 bytes".into(),
+                )
+            })?;
+            Ok(OutboxPeer {
+                peer: NodeId::from_bytes(peer),
+                first_seq: row.get(1)?,
+                first_expiry_ms: row.get::<_, Option<i64>>(2)?.map(|t| t.max(0) as u64),
+                waiting: row.get::<_, i64>(3)?.max(0) as u64,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The next of `peer`'s messages in the outbox after position `after_seq`, oldest first:
+    /// at most `max_messages`, and no more once their bodies reach `max_bytes` (at least one).
+    /// Only the bodies returned are read.
+    pub fn outbox_window(
+        &self,
+        peer: &NodeId,
+        after_seq: i64,
+        max_messages: u32,
+        max_bytes: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let seqs: Vec<i64> = {
+            let mut stmt = self.conn.prepare_cached(&window_sql())?;
+            let rows = stmt.query_map(
+                params![
+                    peer.as_bytes().as_slice(),
+                    after_seq,
+                    i64::from(max_messages)
+                ],
+                |r| r.get(0),
+            )?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE seq = ?1"))?;
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        for seq in seqs {
+            if bytes >= max_bytes {
+                break;
+            }
+            // Gone or delivered since the first query: it is not waiting any more.
+            let Some(m) = stmt.query_row(params![seq], from_row).optional()? else {
+                continue;
+            };
+            if m.direction != Direction::Outgoing
+                || !matches!(
+                    m.state,
+                    MessageState::Queued | MessageState::Sent | MessageState::Held
+                )
+            {
+                continue;
+            }
+            bytes += m.body.len();
+            out.push(m);
+        }
+        Ok(out)
     }
 
     /// Keeps `sealed`, the encrypted form of outgoing message `id` made for `peer`'s mailbox, so
@@ -396,6 +483,16 @@ impl Default for HistoryQuery<'_> {
 mod tests {
     use super::*;
 
+    /// How many messages the outbox holds.
+    fn waiting(store: &Store) -> u64 {
+        store
+            .outbox_peers()
+            .unwrap()
+            .iter()
+            .map(|p| p.waiting)
+            .sum()
+    }
+
     #[test]
     fn expiry_takes_only_undelivered_outgoing_messages_past_their_time() {
         let store = Store::open_in_memory(&[1; 32]).unwrap();
@@ -420,7 +517,7 @@ mod tests {
             };
             assert!(store.insert_message(&m, 1).unwrap());
         }
-        assert_eq!(store.outbox(10).unwrap().len(), 4);
+        assert_eq!(waiting(&store), 4);
         let expired = store.expire_outgoing(100).unwrap();
         assert_eq!(expired, vec![(bob, ids[0]), (bob, ids[1])]);
         assert_eq!(
@@ -432,7 +529,7 @@ mod tests {
             Some(100)
         );
         // Expired messages leave the outbox; a second pass finds nothing more until 500.
-        assert_eq!(store.outbox(10).unwrap().len(), 2);
+        assert_eq!(waiting(&store), 2);
         assert!(store.expire_outgoing(499).unwrap().is_empty());
         assert_eq!(store.expire_outgoing(500).unwrap(), vec![(bob, ids[3])]);
         // The sealed form of a message is kept for depositing again.
@@ -511,7 +608,7 @@ mod tests {
             ..all
         };
         assert_eq!(store.history(&last).unwrap()[0].body, "yo");
-        assert_eq!(store.outbox(10).unwrap().len(), 1);
+        assert_eq!(waiting(&store), 1);
         assert!(store
             .set_message_state(&bob, &m1, MessageState::Delivered, 20)
             .unwrap());
@@ -530,7 +627,7 @@ mod tests {
                 .unwrap(),
             None
         );
-        assert!(store.outbox(10).unwrap().is_empty());
+        assert_eq!(waiting(&store), 0);
         let first = store.history(&HistoryQuery { limit: 1, ..all }).unwrap();
         let next = HistoryQuery {
             after_seq: first[0].seq,
@@ -540,5 +637,114 @@ mod tests {
         let counts = store.message_counts().unwrap();
         assert!(counts.contains(&(Direction::Outgoing, MessageState::Delivered, 1)));
         assert!(counts.contains(&(Direction::Incoming, MessageState::Received, 2)));
+    }
+}
+
+#[cfg(test)]
+mod outbox_tests {
+    use super::*;
+
+    /// An outgoing or incoming message to `peer` in `state`, its body `body`.
+    fn put(
+        store: &Store,
+        peer: &NodeId,
+        n: u16,
+        direction: Direction,
+        state: MessageState,
+        body: &str,
+        expires: Option<u64>,
+    ) {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        let m = NewMessage {
+            id: &MessageId::from_bytes(id),
+            peer,
+            direction,
+            body,
+            sent_at_ms: 1,
+            state,
+            expires_at_ms: expires,
+        };
+        assert!(store.insert_message(&m, 1).unwrap());
+    }
+
+    #[test]
+    fn the_outbox_is_read_per_contact_oldest_first_a_window_at_a_time() {
+        use Direction::{Incoming, Outgoing};
+        use MessageState::*;
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let (bob, carol) = (NodeId::from_bytes([2; 32]), NodeId::from_bytes([3; 32]));
+        let body = "b".repeat(100);
+        put(&store, &carol, 1, Outgoing, Delivered, &body, None);
+        put(&store, &bob, 2, Outgoing, Queued, &body, Some(900));
+        put(&store, &carol, 3, Outgoing, Held, &body, Some(700));
+        put(&store, &bob, 4, Incoming, Received, &body, None);
+        put(&store, &bob, 5, Outgoing, Sent, &body, None);
+        put(&store, &bob, 6, Outgoing, Expired, &body, Some(1));
+        put(&store, &bob, 7, Outgoing, Held, &body, Some(800));
+        put(&store, &carol, 8, Outgoing, Queued, &body, None);
+
+        let peers = store.outbox_peers().unwrap();
+        let want = [
+            OutboxPeer {
+                peer: bob,
+                first_seq: 2,
+                first_expiry_ms: Some(800),
+                waiting: 3,
+            },
+            OutboxPeer {
+                peer: carol,
+                first_seq: 3,
+                first_expiry_ms: Some(700),
+                waiting: 2,
+            },
+        ];
+        assert_eq!(peers, want);
+
+        let seqs = |w: Vec<MessageRecord>| w.iter().map(|m| m.seq).collect::<Vec<_>>();
+        let all = usize::MAX;
+        assert_eq!(
+            seqs(store.outbox_window(&bob, 0, 10, all).unwrap()),
+            [2, 5, 7]
+        );
+        assert_eq!(seqs(store.outbox_window(&bob, 0, 2, all).unwrap()), [2, 5]);
+        assert_eq!(seqs(store.outbox_window(&bob, 5, 10, all).unwrap()), [7]);
+        assert!(store.outbox_window(&bob, 7, 10, all).unwrap().is_empty());
+        assert_eq!(
+            seqs(store.outbox_window(&carol, 0, 10, all).unwrap()),
+            [3, 8]
+        );
+        // Bodies bound the window, but one message always fits.
+        assert_eq!(seqs(store.outbox_window(&bob, 0, 10, 150).unwrap()), [2, 5]);
+        assert_eq!(seqs(store.outbox_window(&bob, 0, 10, 1).unwrap()), [2]);
+        let w = store.outbox_window(&bob, 0, 1, all).unwrap();
+        assert_eq!((w[0].body.as_str(), w[0].state), (body.as_str(), Queued));
+
+        // Delivered, it leaves the outbox.
+        let id5 = store.outbox_window(&bob, 2, 1, all).unwrap()[0].id;
+        store.set_message_state(&bob, &id5, Delivered, 2).unwrap();
+        assert_eq!(seqs(store.outbox_window(&bob, 0, 10, all).unwrap()), [2, 7]);
+        assert_eq!(store.outbox_peers().unwrap()[0].waiting, 2);
+    }
+
+    /// Finding a contact's waiting messages reads the index alone, however long the history.
+    #[test]
+    fn a_contacts_waiting_messages_are_found_without_reading_its_history() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", window_sql()))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map(rusqlite::params![[0u8; 32].as_slice(), 0, 1], |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(
+            plan[0].contains(
+                "COVERING INDEX messages_outbox (direction=? AND state=? AND peer=? AND seq>?)"
+            ),
+            "{plan:?}"
+        );
     }
 }
