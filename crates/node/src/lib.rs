@@ -34,6 +34,8 @@ pub mod tls;
 pub use config::NodeConfig;
 pub use discovery::{DhtStatus, LookupReport, LookupStep, PeerEntry};
 pub use error::NodeError;
+#[doc(hidden)]
+pub use node::HeldStream;
 pub use node::{Node, NodeEvent, NodeStatus};
 
 /// The QUIC ALPN protocol id of messaging connections: version 2, where a request stream may

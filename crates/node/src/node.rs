@@ -465,17 +465,16 @@ impl Node {
         Ok((replies, closed))
     }
 
-    /// Test support: sends `envelopes` on one request stream without ending it, reads one reply
-    /// per envelope, then holds the stream open until the peer stops it or the connection ends
-    /// (at most `wait`). Returns the replies read and the code the stream was stopped with, or
-    /// the connection closed with (`None`: neither within `wait`).
+    /// Test support: sends `envelopes` on one request stream without ending it and reads one
+    /// reply per envelope (within `wait` each); the stream stays open while the returned
+    /// [`HeldStream`] lives.
     #[doc(hidden)]
     pub async fn hold_stream_open(
         &self,
         contact: &ContactRecord,
         envelopes: &[(MessageKind, Vec<u8>)],
         wait: Duration,
-    ) -> Result<(usize, Option<u64>), NodeError> {
+    ) -> Result<HeldStream, NodeError> {
         let (inner, peer) = (&self.inner, contact.node_id);
         let conn = inner.connection(contact).await?;
         let handle = inner
@@ -497,14 +496,11 @@ impl Node {
                 replies += 1;
             }
         }
-        let stopped = match tokio::time::timeout(wait, send.stopped()).await {
-            Ok(Ok(c)) => c.map(|c| c.into_inner()),
-            Ok(Err(quinn::StoppedError::ConnectionLost(
-                quinn::ConnectionError::ApplicationClosed(c),
-            ))) => Some(c.error_code.into_inner()),
-            Ok(Err(_)) | Err(_) => None,
-        };
-        Ok((replies, stopped))
+        Ok(HeldStream {
+            replies,
+            send,
+            _recv: recv,
+        })
     }
 
     /// Test support: how many request streams this node served that carried more than one
@@ -728,22 +724,22 @@ impl Inner {
         let mut reader = FrameReader::new();
         let wait = self.config.request_timeout;
         let mut stop = self.shutdown.subscribe();
-        // Waiting for a peer's bytes gives way to shutdown: a peer that opens a stream and
-        // sends nothing (more) must not hold the shutdown until its deadline.
-        let first = tokio::select! {
-            r = tokio::time::timeout(wait, reader.expect(&mut recv)) => {
-                Some(r.unwrap_or(Err(NodeError::Timeout("request")))?)
-            }
-            _ = stop.wait_for(|s| *s) => None,
-        };
-        let Some(first) = first else {
+        // Every wait for the peer's bytes gives way to shutdown: a peer that opens a stream and
+        // sends nothing (more), or never ends it, must not hold the shutdown until its
+        // deadline. `None`: the node began to shut down first.
+        let first = until_shutdown(&mut stop, wait, reader.expect(&mut recv)).await;
+        let Some(first) = first.transpose()? else {
             refuse_stream(send, recv, WireErrorCode::ShuttingDown);
             return Ok(());
         };
-        let mut frame = Some(first);
         if !pipelined {
-            reader.expect_end(&mut recv).await?;
+            let end = until_shutdown(&mut stop, wait, reader.expect_end(&mut recv)).await;
+            if end.transpose()?.is_none() {
+                refuse_stream(send, recv, WireErrorCode::ShuttingDown);
+                return Ok(());
+            }
         }
+        let mut frame = Some(first);
         let mut handled = 0;
         while let Some(bytes) = frame.take() {
             let env = Envelope::decode(&bytes)?;
@@ -773,20 +769,18 @@ impl Inner {
             if handled == 2 {
                 self.pipelined_streams.fetch_add(1, Ordering::Relaxed);
             }
-            if handled == MAX_ENVELOPES_PER_STREAM {
-                tokio::time::timeout(wait, reader.expect_end(&mut recv))
+            let next = if handled == MAX_ENVELOPES_PER_STREAM {
+                until_shutdown(&mut stop, wait, reader.expect_end(&mut recv))
                     .await
-                    .unwrap_or(Err(NodeError::Timeout("request")))?;
-                break;
-            }
-            let next = tokio::select! {
-                r = tokio::time::timeout(wait, reader.next(&mut recv)) => {
-                    Some(r.unwrap_or(Err(NodeError::Timeout("request")))?)
-                }
-                _ = stop.wait_for(|s| *s) => None,
+                    .transpose()?
+                    .map(|()| None)
+            } else {
+                until_shutdown(&mut stop, wait, reader.next(&mut recv))
+                    .await
+                    .transpose()?
             };
             let Some(next) = next else {
-                // Shutting down between envelopes: the rest is refused, the receipts sent stand.
+                // Shutting down while waiting: the rest is refused, the receipts sent stand.
                 let _ = recv.stop(code(WireErrorCode::ShuttingDown));
                 break;
             };
@@ -1893,6 +1887,45 @@ fn unreachable(e: &NodeError) -> bool {
             | NodeError::Connection(_)
             | NodeError::Stream(_)
     )
+}
+
+/// `read` within `wait` (a timeout is [`NodeError::Timeout`]), or `None` if the node begins to
+/// shut down first (`stop` is its shutdown flag).
+async fn until_shutdown<T>(
+    stop: &mut watch::Receiver<bool>,
+    wait: Duration,
+    read: impl std::future::Future<Output = Result<T, NodeError>>,
+) -> Option<Result<T, NodeError>> {
+    tokio::select! {
+        r = tokio::time::timeout(wait, read) => {
+            Some(r.unwrap_or(Err(NodeError::Timeout("request"))))
+        }
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
+/// Test support: a request stream kept open, from [`Node::hold_stream_open`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct HeldStream {
+    /// The replies read.
+    pub replies: usize,
+    send: SendStream,
+    _recv: RecvStream,
+}
+
+impl HeldStream {
+    /// Waits (at most `wait`) until the peer stops the stream or the connection ends: the code
+    /// it was stopped or closed with (`None`: neither within `wait`).
+    pub async fn stopped(self, wait: Duration) -> Option<u64> {
+        match tokio::time::timeout(wait, self.send.stopped()).await {
+            Ok(Ok(c)) => c.map(|c| c.into_inner()),
+            Ok(Err(quinn::StoppedError::ConnectionLost(
+                quinn::ConnectionError::ApplicationClosed(c),
+            ))) => Some(c.error_code.into_inner()),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
 }
 
 /// How hard to try when a message finds no connection to its contact.

@@ -313,26 +313,63 @@ async fn shutdown_stops_a_stream_that_a_peer_holds_open() {
     let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
     a.send_chat(b_contact, "hello").await.unwrap();
     let shutting_down = WireErrorCode::ShuttingDown.code() as u64;
-    let held = [chat("held #0"), chat("held #1")];
-    let hold = a.hold_stream_open(b_contact, &held, Duration::from_secs(60));
-    let stop_b = async {
-        // Once both chats are recorded (the peer now sits on its open stream), B stops.
-        for _ in 0..1000 {
-            if received(b, &a.node_id()).await.len() == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let got = received(b, &a.node_id()).await;
-        b.shutdown(Duration::from_secs(120)).await.unwrap();
-        got
-    };
-    let (held_result, got) = tokio::join!(hold, stop_b);
-    assert_eq!(got, ["hello", "held #0", "held #1"]);
+    let chats = [chat("held #0"), chat("held #1")];
+    let held = a
+        .hold_stream_open(b_contact, &chats, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(held.replies, 2, "both receipts came back");
     assert_eq!(
-        held_result.unwrap(),
-        (2, Some(shutting_down)),
-        "both receipts came back, then the stream was stopped at B's shutdown"
+        received(b, &a.node_id()).await,
+        ["hello", "held #0", "held #1"]
     );
+    // A now sits on its open stream; B stops.
+    let (stopped, shut) = tokio::join!(
+        held.stopped(Duration::from_secs(60)),
+        b.shutdown(Duration::from_secs(120))
+    );
+    shut.unwrap();
+    assert_eq!(
+        stopped,
+        Some(shutting_down),
+        "the stream was stopped at B's shutdown"
+    );
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The same with version 1, where a request is one envelope and the end of the stream: a peer
+/// that sends its envelope but never ends the stream has it refused at the node's shutdown
+/// (nothing recorded: the sender will send it again), without the shutdown waiting for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_refuses_a_version_1_request_that_never_ends() {
+    let patient_v1 = NodeConfig {
+        request_timeout: Duration::from_secs(120),
+        pipelining: false,
+        ..test_config([127, 0, 0, 1])
+    };
+    let pair = pair(patient_v1).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    a.send_chat(b_contact, "hello").await.unwrap();
+    // No reply comes before the stream ends: wait for none.
+    let held = a
+        .hold_stream_open(
+            b_contact,
+            &[chat("never ended")],
+            Duration::from_millis(500),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.replies, 0);
+    let (stopped, shut) = tokio::join!(
+        held.stopped(Duration::from_secs(60)),
+        b.shutdown(Duration::from_secs(120))
+    );
+    shut.unwrap();
+    assert_eq!(
+        stopped,
+        Some(WireErrorCode::ShuttingDown.code() as u64),
+        "refused at B's shutdown"
+    );
+    assert_eq!(received(b, &a.node_id()).await, ["hello"]);
     a.shutdown(Duration::from_secs(5)).await.unwrap();
 }
