@@ -213,10 +213,10 @@ impl Inner {
             let Some(_claim) = self.outbox.claim(peer, m.id) else {
                 continue;
             };
+            // Its state now (a receipt may have come in since it was read), without its body.
             let (store, id) = (self.store.clone(), m.id);
-            let current = blocking(move || Ok(lock(&store).message(&peer, &id)?)).await?;
-            let Some(current) = current else { continue };
-            if !matches!(current.state, MessageState::Queued | MessageState::Sent) {
+            let state = blocking(move || Ok(lock(&store).message_state(&peer, &id)?)).await?;
+            if !matches!(state, Some((_, MessageState::Queued | MessageState::Sent))) {
                 continue;
             }
             // Sealed once: depositing again (another pass, a refusal) reuses it, so a contact
@@ -242,7 +242,7 @@ impl Inner {
                     p
                 }
             };
-            let expires = current.expires_at_ms.unwrap_or(u64::MAX);
+            let expires = m.expires_at_ms.unwrap_or(u64::MAX);
             let accepted = self
                 .deposit_payload(peer, item_id(&m.id), expires, payload)
                 .await?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use dp2ptcs_crypto::{Identity, PreKeyBundle, UnlockedKeystore};
 use dp2ptcs_store::{
     ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, Store,
-    StoreError,
+    StoreError, Undelivered,
 };
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{
@@ -1497,8 +1497,10 @@ impl Inner {
         for p in waiting {
             match self.outbox.claim_peer(p.peer, now) {
                 Ok(()) => {
-                    self.tasks
-                        .spawn(self.clone().outbox_worker(p.peer, p.first_seq - 1));
+                    self.tasks.spawn(
+                        self.clone()
+                            .outbox_worker(p.peer, p.first_seq.saturating_sub(1)),
+                    );
                 }
                 Err(Some(at)) => next = next.min(at),
                 Err(None) => {}
@@ -1507,16 +1509,23 @@ impl Inner {
         Ok(next)
     }
 
-    /// `peer`'s next waiting messages after position `after_seq`, oldest first, a window at a
-    /// time.
+    /// `peer`'s next waiting messages of `which` kind after position `after_seq`, oldest
+    /// first, a window at a time.
     async fn outbox_window(
         &self,
         peer: NodeId,
+        which: Undelivered,
         after_seq: i64,
     ) -> Result<Vec<MessageRecord>, NodeError> {
         let store = self.store.clone();
         blocking(move || {
-            Ok(lock(&store).outbox_window(&peer, after_seq, OUTBOX_WINDOW, OUTBOX_WINDOW_BYTES)?)
+            Ok(lock(&store).outbox_window(
+                &peer,
+                which,
+                after_seq,
+                OUTBOX_WINDOW,
+                OUTBOX_WINDOW_BYTES,
+            )?)
         })
         .await
     }
@@ -1543,7 +1552,9 @@ impl Inner {
             drop(conn);
             let mut after_seq = after_seq;
             loop {
-                let msgs = self.outbox_window(peer, after_seq).await?;
+                let msgs = self
+                    .outbox_window(peer, Undelivered::All, after_seq)
+                    .await?;
                 let Some(last) = msgs.last() else {
                     return Ok(());
                 };
@@ -1719,7 +1730,8 @@ impl Inner {
     }
 
     /// Deposits in `contact`'s mailbox those of `msgs`, then of its messages waiting after
-    /// position `after_seq` (a window at a time), that are not held there yet.
+    /// position `after_seq` (a window at a time), that are not held there yet. Messages held
+    /// already are not read again.
     async fn hold_in_mailbox(
         self: &Arc<Self>,
         contact: &ContactRecord,
@@ -1731,7 +1743,9 @@ impl Inner {
             let mut held = self.deposit_outgoing(contact, msgs).await?;
             let mut after_seq = after_seq;
             loop {
-                let window = self.outbox_window(contact.node_id, after_seq).await?;
+                let window = self
+                    .outbox_window(contact.node_id, Undelivered::NotHeld, after_seq)
+                    .await?;
                 let Some(last) = window.last() else {
                     return Ok::<_, NodeError>(held);
                 };

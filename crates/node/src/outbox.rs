@@ -119,8 +119,7 @@ impl Outbox {
     /// Forgets `peer`'s failures (it answered, or it just connected to us) and, if it had
     /// failed, wakes the loop to send what waits for it. A peer that had not failed has nothing
     /// waiting that a pass would not already handle (`queue_chat` wakes the loop itself), so
-    /// the common case, a receipt from a healthy peer, costs no outbox pass (a pass reads every
-    /// undelivered row with its body).
+    /// the common case, a receipt from a healthy peer, costs no outbox pass.
     pub(crate) fn reachable(&self, peer: NodeId) {
         if lock(&self.backoff).remove(&peer).is_some() {
             self.wake();

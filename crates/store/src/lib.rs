@@ -36,7 +36,9 @@ use zeroize::Zeroizing;
 pub use contacts::ContactRecord;
 pub use error::StoreError;
 pub use mailbox::HeldItem;
-pub use messages::{Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, OutboxPeer};
+pub use messages::{
+    Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, OutboxPeer, Undelivered,
+};
 
 /// The database file name in the data directory.
 pub const DB_FILE: &str = "node.db";

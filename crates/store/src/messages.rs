@@ -168,13 +168,37 @@ pub struct OutboxPeer {
     pub waiting: u64,
 }
 
-/// The positions of a contact's next waiting messages (`?1` peer, `?2` after this position,
-/// `?3` at most so many). The index holds all the query asks: no row of the history is read.
-fn window_sql() -> String {
+/// Which of a contact's waiting messages an [`Store::outbox_window`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// Every one (`queued`, `sent`, `held`): to send them directly.
+    All,
+    /// Those not in its mailbox yet (`queued`, `sent`): to deposit them there.
+    NotHeld,
+}
+
+impl Undelivered {
+    fn states(self) -> &'static [MessageState] {
+        match self {
+            Undelivered::All => &[MessageState::Queued, MessageState::Sent, MessageState::Held],
+            Undelivered::NotHeld => &[MessageState::Queued, MessageState::Sent],
+        }
+    }
+}
+
+/// The positions of a contact's next waiting messages in one state (`?1` peer, `?2` after this
+/// position, `?3` at most so many, `?4` the state). The index holds all the query asks, in the
+/// order asked: no row of the history is read, and nothing is sorted.
+const WINDOW_SQL: &str = "SELECT seq FROM messages INDEXED BY messages_outbox
+     WHERE direction = 0 AND state = ?4 AND peer = ?1 AND seq > ?2
+     ORDER BY seq LIMIT ?3";
+
+/// Per contact with waiting messages: the first position, earliest expiry and count. The index
+/// holds all the query asks: no row is read.
+fn outbox_peers_sql() -> String {
     format!(
-        "SELECT seq FROM messages INDEXED BY messages_outbox
-         WHERE direction = 0 AND state IN {PENDING} AND peer = ?1 AND seq > ?2
-         ORDER BY seq LIMIT ?3"
+        "SELECT peer, MIN(seq), MIN(expires_at_ms), COUNT(*) FROM messages
+         WHERE direction = 0 AND state IN {PENDING} GROUP BY peer ORDER BY MIN(seq)"
     )
 }
 
@@ -312,10 +336,7 @@ impl Store {
     /// position of its oldest waiting message and the earliest expiry among them. Ordered by
     /// that oldest message, so the contact waiting longest comes first.
     pub fn outbox_peers(&self) -> Result<Vec<OutboxPeer>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT peer, MIN(seq), MIN(expires_at_ms), COUNT(*) FROM messages
-             WHERE direction = 0 AND state IN {PENDING} GROUP BY peer ORDER BY MIN(seq)"
-        ))?;
+        let mut stmt = self.conn.prepare_cached(&outbox_peers_sql())?;
         let rows = stmt.query_map([], |row| {
             let peer: Vec<u8> = row.get(0)?;
             let peer = <[u8; 32]>::try_from(peer.as_slice()).map_err(|_| {
@@ -335,28 +356,36 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The next of `peer`'s messages in the outbox after position `after_seq`, oldest first:
-    /// at most `max_messages`, and no more once their bodies reach `max_bytes` (at least one).
-    /// Only the bodies returned are read.
+    /// The next of `peer`'s messages in the outbox (those of `which` kind) after position
+    /// `after_seq`, oldest first: at most `max_messages`, and no more once their bodies reach
+    /// `max_bytes` (at least one). Only the bodies returned are read.
     pub fn outbox_window(
         &self,
         peer: &NodeId,
+        which: Undelivered,
         after_seq: i64,
         max_messages: u32,
         max_bytes: usize,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        let seqs: Vec<i64> = {
-            let mut stmt = self.conn.prepare_cached(&window_sql())?;
+        // The first `max_messages` of each state, merged: the first `max_messages` of all.
+        let mut seqs: Vec<i64> = Vec::new();
+        let mut stmt = self.conn.prepare_cached(WINDOW_SQL)?;
+        for state in which.states() {
             let rows = stmt.query_map(
                 params![
                     peer.as_bytes().as_slice(),
                     after_seq,
-                    i64::from(max_messages)
+                    i64::from(max_messages),
+                    state.code()
                 ],
                 |r| r.get(0),
             )?;
-            rows.collect::<Result<_, _>>()?
-        };
+            for seq in rows {
+                seqs.push(seq?);
+            }
+        }
+        seqs.sort_unstable();
+        seqs.truncate(max_messages as usize);
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE seq = ?1"))?;
@@ -369,12 +398,7 @@ impl Store {
             let Some(m) = stmt.query_row(params![seq], from_row).optional()? else {
                 continue;
             };
-            if m.direction != Direction::Outgoing
-                || !matches!(
-                    m.state,
-                    MessageState::Queued | MessageState::Sent | MessageState::Held
-                )
-            {
+            if m.direction != Direction::Outgoing || !which.states().contains(&m.state) {
                 continue;
             }
             bytes += m.body.len();
@@ -704,46 +728,122 @@ mod outbox_tests {
         let seqs = |w: Vec<MessageRecord>| w.iter().map(|m| m.seq).collect::<Vec<_>>();
         let all = usize::MAX;
         assert_eq!(
-            seqs(store.outbox_window(&bob, 0, 10, all).unwrap()),
+            seqs(
+                store
+                    .outbox_window(&bob, Undelivered::All, 0, 10, all)
+                    .unwrap()
+            ),
             [2, 5, 7]
         );
-        assert_eq!(seqs(store.outbox_window(&bob, 0, 2, all).unwrap()), [2, 5]);
-        assert_eq!(seqs(store.outbox_window(&bob, 5, 10, all).unwrap()), [7]);
-        assert!(store.outbox_window(&bob, 7, 10, all).unwrap().is_empty());
         assert_eq!(
-            seqs(store.outbox_window(&carol, 0, 10, all).unwrap()),
+            seqs(
+                store
+                    .outbox_window(&bob, Undelivered::All, 0, 2, all)
+                    .unwrap()
+            ),
+            [2, 5]
+        );
+        assert_eq!(
+            seqs(
+                store
+                    .outbox_window(&bob, Undelivered::All, 5, 10, all)
+                    .unwrap()
+            ),
+            [7]
+        );
+        assert!(store
+            .outbox_window(&bob, Undelivered::All, 7, 10, all)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            seqs(
+                store
+                    .outbox_window(&carol, Undelivered::All, 0, 10, all)
+                    .unwrap()
+            ),
             [3, 8]
         );
         // Bodies bound the window, but one message always fits.
-        assert_eq!(seqs(store.outbox_window(&bob, 0, 10, 150).unwrap()), [2, 5]);
-        assert_eq!(seqs(store.outbox_window(&bob, 0, 10, 1).unwrap()), [2]);
-        let w = store.outbox_window(&bob, 0, 1, all).unwrap();
+        assert_eq!(
+            seqs(
+                store
+                    .outbox_window(&bob, Undelivered::All, 0, 10, 150)
+                    .unwrap()
+            ),
+            [2, 5]
+        );
+        assert_eq!(
+            seqs(
+                store
+                    .outbox_window(&bob, Undelivered::All, 0, 10, 1)
+                    .unwrap()
+            ),
+            [2]
+        );
+        // Those not in the mailbox yet.
+        let not_held = |peer| {
+            seqs(
+                store
+                    .outbox_window(peer, Undelivered::NotHeld, 0, 10, all)
+                    .unwrap(),
+            )
+        };
+        assert_eq!(not_held(&bob), [2, 5]);
+        assert_eq!(not_held(&carol), [8]);
+        let w = store
+            .outbox_window(&bob, Undelivered::All, 0, 1, all)
+            .unwrap();
         assert_eq!((w[0].body.as_str(), w[0].state), (body.as_str(), Queued));
 
         // Delivered, it leaves the outbox.
-        let id5 = store.outbox_window(&bob, 2, 1, all).unwrap()[0].id;
+        let id5 = store
+            .outbox_window(&bob, Undelivered::All, 2, 1, all)
+            .unwrap()[0]
+            .id;
         store.set_message_state(&bob, &id5, Delivered, 2).unwrap();
-        assert_eq!(seqs(store.outbox_window(&bob, 0, 10, all).unwrap()), [2, 7]);
+        assert_eq!(
+            seqs(
+                store
+                    .outbox_window(&bob, Undelivered::All, 0, 10, all)
+                    .unwrap()
+            ),
+            [2, 7]
+        );
         assert_eq!(store.outbox_peers().unwrap()[0].waiting, 2);
     }
 
-    /// Finding a contact's waiting messages reads the index alone, however long the history.
+    /// Finding a contact's waiting messages reads the index alone, however long the history,
+    /// and sorts nothing, however many wait.
     #[test]
     fn a_contacts_waiting_messages_are_found_without_reading_its_history() {
         let store = Store::open_in_memory(&[1; 32]).unwrap();
         let mut stmt = store
             .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", window_sql()))
+            .prepare(&format!("EXPLAIN QUERY PLAN {WINDOW_SQL}"))
             .unwrap();
         let plan: Vec<String> = stmt
-            .query_map(rusqlite::params![[0u8; 32].as_slice(), 0, 1], |r| r.get(3))
+            .query_map(rusqlite::params![[0u8; 32].as_slice(), 0, 1, 2], |r| {
+                r.get(3)
+            })
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            plan,
+            ["SEARCH messages USING COVERING INDEX messages_outbox \
+              (direction=? AND state=? AND peer=? AND seq>?)"]
+        );
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", outbox_peers_sql()))
+            .unwrap();
+        let plan: Vec<String> = stmt
+            .query_map([], |r| r.get(3))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
         assert!(
-            plan[0].contains(
-                "COVERING INDEX messages_outbox (direction=? AND state=? AND peer=? AND seq>?)"
-            ),
+            plan[0].starts_with("SEARCH messages USING COVERING INDEX messages_outbox"),
             "{plan:?}"
         );
     }

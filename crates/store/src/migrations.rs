@@ -96,10 +96,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX messages_by_peer ON messages (peer, seq);
      CREATE INDEX messages_outbox ON messages (direction, state, seq);",
     // 5: the outbox index orders by peer before sequence, so a contact's waiting messages are
-    // found in the index alone, without reading the rest of its history; it still counts the
-    // messages of each direction and state for the status.
+    // found in the index alone, without reading the rest of its history, and carries the expiry,
+    // so a pass over the outbox reads no row; it still counts the messages of each direction and
+    // state for the status.
     "DROP INDEX messages_outbox;
-     CREATE INDEX messages_outbox ON messages (direction, state, peer, seq);",
+     CREATE INDEX messages_outbox ON messages (direction, state, peer, seq, expires_at_ms);",
 ];
 
 /// The schema version this program writes.
@@ -227,7 +228,7 @@ mod tests {
             Some(vec![9u8; 40])
         );
         let outbox: Vec<MessageState> = store
-            .outbox_window(&peer, 0, 10, usize::MAX)
+            .outbox_window(&peer, crate::Undelivered::All, 0, 10, usize::MAX)
             .unwrap()
             .iter()
             .map(|m| m.state)
