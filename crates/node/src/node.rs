@@ -423,6 +423,33 @@ impl Node {
         })
     }
 
+    /// Test support: a new request stream on the authenticated connection to `contact`, and
+    /// each `(kind, plaintext)` encrypted with the session with it, encoded.
+    async fn test_stream(
+        &self,
+        contact: &ContactRecord,
+        envelopes: &[(MessageKind, Vec<u8>)],
+    ) -> Result<(Connection, SendStream, RecvStream, Vec<Vec<u8>>), NodeError> {
+        let (inner, peer) = (&self.inner, contact.node_id);
+        let conn = inner.connection(contact).await?;
+        let handle = inner
+            .sessions
+            .current(peer)
+            .await?
+            .ok_or(NodeError::Internal("no session after handshake".into()))?;
+        let mut encoded = Vec::new();
+        for (kind, plaintext) in envelopes {
+            let plaintext = Zeroizing::new(plaintext.clone());
+            let env = inner
+                .sessions
+                .encrypt(peer, &handle, *kind, plaintext)
+                .await?;
+            encoded.push(env.encode());
+        }
+        let (send, recv) = conn.open_bi().await?;
+        Ok((conn, send, recv, encoded))
+    }
+
     /// Test support (hostile-peer tests): encrypts each `(kind, plaintext)` with the session
     /// with `contact` and writes them all on one new stream of the authenticated connection,
     /// then counts the frames that come back before the stream ends (within `wait` each), and
@@ -435,21 +462,9 @@ impl Node {
         envelopes: &[(MessageKind, Vec<u8>)],
         wait: Duration,
     ) -> Result<(usize, Option<u64>), NodeError> {
-        let (inner, peer) = (&self.inner, contact.node_id);
-        let conn = inner.connection(contact).await?;
-        let handle = inner
-            .sessions
-            .current(peer)
-            .await?
-            .ok_or(NodeError::Internal("no session after handshake".into()))?;
-        let (mut send, mut recv) = conn.open_bi().await?;
-        for (kind, plaintext) in envelopes {
-            let plaintext = Zeroizing::new(plaintext.clone());
-            let env = inner
-                .sessions
-                .encrypt(peer, &handle, *kind, plaintext)
-                .await?;
-            if write_frame(&mut send, &env.encode()).await.is_err() {
+        let (conn, mut send, mut recv, envelopes) = self.test_stream(contact, envelopes).await?;
+        for env in &envelopes {
+            if write_frame(&mut send, env).await.is_err() {
                 break;
             }
         }
@@ -475,23 +490,11 @@ impl Node {
         envelopes: &[(MessageKind, Vec<u8>)],
         wait: Duration,
     ) -> Result<HeldStream, NodeError> {
-        let (inner, peer) = (&self.inner, contact.node_id);
-        let conn = inner.connection(contact).await?;
-        let handle = inner
-            .sessions
-            .current(peer)
-            .await?
-            .ok_or(NodeError::Internal("no session after handshake".into()))?;
-        let (mut send, mut recv) = conn.open_bi().await?;
+        let (_, mut send, mut recv, envelopes) = self.test_stream(contact, envelopes).await?;
         let mut reader = FrameReader::new();
         let mut replies = 0;
-        for (kind, plaintext) in envelopes {
-            let plaintext = Zeroizing::new(plaintext.clone());
-            let env = inner
-                .sessions
-                .encrypt(peer, &handle, *kind, plaintext)
-                .await?;
-            write_frame(&mut send, &env.encode()).await?;
+        for env in &envelopes {
+            write_frame(&mut send, env).await?;
             if let Ok(Ok(Some(_))) = tokio::time::timeout(wait, reader.next(&mut recv)).await {
                 replies += 1;
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use dp2ptcs_node::{tls, NodeConfig, SERVER_NAME};
+use dp2ptcs_node::{tls, HeldStream, NodeConfig, SERVER_NAME};
 use dp2ptcs_store::{Direction, HistoryQuery};
 use dp2ptcs_types::MessageId;
 use dp2ptcs_wire::{
@@ -300,6 +300,17 @@ async fn each_envelope_of_a_stream_counts_against_the_peers_rate() {
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// Shuts `node` down (deadline 120 s) while `held` waits: the code its stream was stopped or
+/// its connection closed with, if that came within 60 s.
+async fn shut_down_while_held(node: &dp2ptcs_node::Node, held: HeldStream) -> Option<u64> {
+    let (stopped, shut) = tokio::join!(
+        held.stopped(Duration::from_secs(60)),
+        node.shutdown(Duration::from_secs(120))
+    );
+    shut.unwrap();
+    stopped
+}
+
 /// A peer that keeps a stream open after its chats does not hold up the node's shutdown until
 /// its deadline: the node stops the stream at once with "shutting down", and the chats the
 /// stream carried stand.
@@ -324,11 +335,7 @@ async fn shutdown_stops_a_stream_that_a_peer_holds_open() {
         ["hello", "held #0", "held #1"]
     );
     // A now sits on its open stream; B stops.
-    let (stopped, shut) = tokio::join!(
-        held.stopped(Duration::from_secs(60)),
-        b.shutdown(Duration::from_secs(120))
-    );
-    shut.unwrap();
+    let stopped = shut_down_while_held(b, held).await;
     assert_eq!(
         stopped,
         Some(shutting_down),
@@ -360,11 +367,7 @@ async fn shutdown_refuses_a_version_1_request_that_never_ends() {
         .await
         .unwrap();
     assert_eq!(held.replies, 0);
-    let (stopped, shut) = tokio::join!(
-        held.stopped(Duration::from_secs(60)),
-        b.shutdown(Duration::from_secs(120))
-    );
-    shut.unwrap();
+    let stopped = shut_down_while_held(b, held).await;
     assert_eq!(
         stopped,
         Some(WireErrorCode::ShuttingDown.code() as u64),

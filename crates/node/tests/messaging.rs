@@ -319,6 +319,35 @@ async fn chats_being_sent_at_shutdown_wait_in_the_outbox() {
     assert_eq!(bodies, expected, "every chat is in the outbox, once");
 }
 
+/// `contact` without its addresses, stored so at `node`: `node` cannot reach it until the
+/// contact is stored again with them.
+async fn forget_addresses(node: &dp2ptcs_node::Node, contact: &ContactRecord) -> ContactRecord {
+    let nowhere = ContactRecord {
+        addresses: Vec::new(),
+        ..contact.clone()
+    };
+    node.put_contact(&nowhere).await.unwrap();
+    nowhere
+}
+
+/// The bodies of the next `n` messages `events` reports, in order (within [`SAFETY`]).
+async fn next_bodies(
+    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
+    n: usize,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    tokio::time::timeout(SAFETY, async {
+        while got.len() < n {
+            if let NodeEvent::Message { body, .. } = events.recv().await.unwrap() {
+                got.push(body);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    got
+}
+
 /// Queues `n` messages of `len` bytes from `from` to `to` (the contact `to_contact`) at once and
 /// returns the bodies `to` received, in the order it recorded them.
 async fn queue_and_receive(
@@ -335,16 +364,7 @@ async fn queue_and_receive(
     for body in &expected {
         from.queue_chat(to_contact, body).await.unwrap();
     }
-    let mut got = Vec::new();
-    tokio::time::timeout(SAFETY, async {
-        while got.len() < n {
-            if let NodeEvent::Message { body, .. } = events.recv().await.unwrap() {
-                got.push(body);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let got = next_bodies(&mut events, n).await;
     (got, expected)
 }
 
@@ -359,11 +379,7 @@ async fn queued_large_messages_arrive_in_order_over_version_2() {
     // then sees all of it at once: 16 KiB bodies, three to a batch, 24 batches, more than one
     // stream carries, and more bytes than the outbox reads at once (it reads a window of about
     // 1 MB, then the next).
-    let nowhere = ContactRecord {
-        addresses: Vec::new(),
-        ..pair.b_contact.clone()
-    };
-    a.put_contact(&nowhere).await.unwrap();
+    let nowhere = forget_addresses(a, &pair.b_contact).await;
     let mut events = b.subscribe();
     let expected: Vec<String> = (0..70)
         .map(|i| format!("{i:04} {}", "x".repeat(16 * 1024 - 5)))
@@ -372,16 +388,7 @@ async fn queued_large_messages_arrive_in_order_over_version_2() {
         a.queue_chat(&nowhere, body).await.unwrap();
     }
     a.put_contact(&pair.b_contact).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(SAFETY, async {
-        while got.len() < expected.len() {
-            if let NodeEvent::Message { body, .. } = events.recv().await.unwrap() {
-                got.push(body);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let got = next_bodies(&mut events, expected.len()).await;
     assert_eq!(got, expected, "in order, each once");
     assert!(
         b.pipelined_streams_served() > 0,
@@ -430,16 +437,7 @@ async fn the_outbox_sends_many_queued_messages_in_order() {
             .await
             .unwrap();
     }
-    let mut got = Vec::new();
-    tokio::time::timeout(SAFETY, async {
-        while got.len() < QUEUED {
-            if let NodeEvent::Message { body, .. } = b_events.recv().await.unwrap() {
-                got.push(body);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let got = next_bodies(&mut b_events, QUEUED).await;
     let expected: Vec<String> = (0..QUEUED).map(|i| format!("queued #{i}")).collect();
     assert_eq!(got, expected, "in order, each once");
     a.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -456,11 +454,7 @@ async fn a_backlog_larger_than_the_outbox_holds_at_once_arrives_in_order() {
     let pair = pair(test_config([127, 0, 0, 1])).await;
     let (a, b) = (&pair.a, &pair.b);
     // A knows no address of B while the backlog builds up.
-    let nowhere = ContactRecord {
-        addresses: Vec::new(),
-        ..pair.b_contact.clone()
-    };
-    a.put_contact(&nowhere).await.unwrap();
+    let nowhere = forget_addresses(a, &pair.b_contact).await;
     let mut events = b.subscribe();
     let mut expected: Vec<String> = (0..BACKLOG).map(|i| format!("backlog #{i}")).collect();
     for body in &expected {
@@ -469,21 +463,11 @@ async fn a_backlog_larger_than_the_outbox_holds_at_once_arrives_in_order() {
     a.put_contact(&pair.b_contact).await.unwrap();
     let later: Vec<String> = (0..LATER).map(|i| format!("later #{i}")).collect();
     expected.extend(later.iter().cloned());
-    let mut got = Vec::new();
-    tokio::time::timeout(SAFETY, async {
-        while got.len() < expected.len() {
-            if let NodeEvent::Message { body, .. } = events.recv().await.unwrap() {
-                got.push(body);
-                if got.len() == 100 {
-                    for body in &later {
-                        a.queue_chat(&pair.b_contact, body).await.unwrap();
-                    }
-                }
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let mut got = next_bodies(&mut events, 100).await;
+    for body in &later {
+        a.queue_chat(&pair.b_contact, body).await.unwrap();
+    }
+    got.extend(next_bodies(&mut events, expected.len() - 100).await);
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "in order, each once");
     // Every receipt came back: nothing is left waiting.
