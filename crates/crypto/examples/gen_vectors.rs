@@ -163,6 +163,17 @@ fn field(v: &Value, name: &str) -> Value {
     v.get(name).cloned().unwrap_or(Value::Null)
 }
 
+/// The context a transcript message is encrypted in: none for an even label number (plain
+/// `encrypt`), else one byte, as an envelope's type (PROTOCOL.md 8.2).
+fn context_of(label: &str) -> Vec<u8> {
+    let n: u8 = label[1..].parse().unwrap_or(0);
+    if n.is_multiple_of(2) {
+        Vec::new()
+    } else {
+        vec![1 + n % 5]
+    }
+}
+
 fn ratchet_transcript(
     dir: &Path,
     inputs: &SessionInputs,
@@ -226,12 +237,14 @@ fn ratchet_transcript(
             if sending {
                 let before = pickle_json(&sessions[party])?;
                 let plaintext = format!("{} says {label}", names[party]);
-                let m = sessions[party].encrypt(plaintext.as_bytes())?;
+                let context = context_of(label);
+                let m = sessions[party].encrypt_in_context(plaintext.as_bytes(), &context)?;
                 events.push(json!({
                     "op": "send",
                     "from": names[party],
                     "label": label,
                     "plaintext": plaintext,
+                    "context": hex::encode(&context),
                     "chain_key": field(&before, "sending_chain_key"),
                     "header": hex::encode(m.header.to_bytes()),
                     "ciphertext": hex::encode(&m.ciphertext),
@@ -240,7 +253,8 @@ fn ratchet_transcript(
             } else {
                 let m = in_flight.remove(*label).ok_or("message not in flight")?;
                 let before = pickle_json(&sessions[party])?;
-                let pt = sessions[party].decrypt(&mut rngs[party], &m)?;
+                let pt =
+                    sessions[party].decrypt_in_context(&mut rngs[party], &m, &context_of(label))?;
                 let after = pickle_json(&sessions[party])?;
                 events.push(json!({
                     "op": "deliver",
@@ -274,7 +288,7 @@ fn ratchet_transcript(
         dir,
         "ratchet_transcript.json",
         json!({
-            "description": "Double Ratchet transcript (PROTOCOL.md section 7) from the with_one_time_prekey case of x3dh.json. Alice starts with RatchetInitAlice(SK, SPK_B) and ratchet key alice_initial_ratchet_private; Bob with RatchetInitBob(SK, SPK_B). Each DH ratchet step draws the party's next key from its list, in order. chain_key is the sending chain key the message key was derived from.",
+            "description": "Double Ratchet transcript (PROTOCOL.md section 7) from the with_one_time_prekey case of x3dh.json. Alice starts with RatchetInitAlice(SK, SPK_B) and ratchet key alice_initial_ratchet_private; Bob with RatchetInitBob(SK, SPK_B). Each DH ratchet step draws the party's next key from its list, in order. chain_key is the sending chain key the message key was derived from. context (hex, may be empty) is appended to the associated data: AD || header || context.",
             "shared_secret": hex::encode(inputs.shared_secret),
             "associated_data": hex::encode(inputs.associated_data),
             "bob_signed_prekey_private": hex::encode(inputs.bob_signed_prekey_private),

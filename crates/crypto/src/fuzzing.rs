@@ -231,6 +231,8 @@ struct InFlight {
     id: u32,
     plaintext: Vec<u8>,
     message: RatchetMessage,
+    /// What the message was encrypted in: none or one byte, as an envelope's type.
+    context: Vec<u8>,
 }
 
 struct Pair {
@@ -334,7 +336,7 @@ pub fn ops_to_bytes(seed: u8, ops: &[Op]) -> Vec<u8> {
 pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
     let mut pair = Pair::new(seed)?;
     let mut in_flight: [Vec<InFlight>; 2] = [Vec::new(), Vec::new()];
-    let mut delivered: [Vec<RatchetMessage>; 2] = [Vec::new(), Vec::new()];
+    let mut delivered: [Vec<(RatchetMessage, Vec<u8>)>; 2] = [Vec::new(), Vec::new()];
     let mut sends = 0usize;
     let idx = |p: Party| if p == Party::Alice { 0 } else { 1 };
 
@@ -354,8 +356,13 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
                 } else {
                     &mut pair.bob
                 };
+                let context = if id.is_multiple_of(2) {
+                    Vec::new()
+                } else {
+                    vec![(id % 5) as u8 + 1]
+                };
                 let message = session
-                    .encrypt(&plaintext)
+                    .encrypt_in_context(&plaintext, &context)
                     .map_err(|e| ctx(e.to_string()))?;
                 let to = if from == Party::Alice {
                     Party::Bob
@@ -366,6 +373,7 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
                     id,
                     plaintext,
                     message,
+                    context,
                 });
             }
             Op::Deliver { to, pick } => {
@@ -380,7 +388,7 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
                     &mut pair.bob
                 };
                 let pt = session
-                    .decrypt(&mut pair.rng, &m.message)
+                    .decrypt_in_context(&mut pair.rng, &m.message, &m.context)
                     .map_err(|e| ctx(format!("message {} failed: {e}", m.id)))?;
                 if pt.as_slice() != m.plaintext.as_slice() {
                     return Err(ctx(format!(
@@ -388,7 +396,7 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
                         m.id
                     )));
                 }
-                delivered[idx(to)].push(m.message);
+                delivered[idx(to)].push((m.message, m.context));
             }
             Op::Drop { to, pick } => {
                 let q = &mut in_flight[idx(to)];
@@ -401,14 +409,17 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
                 if d.is_empty() {
                     continue;
                 }
-                let m = d[usize::from(pick) % d.len()].clone();
+                let (m, context) = d[usize::from(pick) % d.len()].clone();
                 let session = if to == Party::Alice {
                     &mut pair.alice
                 } else {
                     &mut pair.bob
                 };
                 let before = session.pickle();
-                if session.decrypt(&mut pair.rng, &m).is_ok() {
+                if session
+                    .decrypt_in_context(&mut pair.rng, &m, &context)
+                    .is_ok()
+                {
                     return Err(ctx("a replayed message decrypted".into()));
                 }
                 if session.pickle() != before {
@@ -428,17 +439,26 @@ pub fn run_interaction(seed: u64, ops: &[Op]) -> Result<(), String> {
                 };
                 let mut ad = *session.associated_data().as_bytes();
                 let mut wire = m.message.to_bytes();
-                let bits = (ad.len() + wire.len()) * 8;
+                // The bit is in the AD, the message or the context; an empty context gets a
+                // byte instead.
+                let mut context = m.context.clone();
+                let bits = (ad.len() + wire.len() + context.len().max(1)) * 8;
                 let bit = usize::from(bit) % bits;
                 let (byte, mask) = (bit / 8, 1u8 << (bit % 8));
                 if byte < ad.len() {
                     ad[byte] ^= mask;
-                } else {
+                } else if byte < ad.len() + wire.len() {
                     wire[byte - ad.len()] ^= mask;
+                } else if context.is_empty() {
+                    context.push(mask);
+                } else {
+                    context[byte - ad.len() - wire.len()] ^= mask;
                 }
                 let before = session.pickle();
                 let accepted = match RatchetMessage::from_bytes(&wire) {
-                    Ok(msg) => session.decrypt_with_ad(&mut pair.rng, &msg, &ad).is_ok(),
+                    Ok(msg) => session
+                        .decrypt_with_ad(&mut pair.rng, &msg, &ad, &context)
+                        .is_ok(),
                     Err(_) => false,
                 };
                 if accepted {

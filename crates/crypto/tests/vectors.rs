@@ -200,14 +200,17 @@ fn ratchet_transcript_through_the_implementation() {
         FixedKeys::new(keys("bob_ratchet_privates")),
     ];
     let idx = |s: &Value| usize::from(s.as_str().unwrap() == "bob");
-    let mut in_flight = HashMap::new();
+    let (mut in_flight, mut contexts) = (HashMap::new(), HashMap::new());
     let (mut sends, mut delivered) = (0, 0);
     for e in v["events"].as_array().unwrap() {
         let label = e["label"].as_str().unwrap().to_string();
         let plaintext = e["plaintext"].as_str().unwrap();
         if e["op"] == "send" {
             let p = idx(&e["from"]);
-            let m = sessions[p].encrypt(plaintext.as_bytes()).unwrap();
+            let m = sessions[p]
+                .encrypt_in_context(plaintext.as_bytes(), &bytes(&e["context"]))
+                .unwrap();
+            contexts.insert(label.clone(), bytes(&e["context"]));
             assert_eq!(
                 hex::encode(m.header.to_bytes()),
                 e["header"].as_str().unwrap(),
@@ -223,12 +226,17 @@ fn ratchet_transcript_through_the_implementation() {
         } else {
             let p = idx(&e["to"]);
             let m: RatchetMessage = in_flight.remove(&label).unwrap();
-            let pt = sessions[p].decrypt(&mut rngs[p], &m).unwrap();
+            let context = &contexts[&label];
+            let pt = sessions[p]
+                .decrypt_in_context(&mut rngs[p], &m, context)
+                .unwrap();
             assert_eq!(pt.as_slice(), plaintext.as_bytes(), "{label}");
             // A replay is rejected (its failed attempt may draw from an RNG: use another one).
             let mut spare = FixedKeys::new(vec![[0x77; 32]]);
             assert!(
-                sessions[p].decrypt(&mut spare, &m).is_err(),
+                sessions[p]
+                    .decrypt_in_context(&mut spare, &m, context)
+                    .is_err(),
                 "replay of {label}"
             );
             delivered += 1;
@@ -309,7 +317,8 @@ fn ratchet_transcript_independently() {
         let mk = hmac(&ck, &[0x01]);
         let okm: [u8; 44] = hkdf(&[0u8; 32], &mk, b"DP2PTCS_MessageKeys_v1");
         let cipher = ChaCha20Poly1305::new_from_slice(&okm[..32]).unwrap();
-        let aad = [ad.as_slice(), header_bytes.as_slice()].concat();
+        let context = bytes(&e["context"]);
+        let aad = [ad.as_slice(), header_bytes.as_slice(), context.as_slice()].concat();
         let ct = bytes(&e["ciphertext"]);
         let pt = cipher
             .decrypt(

@@ -231,13 +231,27 @@ impl Session {
         first_message: &RatchetMessage,
         now: u64,
     ) -> Result<(Self, Plaintext), SessionError> {
+        Self::respond_in_context(rng, identity, store, initial, first_message, &[], now)
+    }
+
+    /// [`Session::respond`] for a first message encrypted in `context`
+    /// ([`Session::encrypt_in_context`]).
+    pub fn respond_in_context<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        identity: &Identity,
+        store: &mut PreKeyStore,
+        initial: &InitialMessage,
+        first_message: &RatchetMessage,
+        context: &[u8],
+        now: u64,
+    ) -> Result<(Self, Plaintext), SessionError> {
         let out = x3dh::compute_responder(identity, store, initial, now)?;
         let mut session = Self::new_responder(
             &out.shared_secret,
             out.associated_data,
             out.ratchet_key_pair.clone(),
         );
-        let plaintext = session.decrypt(rng, first_message)?;
+        let plaintext = session.decrypt_in_context(rng, first_message, context)?;
         store.mark_used(initial)?;
         Ok((session, plaintext))
     }
@@ -263,20 +277,32 @@ impl Session {
         self.skipped.len()
     }
 
-    /// `AD || header bytes`.
-    fn aad(
-        ad: &[u8; ASSOCIATED_DATA_LEN],
-        header: &Header,
-    ) -> [u8; ASSOCIATED_DATA_LEN + HEADER_LEN] {
-        let mut aad = [0u8; ASSOCIATED_DATA_LEN + HEADER_LEN];
-        aad[..ASSOCIATED_DATA_LEN].copy_from_slice(ad);
-        aad[ASSOCIATED_DATA_LEN..].copy_from_slice(&header.to_bytes());
+    /// `AD || header bytes || context`. AD and header have fixed lengths, so the context is
+    /// told apart from them without a length.
+    fn aad(ad: &[u8; ASSOCIATED_DATA_LEN], header: &Header, context: &[u8]) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(ASSOCIATED_DATA_LEN + HEADER_LEN + context.len());
+        aad.extend_from_slice(ad);
+        aad.extend_from_slice(&header.to_bytes());
+        aad.extend_from_slice(context);
         aad
     }
 
     /// `RatchetEncrypt`: `CKs, mk = KDF_CK(CKs)`, header `(DHs, PN, Ns)`, `Ns += 1`,
     /// `ENCRYPT(mk, plaintext, AD || header)`.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<RatchetMessage, EncryptError> {
+        self.encrypt_in_context(plaintext, &[])
+    }
+
+    /// [`Session::encrypt`] with `context` appended to the associated data:
+    /// `ENCRYPT(mk, plaintext, AD || header || context)`. The message then decrypts only with
+    /// the same context ([`Session::decrypt_in_context`]): an application binds to the
+    /// ciphertext what it sends beside it in clear (say, the kind of payload), so that a change
+    /// to it in transit is a forgery.
+    pub fn encrypt_in_context(
+        &mut self,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<RatchetMessage, EncryptError> {
         let st = &mut self.state;
         let cks = st
             .sending_chain_key
@@ -290,7 +316,7 @@ impl Session {
             previous_chain_length: st.previous_sending_length,
             message_number: n,
         };
-        let aad = Self::aad(self.associated_data.as_bytes(), &header);
+        let aad = Self::aad(self.associated_data.as_bytes(), &header, context);
         let ciphertext = mk
             .encrypt(plaintext, &aad)
             .map_err(|_| EncryptError::TooLong)?;
@@ -306,8 +332,20 @@ impl Session {
         rng: &mut R,
         message: &RatchetMessage,
     ) -> Result<Plaintext, DecryptError> {
+        self.decrypt_in_context(rng, message, &[])
+    }
+
+    /// [`Session::decrypt`] of a message encrypted in `context`
+    /// ([`Session::encrypt_in_context`]); any other context fails authentication and leaves
+    /// the session as it was.
+    pub fn decrypt_in_context<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        message: &RatchetMessage,
+        context: &[u8],
+    ) -> Result<Plaintext, DecryptError> {
         let ad = *self.associated_data.as_bytes();
-        self.decrypt_with_ad(rng, message, &ad)
+        self.decrypt_with_ad(rng, message, &ad, context)
     }
 
     pub(crate) fn decrypt_with_ad<R: RngCore + CryptoRng>(
@@ -315,9 +353,10 @@ impl Session {
         rng: &mut R,
         message: &RatchetMessage,
         ad: &[u8; ASSOCIATED_DATA_LEN],
+        context: &[u8],
     ) -> Result<Plaintext, DecryptError> {
         let header = &message.header;
-        let aad = Self::aad(ad, header);
+        let aad = Self::aad(ad, header, context);
 
         // TrySkippedMessageKeys.
         if let Some(i) = self

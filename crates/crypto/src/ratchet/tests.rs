@@ -198,7 +198,7 @@ fn failed_decryption_leaves_state_unchanged_and_next_message_works() {
     assert!(bob.decrypt(&mut rng, &bad).is_err());
     let mut other_ad = *bob.associated_data().as_bytes();
     other_ad[63] ^= 1;
-    assert!(bob.decrypt_with_ad(&mut rng, &m, &other_ad).is_err());
+    assert!(bob.decrypt_with_ad(&mut rng, &m, &other_ad, &[]).is_err());
     assert_eq!(bob.pickle(), before);
     assert_eq!(bob.decrypt(&mut rng, &m).unwrap().as_slice(), b"secret");
 }
@@ -253,6 +253,69 @@ fn forged_first_message_does_not_burn_the_one_time_prekey() {
             crate::x3dh::X3dhError::UnknownOneTimePreKey(_)
         ))
     ));
+}
+
+/// A message encrypted in a context opens only in that context: what the application sends in
+/// clear beside it (say, the kind of payload) cannot be changed in transit. A wrong context is a
+/// forgery: the session is left as it was and the right one still opens the message.
+#[test]
+fn a_message_opens_only_in_the_context_it_was_encrypted_in() {
+    let (mut rng, mut alice, mut bob) = pair(12);
+    let m = alice.encrypt_in_context(b"receipt", &[2]).unwrap();
+    for wrong in [&[][..], &[1], &[2, 0], &[3]] {
+        let before = bob.pickle();
+        assert!(matches!(
+            bob.decrypt_in_context(&mut rng, &m, wrong),
+            Err(DecryptError::Authentication)
+        ));
+        assert_eq!(
+            bob.pickle(),
+            before,
+            "context {wrong:?} changed the session"
+        );
+    }
+    let pt = bob.decrypt_in_context(&mut rng, &m, &[2]).unwrap();
+    assert_eq!(pt.as_slice(), b"receipt");
+    // The empty context is plain `encrypt`/`decrypt`, both ways and across a ratchet step.
+    let r = bob.encrypt(b"reply").unwrap();
+    assert!(alice
+        .decrypt_in_context(&mut rng, &r.clone(), &[0])
+        .is_err());
+    assert_eq!(
+        alice
+            .decrypt_in_context(&mut rng, &r, &[])
+            .unwrap()
+            .as_slice(),
+        b"reply"
+    );
+    let n = alice.encrypt_in_context(b"next", &[]).unwrap();
+    assert_eq!(bob.decrypt(&mut rng, &n).unwrap().as_slice(), b"next");
+}
+
+/// The X3DH responder opens a first message in its context; the wrong context is a forgery
+/// that burns no one-time prekey.
+#[test]
+fn a_first_message_opens_only_in_its_context_and_a_wrong_one_burns_nothing() {
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let alice_id = Identity::generate(&mut rng);
+    let bob_id = Identity::generate(&mut rng);
+    let mut store = PreKeyStore::new(&mut rng, &bob_id);
+    let otk = store.generate_one_time_prekeys(&mut rng, 1);
+    let mut alice = Session::initiate(&mut rng, &alice_id, &store.bundle(Some(otk[0].0))).unwrap();
+    let initial = alice.pending_initial_message().unwrap().clone();
+    let first = alice.encrypt_in_context(b"hi", &[4]).unwrap();
+    for wrong in [&[][..], &[1]] {
+        assert!(Session::respond_in_context(
+            &mut rng, &bob_id, &mut store, &initial, &first, wrong, 0
+        )
+        .is_err());
+        assert_eq!(store.one_time_prekey_count(), 1);
+    }
+    let (_, pt) =
+        Session::respond_in_context(&mut rng, &bob_id, &mut store, &initial, &first, &[4], 0)
+            .unwrap();
+    assert_eq!(pt.as_slice(), b"hi");
+    assert_eq!(store.one_time_prekey_count(), 0);
 }
 
 #[test]
