@@ -413,9 +413,8 @@ impl Inner {
                     init.signed_prekey_id,
                     init.one_time_prekey_id,
                 );
-                let first = crate::sessions::to_ratchet(&init.first_message);
                 let (session, plaintext) = self
-                    .respond_x3dh_opening(initial, first)
+                    .respond_x3dh_opening(initial, &init.first_message)
                     .await?
                     .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
                 let handle = self.sessions.install(peer, session, false).await?;

@@ -424,11 +424,13 @@ impl Node {
     }
 
     /// Test support: a new request stream on the authenticated connection to `contact`, and
-    /// each `(kind, plaintext)` encrypted with the session with it, encoded.
+    /// each `(kind, plaintext)` encrypted with the session with it, encoded; with `sent_as`,
+    /// each envelope's type is then changed to it, as an on-path attacker could.
     async fn test_stream(
         &self,
         contact: &ContactRecord,
         envelopes: &[(MessageKind, Vec<u8>)],
+        sent_as: Option<MessageKind>,
     ) -> Result<(Connection, SendStream, RecvStream, Vec<Vec<u8>>), NodeError> {
         let (inner, peer) = (&self.inner, contact.node_id);
         let conn = inner.connection(contact).await?;
@@ -440,10 +442,11 @@ impl Node {
         let mut encoded = Vec::new();
         for (kind, plaintext) in envelopes {
             let plaintext = Zeroizing::new(plaintext.clone());
-            let env = inner
+            let mut env = inner
                 .sessions
                 .encrypt(peer, &handle, *kind, plaintext)
                 .await?;
+            env.kind = sent_as.unwrap_or(env.kind);
             encoded.push(env.encode());
         }
         let (send, recv) = conn.open_bi().await?;
@@ -462,7 +465,34 @@ impl Node {
         envelopes: &[(MessageKind, Vec<u8>)],
         wait: Duration,
     ) -> Result<(usize, Option<u64>), NodeError> {
-        let (conn, mut send, mut recv, envelopes) = self.test_stream(contact, envelopes).await?;
+        self.send_on_one_stream(contact, envelopes, None, wait)
+            .await
+    }
+
+    /// Test support (hostile-peer tests): [`Node::send_envelopes_on_one_stream`] with one
+    /// envelope, sealed as `sealed_as` and then sent with the type `sent_as`, as an on-path
+    /// attacker could change it.
+    #[doc(hidden)]
+    pub async fn send_retyped_envelope(
+        &self,
+        contact: &ContactRecord,
+        (sealed_as, plaintext): (MessageKind, Vec<u8>),
+        sent_as: MessageKind,
+        wait: Duration,
+    ) -> Result<(usize, Option<u64>), NodeError> {
+        self.send_on_one_stream(contact, &[(sealed_as, plaintext)], Some(sent_as), wait)
+            .await
+    }
+
+    async fn send_on_one_stream(
+        &self,
+        contact: &ContactRecord,
+        envelopes: &[(MessageKind, Vec<u8>)],
+        sent_as: Option<MessageKind>,
+        wait: Duration,
+    ) -> Result<(usize, Option<u64>), NodeError> {
+        let (conn, mut send, mut recv, envelopes) =
+            self.test_stream(contact, envelopes, sent_as).await?;
         for env in &envelopes {
             if write_frame(&mut send, env).await.is_err() {
                 break;
@@ -490,7 +520,7 @@ impl Node {
         envelopes: &[(MessageKind, Vec<u8>)],
         wait: Duration,
     ) -> Result<HeldStream, NodeError> {
-        let (_, mut send, mut recv, envelopes) = self.test_stream(contact, envelopes).await?;
+        let (_, mut send, mut recv, envelopes) = self.test_stream(contact, envelopes, None).await?;
         let mut reader = FrameReader::new();
         let mut replies = 0;
         for env in &envelopes {

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use dp2ptcs_crypto::ratchet::SessionError;
 use dp2ptcs_crypto::x3dh::InitialMessage;
-use dp2ptcs_crypto::{Identity, Plaintext, PreKeyBundle, PreKeyStore, RatchetMessage, Session};
+use dp2ptcs_crypto::{Identity, Plaintext, PreKeyBundle, PreKeyStore, Session};
 use dp2ptcs_store::{ContactRecord, Store};
 use dp2ptcs_types::NodeId;
+use dp2ptcs_wire::Envelope;
 use hkdf::Hkdf;
 use rand::rngs::OsRng;
 use sha2::Sha256;
@@ -197,7 +198,7 @@ impl Inner {
     pub(crate) async fn respond_x3dh(
         self: &Arc<Self>,
         initial: InitialMessage,
-        first: RatchetMessage,
+        first: &Envelope,
     ) -> Result<Result<Session, SessionError>, NodeError> {
         Ok(self
             .respond_x3dh_opening(initial, first)
@@ -209,13 +210,16 @@ impl Inner {
     pub(crate) async fn respond_x3dh_opening(
         self: &Arc<Self>,
         initial: InitialMessage,
-        first: RatchetMessage,
+        first: &Envelope,
     ) -> Result<Result<(Session, Plaintext), SessionError>, NodeError> {
         let this = self.clone();
+        let (binding, first) = (first.kind.binding(), crate::sessions::to_ratchet(first));
         blocking(move || {
             this.prekeys.update(&this.identity, |k| {
-                match Session::respond(&mut OsRng, &this.identity, k, &initial, &first, now_secs())
-                {
+                let (id, now) = (&this.identity, now_secs());
+                match Session::respond_in_context(
+                    &mut OsRng, id, k, &initial, &first, &binding, now,
+                ) {
                     Ok(opened) => (Ok(opened), true),
                     Err(e) => (Err(e), false),
                 }

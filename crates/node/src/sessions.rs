@@ -333,7 +333,7 @@ impl SessionManager {
         plaintext: &[u8],
     ) -> Result<Envelope, NodeError> {
         let m = s
-            .encrypt(plaintext)
+            .encrypt_in_context(plaintext, &kind.binding())
             .map_err(|e| NodeError::Internal(format!("encrypt: {e}")))?;
         Ok(Envelope {
             sender: self.our_id,
@@ -389,6 +389,7 @@ impl SessionManager {
         };
         let this = self.clone();
         let msg = to_ratchet(env);
+        let binding = env.kind.binding();
         // The whole step runs in a shared transaction on the writer's thread (its own savepoint:
         // a failure undoes its writes alone), with the session locked only there.
         self.commit
@@ -401,7 +402,7 @@ impl SessionManager {
                         // are undone, and so is the session's step: the message can be opened
                         // again (a mailbox item is fetched again as it is).
                         let before = s.clone();
-                        let Ok(p) = s.decrypt(&mut OsRng, &msg) else {
+                        let Ok(p) = s.decrypt_in_context(&mut OsRng, &msg, &binding) else {
                             return Ok::<_, NodeError>(None);
                         };
                         let Some(then) = then.take() else {
@@ -481,7 +482,10 @@ mod tests {
             .install(peer, Session::new_responder(&secret, ad, ours), false)
             .await
             .unwrap();
-        let m = theirs.clone().encrypt(b"hello").unwrap();
+        let m = theirs
+            .clone()
+            .encrypt_in_context(b"hello", &MessageKind::Chat.binding())
+            .unwrap();
         let env = Envelope {
             sender: peer,
             kind: MessageKind::Chat,

@@ -268,6 +268,56 @@ async fn a_stream_carries_chats_up_to_its_bound_and_nothing_else_after_the_first
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// An envelope's type travels in clear beside its ciphertext and is bound to it (PROTOCOL.md
+/// 8.2): an envelope whose type was changed in transit does not decrypt. A receipt made to pass
+/// for a chat would otherwise be recorded as an empty chat from the contact. The sender is cut
+/// off, nothing is recorded, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_whose_type_was_changed_in_transit_is_refused_and_records_nothing() {
+    let pair = pair(test_config([127, 0, 0, 1])).await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    let wait = Duration::from_secs(10);
+    let refused = WireErrorCode::AuthenticationFailed.code() as u64;
+    a.send_chat(b_contact, "hello").await.unwrap();
+
+    let receipt = Receipt {
+        ids: vec![MessageId::random(&mut rand::rngs::OsRng)],
+    };
+    let changed = [
+        (
+            (MessageKind::Receipt, receipt.encode().unwrap()),
+            MessageKind::Chat,
+        ),
+        (chat("a chat sent as a receipt"), MessageKind::Receipt),
+        (chat("a chat sent as a batch"), MessageKind::Chats),
+        (
+            chat("a chat sent as a session proof"),
+            MessageKind::SessionProof,
+        ),
+    ];
+    for (sealed, sent_as) in changed {
+        let sealed_as = sealed.0;
+        let (replies, closed) = a
+            .send_retyped_envelope(b_contact, sealed, sent_as, wait)
+            .await
+            .unwrap();
+        assert_eq!(
+            (replies, closed),
+            (0, Some(refused)),
+            "{sealed_as:?} sent as {sent_as:?}"
+        );
+        assert_eq!(received(b, &a.node_id()).await, ["hello"]);
+    }
+
+    // The session is intact both ways.
+    a.send_chat(b_contact, "after").await.unwrap();
+    b.send_chat(&pair.a_contact, "reply").await.unwrap();
+    assert_eq!(received(b, &a.node_id()).await, ["hello", "after"]);
+    assert_eq!(received(a, &b.node_id()).await, ["reply"]);
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// Each envelope of a stream is a request for the peer's rate: past its budget the rest of the
 /// stream is refused, what came before stands, and the connection stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,14 @@ impl MessageKind {
         }
     }
 
+    /// What an envelope of this kind binds to its ciphertext (`PROTOCOL.md` section 8.2): its
+    /// `MessageType` number, one byte, appended to the ratchet's associated data. An envelope
+    /// whose type was changed in transit then fails to decrypt.
+    pub fn binding(self) -> [u8; 1] {
+        // The numbers are 1 to 5.
+        [self.to_wire() as u8]
+    }
+
     fn to_wire(self) -> i32 {
         let t = match self {
             Self::Chat => proto::MessageType::Chat,
