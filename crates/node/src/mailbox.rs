@@ -363,9 +363,8 @@ impl Inner {
                     // Ours and passing (the store, a shutdown): nothing of it was recorded, so it
                     // stays at the holders for the next fetch, and the sender's later items
                     // with it, to keep the order. A failed step leaves the session as it was,
-                    // so the next fetch opens it again; except the first message of a session
-                    // opened by X3DH, whose session is saved before the message is recorded:
-                    // the next fetch cannot open that one, and drops it then.
+                    // so the next fetch opens it again; the first message of a session opened
+                    // by X3DH too, since that session is saved before the message decrypts.
                     Err(e) if !e.is_peer_fault() && may_pass(&e) => {
                         tracing::warn!(error = %e, from = %sender.short(8), "a mailbox item kept for the next fetch");
                         break;
@@ -413,25 +412,16 @@ impl Inner {
                     init.signed_prekey_id,
                     init.one_time_prekey_id,
                 );
-                let (session, plaintext) = self
-                    .respond_x3dh_opening(initial, &init.first_message)
+                // The session is saved before the first message's decryption, which is then
+                // recorded like any later message: in the transaction that saves the session's
+                // step, which a failure (or a crash) undoes, so the item opens again at the next
+                // fetch.
+                let session = self
+                    .respond_x3dh(initial, &init.first_message, false)
                     .await?
                     .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
-                let handle = self.sessions.install(peer, session, false).await?;
-                let kind = init.first_message.kind;
-                let store = self.store.clone();
-                let (result, reply) =
-                    blocking(move || inbound(&lock(&store), peer, kind, &plaintext)).await?;
-                let receipt = match reply {
-                    Some((kind, plaintext)) => Some(
-                        self.sessions
-                            .encrypt(peer, &handle, kind, plaintext)
-                            .await?,
-                    ),
-                    None => None,
-                };
-                self.announce(peer, result?);
-                return Ok((Taken::Done, receipt));
+                self.sessions.install(peer, session, false).await?;
+                return self.open(peer, &init.first_message).await;
             }
         };
         match self.open(peer, &env).await {

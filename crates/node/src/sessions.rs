@@ -460,7 +460,8 @@ mod tests {
     }
 
     /// A message whose handling fails after it decrypted (the store, say) leaves the session as
-    /// it was: the same message opens again (a mailbox item is fetched again as it is).
+    /// it was, in memory and in the store: the same message opens again (a mailbox item is
+    /// fetched again as it is), even after a restart.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failure_after_decryption_leaves_the_message_openable() {
         let dir = tempfile::tempdir().unwrap();
@@ -506,6 +507,11 @@ mod tests {
             )
             .await;
         assert!(failed.is_err());
+        // After a restart too: the saved state is the one before the message (the state a
+        // session opened by X3DH from a mailbox is saved in, before its first message).
+        let restarted = SessionManager::new(store.clone(), &[4; 32], us.node_id());
+        let (_, plaintext) = restarted.decrypt(peer, &env).await.unwrap();
+        assert_eq!(&plaintext[..], b"hello");
         let (_, plaintext) = manager.decrypt(peer, &env).await.unwrap();
         assert_eq!(&plaintext[..], b"hello");
     }

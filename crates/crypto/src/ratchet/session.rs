@@ -234,6 +234,34 @@ impl Session {
         Self::respond_in_context(rng, identity, store, initial, first_message, &[], now)
     }
 
+    /// [`Session::respond`] without keeping the first message's decryption: the session
+    /// returned is the responder's right after `RatchetInitBob`, and the first message (which
+    /// authenticated, in `context`, before the initial message was marked used) still decrypts
+    /// with it. An application that must record that message in the same transaction as the
+    /// session's step saves this session first, then decrypts the first message like any other:
+    /// if the recording fails, the message is not lost, it decrypts again.
+    pub fn respond_unopened<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        identity: &Identity,
+        store: &mut PreKeyStore,
+        initial: &InitialMessage,
+        first_message: &RatchetMessage,
+        context: &[u8],
+        now: u64,
+    ) -> Result<Self, SessionError> {
+        let out = x3dh::compute_responder(identity, store, initial, now)?;
+        let session = Self::new_responder(
+            &out.shared_secret,
+            out.associated_data,
+            out.ratchet_key_pair.clone(),
+        );
+        session
+            .clone()
+            .decrypt_in_context(rng, first_message, context)?;
+        store.mark_used(initial)?;
+        Ok(session)
+    }
+
     /// [`Session::respond`] for a first message encrypted in `context`
     /// ([`Session::encrypt_in_context`]).
     pub fn respond_in_context<R: RngCore + CryptoRng>(

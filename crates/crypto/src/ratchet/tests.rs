@@ -318,6 +318,54 @@ fn a_first_message_opens_only_in_its_context_and_a_wrong_one_burns_nothing() {
     assert_eq!(store.one_time_prekey_count(), 0);
 }
 
+/// `respond_unopened` authenticates the first message before it marks the initial message used,
+/// and returns the session before that message's decryption: the message still decrypts with
+/// it (and with a restored copy of it, again), the session then goes on as `respond`'s would.
+#[test]
+fn an_unopened_response_still_decrypts_the_first_message() {
+    let mut rng = ChaCha20Rng::seed_from_u64(14);
+    let alice_id = Identity::generate(&mut rng);
+    let bob_id = Identity::generate(&mut rng);
+    let mut store = PreKeyStore::new(&mut rng, &bob_id);
+    let otk = store.generate_one_time_prekeys(&mut rng, 1);
+    let mut alice = Session::initiate(&mut rng, &alice_id, &store.bundle(Some(otk[0].0))).unwrap();
+    let initial = alice.pending_initial_message().unwrap().clone();
+    let first = alice.encrypt_in_context(b"first", &[1]).unwrap();
+    let mut forged = first.clone();
+    forged.ciphertext[0] ^= 1;
+    for (m, context) in [(&forged, &[1u8][..]), (&first, &[2])] {
+        assert!(
+            Session::respond_unopened(&mut rng, &bob_id, &mut store, &initial, m, context, 0)
+                .is_err()
+        );
+        assert_eq!(store.one_time_prekey_count(), 1, "a forgery burns nothing");
+    }
+    let mut bob =
+        Session::respond_unopened(&mut rng, &bob_id, &mut store, &initial, &first, &[1], 0)
+            .unwrap();
+    assert_eq!(store.one_time_prekey_count(), 0);
+    let saved = bob.clone();
+    for _ in 0..2 {
+        bob = saved.clone();
+        let pt = bob.decrypt_in_context(&mut rng, &first, &[1]).unwrap();
+        assert_eq!(pt.as_slice(), b"first");
+    }
+    assert!(
+        bob.decrypt_in_context(&mut rng, &first, &[1]).is_err(),
+        "no replay"
+    );
+    let reply = bob.encrypt(b"reply").unwrap();
+    assert_eq!(
+        alice.decrypt(&mut rng, &reply).unwrap().as_slice(),
+        b"reply"
+    );
+    assert!(
+        Session::respond_unopened(&mut rng, &bob_id, &mut store, &initial, &first, &[1], 0)
+            .is_err(),
+        "the initial message is used"
+    );
+}
+
 #[test]
 fn header_and_message_encoding() {
     let h = Header {
