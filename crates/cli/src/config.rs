@@ -34,6 +34,8 @@ pub(crate) struct FileConfig {
     pub(crate) bootstrap: Option<Vec<SocketAddr>>,
     pub(crate) log_format: Option<LogFormat>,
     pub(crate) log: Option<String>,
+    /// Speak messaging protocol version 2 with peers that do (`NodeConfig::pipelining`).
+    pub(crate) pipelining: Option<bool>,
     #[serde(default)]
     pub(crate) limits: Limits,
     #[serde(default)]
@@ -115,6 +117,9 @@ pub(crate) fn merge(
     };
     if let Some(listen) = args.listen.or(file.listen) {
         node.listen = listen;
+    }
+    if let Some(pipelining) = file.pipelining {
+        node.pipelining = pipelining;
     }
     let l = &file.limits;
     macro_rules! set {
@@ -300,6 +305,13 @@ mod tests {
         assert_eq!(c.node.dial_attempts, 2);
         assert_eq!(c.node.handshake_timeout, Duration::from_secs(30));
         assert_eq!(c.log, DEFAULT_LOG);
+        assert!(
+            c.node.pipelining,
+            "messaging version 2 unless the file says otherwise"
+        );
+
+        let file: FileConfig = toml::from_str("pipelining = false").unwrap();
+        assert!(!merge(Some(file), None, &args(&[])).unwrap().node.pipelining);
 
         let file: FileConfig = toml::from_str(r#"listen = "127.0.0.1:9000""#).unwrap();
         let c = merge(
@@ -321,6 +333,7 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("listen = \"localhost\"").is_err());
         assert!(toml::from_str::<FileConfig>("[limits]\nmax_conections = 3").is_err());
         assert!(toml::from_str::<FileConfig>("log_format = \"xml\"").is_err());
+        assert!(toml::from_str::<FileConfig>("pipelining = \"no\"").is_err());
         let file: FileConfig = toml::from_str("advertise = [\"0.0.0.0:7446\"]").unwrap();
         assert!(merge(Some(file), None, &args(&[])).is_err());
         for bad in [
