@@ -78,6 +78,11 @@ impl Payload {
     }
 }
 
+/// Whether a mailbox item may carry a message of `kind`.
+fn in_mailbox(kind: MessageKind) -> bool {
+    matches!(kind, MessageKind::Chat | MessageKind::Receipt)
+}
+
 /// Whether `e`, a failure of this node's own while taking a mailbox item, may pass (a busy or
 /// full disk, a shutdown): the item is then kept for the next fetch. A lasting one (a damaged
 /// record, a bug) would keep the sender's items at the front of the mailbox until they expire,
@@ -397,7 +402,12 @@ impl Inner {
         let env = match payload {
             Payload::Envelope(env) => env,
             Payload::Handshake(init) => {
-                if init.identity_key != contact.public_key || init.first_message.sender != peer {
+                // Checked before the X3DH, which would use up a prekey for a message `open`
+                // refuses.
+                if init.identity_key != contact.public_key
+                    || init.first_message.sender != peer
+                    || !in_mailbox(init.first_message.kind)
+                {
                     return Err(NodeError::Authentication("inconsistent mailbox handshake"));
                 }
                 // A later message of a session already started: open it under the session.
@@ -415,7 +425,8 @@ impl Inner {
                 // The session is saved before the first message's decryption, which is then
                 // recorded like any later message: in the transaction that saves the session's
                 // step, which a failure (or a crash) undoes, so the item opens again at the next
-                // fetch.
+                // fetch. Until it does, the session cannot send (a responder sends only once it
+                // has received); any later message of the contact's also opens it.
                 let session = self
                     .respond_x3dh(initial, &init.first_message, false)
                     .await?
@@ -440,7 +451,7 @@ impl Inner {
         peer: NodeId,
         env: &Envelope,
     ) -> Result<(Taken, Option<Envelope>), NodeError> {
-        if env.sender != peer || !matches!(env.kind, MessageKind::Chat | MessageKind::Receipt) {
+        if env.sender != peer || !in_mailbox(env.kind) {
             return Err(NodeError::Authentication("unexpected mailbox message"));
         }
         let kind = env.kind;
