@@ -271,6 +271,21 @@ impl Store {
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
     }
+
+    /// Test support: while `on`, every insert into the message history on this connection
+    /// fails, as a full disk would make it (a temporary trigger, which the database file never
+    /// holds and which ends with the connection). A test makes the recording of a message fail
+    /// after the steps before it succeeded, with the real store.
+    #[doc(hidden)]
+    pub fn fail_message_inserts(&self, on: bool) -> Result<(), StoreError> {
+        self.conn.execute_batch(if on {
+            "CREATE TEMP TRIGGER IF NOT EXISTS fail_message_inserts BEFORE INSERT ON messages \
+             BEGIN SELECT RAISE(ABORT, 'message inserts fail (test)'); END;"
+        } else {
+            "DROP TRIGGER IF EXISTS temp.fail_message_inserts;"
+        })?;
+        Ok(())
+    }
 }
 
 /// An open transaction of [`Store::transaction`]: rolled back when dropped.
