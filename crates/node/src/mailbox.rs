@@ -422,17 +422,48 @@ impl Inner {
                     init.signed_prekey_id,
                     init.one_time_prekey_id,
                 );
-                // The session is saved before the first message's decryption, which is then
-                // recorded like any later message: in the transaction that saves the session's
-                // step, which a failure (or a crash) undoes, so the item opens again at the next
-                // fetch. Until it does, the session cannot send (a responder sends only once it
-                // has received); any later message of the contact's also opens it.
-                let session = self
+                let unopened = self
                     .respond_x3dh(initial, &init.first_message, false)
                     .await?
                     .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
-                self.sessions.install(peer, session, false).await?;
-                return self.open(peer, &init.first_message).await;
+                let (first, kind) = (&init.first_message, init.first_message.kind);
+                let mut session = unopened.clone();
+                let plaintext = session
+                    .decrypt_in_context(
+                        &mut OsRng,
+                        &crate::sessions::to_ratchet(first),
+                        &kind.binding(),
+                    )
+                    .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
+                // The first message is recorded in the transaction that saves the session.
+                let recorded = self
+                    .sessions
+                    .install_with(peer, session, false, move |tx| {
+                        inbound(tx, peer, kind, &plaintext)
+                    })
+                    .await;
+                let (handle, (result, reply)) = match recorded {
+                    Ok(done) => done,
+                    Err(e) => {
+                        // Neither was saved, and the initial message is used: the session is
+                        // saved as it was before the first message, which then opens again at
+                        // the next fetch like any later one. Until then the session cannot send
+                        // (a responder sends only once it has received); any later message of
+                        // the contact's opens it too.
+                        self.sessions.install(peer, unopened, false).await?;
+                        return Err(e);
+                    }
+                };
+                let receipt = match reply {
+                    Some((kind, plaintext)) => Some(
+                        self.sessions
+                            .encrypt(peer, &handle, kind, plaintext)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                self.announce(peer, result?);
+                return Ok((Taken::Done, receipt));
             }
         };
         match self.open(peer, &env).await {
@@ -500,6 +531,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn only_passing_failures_of_our_own_keep_an_item() {
@@ -511,6 +543,119 @@ mod tests {
         ))));
         assert!(!may_pass(&NodeError::Internal("bug".into())));
         assert!(!may_pass(&NodeError::Authentication("forged")));
+    }
+
+    fn keys() -> dp2ptcs_crypto::UnlockedKeystore {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut key);
+        dp2ptcs_crypto::UnlockedKeystore::from_parts(
+            dp2ptcs_crypto::Identity::generate(&mut OsRng),
+            key,
+        )
+    }
+
+    async fn start(dir: &std::path::Path, keys: &dp2ptcs_crypto::UnlockedKeystore) -> crate::Node {
+        let path = dir.join(dp2ptcs_store::DB_FILE);
+        let store = dp2ptcs_store::Store::open(&path, keys.database_key()).unwrap();
+        let config = crate::NodeConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..crate::NodeConfig::default()
+        };
+        crate::Node::start(config, keys, store).await.unwrap()
+    }
+
+    fn contact(keys: &dp2ptcs_crypto::UnlockedKeystore, node: &crate::Node) -> ContactRecord {
+        let public = keys.identity().public();
+        ContactRecord {
+            node_id: public.node_id(),
+            public_key: public.to_bytes(),
+            name: "peer".into(),
+            addresses: vec![node.local_addr().unwrap()],
+            verified: true,
+            verified_at: None,
+            added_at: 0,
+        }
+    }
+
+    async fn received(node: &crate::Node, from: &NodeId) -> Vec<String> {
+        let q = dp2ptcs_store::HistoryQuery {
+            peer: Some(from),
+            direction: Some(dp2ptcs_store::Direction::Incoming),
+            after_seq: 0,
+            limit: 100,
+            newest: false,
+        };
+        let got = node.history(&q).await.unwrap();
+        got.into_iter().map(|m| m.body).collect()
+    }
+
+    /// The first message of a session opened by X3DH from a mailbox is recorded in the
+    /// transaction that saves the session. If recording it fails (here, the real store refuses
+    /// the insert), the item is kept and the session is saved as it was before that message:
+    /// after a restart, the next fetch opens the item and records it, once; the session works.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_first_message_that_could_not_be_recorded_opens_at_the_next_fetch_after_a_restart() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ka, kb) = (keys(), keys());
+        let alpha = start(da.path(), &ka).await;
+        let mut bravo = start(db.path(), &kb).await;
+        let (to_b, to_a) = (contact(&kb, &bravo), contact(&ka, &alpha));
+        alpha.put_contact(&to_b).await.unwrap();
+        bravo.put_contact(&to_a).await.unwrap();
+
+        // No session yet: Alpha seals a chat for Bravo's mailbox from Bravo's bundle, as it
+        // would from the DHT. The item carries the X3DH handshake.
+        let a = alpha.inner();
+        a.learn_bundle(bravo.inner().published_bundle()).unwrap();
+        let id = MessageId::new(now_ms(), &mut OsRng);
+        let chat = dp2ptcs_wire::Chat {
+            id,
+            sent_at_ms: now_ms(),
+            body: "first".into(),
+        };
+        let plaintext = Zeroizing::new(chat.encode().unwrap());
+        let payload = a
+            .seal_for_mailbox(&to_b, MessageKind::Chat, plaintext)
+            .await
+            .unwrap();
+        assert_eq!(payload[0], PAYLOAD_HANDSHAKE);
+        let expires = now_ms() + 600_000;
+        let item = MailboxItem::sign(
+            ka.identity(),
+            bravo.node_id(),
+            item_id(&id),
+            expires,
+            payload,
+        )
+        .unwrap();
+
+        // The X3DH succeeds (the prekey is used), recording the message fails: kept.
+        lock(&bravo.inner().store)
+            .fail_message_inserts(true)
+            .unwrap();
+        assert!(bravo
+            .inner()
+            .take_items(vec![item.clone()])
+            .await
+            .is_empty());
+        assert!(received(&bravo, &alpha.node_id()).await.is_empty());
+
+        // Only what was saved survives a restart: the next fetch opens the item, once.
+        bravo.shutdown(Duration::from_secs(5)).await.unwrap();
+        bravo = start(db.path(), &kb).await;
+        let taken = bravo.inner().take_items(vec![item.clone()]).await;
+        assert_eq!(taken, vec![*item.message_id()]);
+        assert_eq!(received(&bravo, &alpha.node_id()).await, ["first"]);
+        // Fetched again (a holder had not deleted it yet): done, and not recorded twice.
+        let taken = bravo.inner().take_items(vec![item.clone()]).await;
+        assert_eq!(taken, vec![*item.message_id()]);
+        assert_eq!(received(&bravo, &alpha.node_id()).await, ["first"]);
+
+        // The session works: Bravo answers directly, and Alpha opens it.
+        bravo.send_chat(&to_a, "got it").await.unwrap();
+        assert_eq!(received(&alpha, &bravo.node_id()).await, ["got it"]);
+        alpha.shutdown(Duration::from_secs(5)).await.unwrap();
+        bravo.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 
     #[test]

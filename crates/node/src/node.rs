@@ -146,6 +146,14 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+#[cfg(test)]
+impl Node {
+    /// The node's internals, for the crate's own tests.
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
 impl Node {
     /// Binds the endpoint and starts serving. `keys` gives the identity and the database key
     /// (from which the session pickle key is derived); `store` is the node database.

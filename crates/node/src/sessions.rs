@@ -209,6 +209,21 @@ impl SessionManager {
         session: Session,
         ours: bool,
     ) -> Result<Handle, NodeError> {
+        let (h, ()) = self.install_with(peer, session, ours, |_| Ok(())).await?;
+        Ok(h)
+    }
+
+    /// [`SessionManager::install`], also running `step` in the store transaction that saves the
+    /// session (or in one of its own if the session lost a crossing and is not saved): one
+    /// durable commit for both, before this returns. If it fails, neither is saved, though the
+    /// session stays installed in memory.
+    pub(crate) async fn install_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        peer: NodeId,
+        session: Session,
+        ours: bool,
+        step: impl FnOnce(&Store) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<(Handle, T), NodeError> {
         // Make sure a stored session is loaded first, so the rule sees it.
         self.current(peer).await?;
         let this = self.clone();
@@ -224,14 +239,14 @@ impl SessionManager {
                     ours == we_win
                 }
             };
-            let mut saved = None;
-            if becomes_current {
+            let saved = if becomes_current {
                 // Queued after every save of the session it replaces, before any of its own.
                 let record = new.session.with(|s| this.record(s, ours));
-                saved = Some(
-                    this.commit
-                        .submit(move |tx| Ok(tx.save_session(&peer, &record, now_ms())?)),
-                );
+                let saved = this.commit.submit(move |tx| {
+                    let out = step(tx)?;
+                    tx.save_session(&peer, &record, now_ms())?;
+                    Ok(out)
+                });
                 let previous = peers.get(&peer).map(|ps| ps.current.clone());
                 peers.insert(
                     peer,
@@ -241,16 +256,18 @@ impl SessionManager {
                         previous,
                     },
                 );
-            } else if let Some(ps) = peers.get_mut(&peer) {
-                ps.previous = Some(new.clone());
-            }
+                saved
+            } else {
+                if let Some(ps) = peers.get_mut(&peer) {
+                    ps.previous = Some(new.clone());
+                }
+                this.commit.submit(step)
+            };
             Ok((new, saved))
         })
         .await?;
-        if let Some(saved) = saved {
-            saved.wait().await?;
-        }
-        Ok(new)
+        let out = saved.wait().await?;
+        Ok((new, out))
     }
 
     fn is_current(&self, peer: &NodeId, h: &Handle) -> Option<bool> {
