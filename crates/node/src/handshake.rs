@@ -217,10 +217,7 @@ impl Inner {
                         init.signed_prekey_id,
                         init.one_time_prekey_id,
                     );
-                    match self
-                        .respond_x3dh(initial, &init.first_message, true)
-                        .await?
-                    {
+                    match self.respond_x3dh(initial, &init.first_message).await? {
                         Ok(session) => Some(self.sessions.install(peer, session, false).await?),
                         Err(SessionError::X3dh(X3dhError::ReplayedInitialMessage)) => {
                             return Err(NodeError::Authentication("replayed initial message"))

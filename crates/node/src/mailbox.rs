@@ -422,19 +422,11 @@ impl Inner {
                     init.signed_prekey_id,
                     init.one_time_prekey_id,
                 );
-                let unopened = self
-                    .respond_x3dh(initial, &init.first_message, false)
+                let (session, start, plaintext) = self
+                    .respond_x3dh_with_start(initial, &init.first_message)
                     .await?
                     .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
-                let (first, kind) = (&init.first_message, init.first_message.kind);
-                let mut session = unopened.clone();
-                let plaintext = session
-                    .decrypt_in_context(
-                        &mut OsRng,
-                        &crate::sessions::to_ratchet(first),
-                        &kind.binding(),
-                    )
-                    .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
+                let kind = init.first_message.kind;
                 // The first message is recorded in the transaction that saves the session.
                 let recorded = self
                     .sessions
@@ -450,7 +442,7 @@ impl Inner {
                         // the next fetch like any later one. Until then the session cannot send
                         // (a responder sends only once it has received); any later message of
                         // the contact's opens it too.
-                        self.sessions.install(peer, unopened, false).await?;
+                        self.sessions.install(peer, start, false).await?;
                         return Err(e);
                     }
                 };

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use dp2ptcs_crypto::ratchet::SessionError;
 use dp2ptcs_crypto::x3dh::InitialMessage;
-use dp2ptcs_crypto::{Identity, PreKeyBundle, PreKeyStore, Session};
+use dp2ptcs_crypto::{Identity, Plaintext, PreKeyBundle, PreKeyStore, Session};
 use dp2ptcs_store::{ContactRecord, Store};
 use dp2ptcs_types::NodeId;
 use dp2ptcs_wire::Envelope;
@@ -194,28 +194,34 @@ impl Inner {
 
     /// X3DH as responder with the first message: on success the initial message is marked used
     /// (one-time prekey consumed or ephemeral key recorded) and saved before this returns. The
-    /// inner result is the peer's fault, if any. With `opened`, the session has decrypted the
-    /// first message (its plaintext is dropped); without, it has not: the first message
-    /// authenticated and still decrypts with it ([`Session::respond_unopened`]).
+    /// inner result is the peer's fault, if any.
     pub(crate) async fn respond_x3dh(
         self: &Arc<Self>,
         initial: InitialMessage,
         first: &Envelope,
-        opened: bool,
     ) -> Result<Result<Session, SessionError>, NodeError> {
+        Ok(self
+            .respond_x3dh_with_start(initial, first)
+            .await?
+            .map(|(session, _, _)| session))
+    }
+
+    /// [`Inner::respond_x3dh`], also returning the session as it was before the first message
+    /// and that message's plaintext ([`Session::respond_with_start`]).
+    pub(crate) async fn respond_x3dh_with_start(
+        self: &Arc<Self>,
+        initial: InitialMessage,
+        first: &Envelope,
+    ) -> Result<Result<(Session, Session, Plaintext), SessionError>, NodeError> {
         let this = self.clone();
         let (binding, first) = (first.kind.binding(), crate::sessions::to_ratchet(first));
         blocking(move || {
             this.prekeys.update(&this.identity, |k| {
                 let (id, now) = (&this.identity, now_secs());
-                let session = if opened {
-                    Session::respond_in_context(&mut OsRng, id, k, &initial, &first, &binding, now)
-                        .map(|(session, _)| session)
-                } else {
-                    Session::respond_unopened(&mut OsRng, id, k, &initial, &first, &binding, now)
-                };
-                let used = session.is_ok();
-                (session, used)
+                let opened =
+                    Session::respond_with_start(&mut OsRng, id, k, &initial, &first, &binding, now);
+                let used = opened.is_ok();
+                (opened, used)
             })
         })
         .await

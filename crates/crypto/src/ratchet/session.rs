@@ -234,34 +234,6 @@ impl Session {
         Self::respond_in_context(rng, identity, store, initial, first_message, &[], now)
     }
 
-    /// [`Session::respond`] without keeping the first message's decryption: the session
-    /// returned is the responder's right after `RatchetInitBob`, and the first message (which
-    /// authenticated, in `context`, before the initial message was marked used) still decrypts
-    /// with it. An application that must record that message in the same transaction as the
-    /// session's step saves this session first, then decrypts the first message like any other:
-    /// if the recording fails, the message is not lost, it decrypts again.
-    pub fn respond_unopened<R: RngCore + CryptoRng>(
-        rng: &mut R,
-        identity: &Identity,
-        store: &mut PreKeyStore,
-        initial: &InitialMessage,
-        first_message: &RatchetMessage,
-        context: &[u8],
-        now: u64,
-    ) -> Result<Self, SessionError> {
-        let out = x3dh::compute_responder(identity, store, initial, now)?;
-        let session = Self::new_responder(
-            &out.shared_secret,
-            out.associated_data,
-            out.ratchet_key_pair.clone(),
-        );
-        session
-            .clone()
-            .decrypt_in_context(rng, first_message, context)?;
-        store.mark_used(initial)?;
-        Ok(session)
-    }
-
     /// [`Session::respond`] for a first message encrypted in `context`
     /// ([`Session::encrypt_in_context`]).
     pub fn respond_in_context<R: RngCore + CryptoRng>(
@@ -273,15 +245,35 @@ impl Session {
         context: &[u8],
         now: u64,
     ) -> Result<(Self, Plaintext), SessionError> {
+        let (session, _, plaintext) =
+            Self::respond_with_start(rng, identity, store, initial, first_message, context, now)?;
+        Ok((session, plaintext))
+    }
+
+    /// [`Session::respond_in_context`], also returning the session as it was before the first
+    /// message's decryption (right after `RatchetInitBob`): `(session, start, plaintext)`. The
+    /// first message still decrypts with `start`. An application that records that message in
+    /// the transaction saving `session`, and cannot, saves `start` instead: the message is not
+    /// lost, it decrypts again later (the initial message itself is used up).
+    pub fn respond_with_start<R: RngCore + CryptoRng>(
+        rng: &mut R,
+        identity: &Identity,
+        store: &mut PreKeyStore,
+        initial: &InitialMessage,
+        first_message: &RatchetMessage,
+        context: &[u8],
+        now: u64,
+    ) -> Result<(Self, Self, Plaintext), SessionError> {
         let out = x3dh::compute_responder(identity, store, initial, now)?;
-        let mut session = Self::new_responder(
+        let start = Self::new_responder(
             &out.shared_secret,
             out.associated_data,
             out.ratchet_key_pair.clone(),
         );
+        let mut session = start.clone();
         let plaintext = session.decrypt_in_context(rng, first_message, context)?;
         store.mark_used(initial)?;
-        Ok((session, plaintext))
+        Ok((session, start, plaintext))
     }
 
     /// The X3DH associated data this session authenticates every message with.

@@ -234,12 +234,7 @@ fn responder_cannot_send_first() {
 #[test]
 fn forged_first_message_does_not_burn_the_one_time_prekey() {
     let mut rng = ChaCha20Rng::seed_from_u64(9);
-    let alice_id = Identity::generate(&mut rng);
-    let bob_id = Identity::generate(&mut rng);
-    let mut store = PreKeyStore::new(&mut rng, &bob_id);
-    let otk = store.generate_one_time_prekeys(&mut rng, 1);
-    let mut alice = Session::initiate(&mut rng, &alice_id, &store.bundle(Some(otk[0].0))).unwrap();
-    let initial = alice.pending_initial_message().unwrap().clone();
+    let (bob_id, mut store, mut alice, initial) = initiated(&mut rng);
     let first = alice.encrypt(b"hi").unwrap();
     let mut forged = first.clone();
     forged.ciphertext[2] ^= 1;
@@ -292,61 +287,53 @@ fn a_message_opens_only_in_the_context_it_was_encrypted_in() {
     assert_eq!(bob.decrypt(&mut rng, &n).unwrap().as_slice(), b"next");
 }
 
-/// The X3DH responder opens a first message in its context; the wrong context is a forgery
-/// that burns no one-time prekey.
-#[test]
-fn a_first_message_opens_only_in_its_context_and_a_wrong_one_burns_nothing() {
-    let mut rng = ChaCha20Rng::seed_from_u64(13);
-    let alice_id = Identity::generate(&mut rng);
-    let bob_id = Identity::generate(&mut rng);
-    let mut store = PreKeyStore::new(&mut rng, &bob_id);
-    let otk = store.generate_one_time_prekeys(&mut rng, 1);
-    let mut alice = Session::initiate(&mut rng, &alice_id, &store.bundle(Some(otk[0].0))).unwrap();
+/// Bob's identity and prekeys (one one-time prekey), and Alice's session initiated from his
+/// bundle, with its initial message.
+fn initiated(
+    rng: &mut ChaCha20Rng,
+) -> (Identity, PreKeyStore, Session, crate::x3dh::InitialMessage) {
+    let alice_id = Identity::generate(rng);
+    let bob_id = Identity::generate(rng);
+    let mut store = PreKeyStore::new(rng, &bob_id);
+    let otk = store.generate_one_time_prekeys(rng, 1);
+    let alice = Session::initiate(rng, &alice_id, &store.bundle(Some(otk[0].0))).unwrap();
     let initial = alice.pending_initial_message().unwrap().clone();
-    let first = alice.encrypt_in_context(b"hi", &[4]).unwrap();
-    for wrong in [&[][..], &[1]] {
-        assert!(Session::respond_in_context(
-            &mut rng, &bob_id, &mut store, &initial, &first, wrong, 0
-        )
-        .is_err());
-        assert_eq!(store.one_time_prekey_count(), 1);
-    }
-    let (_, pt) =
-        Session::respond_in_context(&mut rng, &bob_id, &mut store, &initial, &first, &[4], 0)
-            .unwrap();
-    assert_eq!(pt.as_slice(), b"hi");
-    assert_eq!(store.one_time_prekey_count(), 0);
+    (bob_id, store, alice, initial)
 }
 
-/// `respond_unopened` authenticates the first message before it marks the initial message used,
-/// and returns the session before that message's decryption: the message still decrypts with
-/// it (and with a restored copy of it, again), the session then goes on as `respond`'s would.
+/// The X3DH responder opens a first message only in its context: a wrong one, like a forged
+/// message, burns no one-time prekey. `respond_with_start` also gives the session before the
+/// first message, with which that message decrypts again (from a restored copy too), and
+/// which then goes on as the opened one would.
 #[test]
-fn an_unopened_response_still_decrypts_the_first_message() {
-    let mut rng = ChaCha20Rng::seed_from_u64(14);
-    let alice_id = Identity::generate(&mut rng);
-    let bob_id = Identity::generate(&mut rng);
-    let mut store = PreKeyStore::new(&mut rng, &bob_id);
-    let otk = store.generate_one_time_prekeys(&mut rng, 1);
-    let mut alice = Session::initiate(&mut rng, &alice_id, &store.bundle(Some(otk[0].0))).unwrap();
-    let initial = alice.pending_initial_message().unwrap().clone();
+fn a_first_message_opens_only_in_its_context_and_again_from_the_start() {
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let (bob_id, mut store, mut alice, initial) = initiated(&mut rng);
     let first = alice.encrypt_in_context(b"first", &[1]).unwrap();
     let mut forged = first.clone();
     forged.ciphertext[0] ^= 1;
-    for (m, context) in [(&forged, &[1u8][..]), (&first, &[2])] {
-        assert!(
-            Session::respond_unopened(&mut rng, &bob_id, &mut store, &initial, m, context, 0)
-                .is_err()
-        );
+    for (m, context) in [(&forged, &[1u8][..]), (&first, &[]), (&first, &[4])] {
+        let r = Session::respond_with_start(&mut rng, &bob_id, &mut store, &initial, m, context, 0);
+        assert!(r.is_err());
         assert_eq!(store.one_time_prekey_count(), 1, "a forgery burns nothing");
     }
-    let mut bob =
-        Session::respond_unopened(&mut rng, &bob_id, &mut store, &initial, &first, &[1], 0)
+    let (opened, start, pt) =
+        Session::respond_with_start(&mut rng, &bob_id, &mut store, &initial, &first, &[1], 0)
             .unwrap();
+    assert_eq!(pt.as_slice(), b"first");
     assert_eq!(store.one_time_prekey_count(), 0);
-    let saved = bob.clone();
+    assert!(
+        Session::respond_in_context(&mut rng, &bob_id, &mut store, &initial, &first, &[1], 0)
+            .is_err(),
+        "the initial message is used"
+    );
+    assert!(opened
+        .clone()
+        .decrypt_in_context(&mut rng, &first, &[1])
+        .is_err());
+    let mut bob = start.clone();
     for _ in 0..2 {
-        bob = saved.clone();
+        bob = start.clone();
         let pt = bob.decrypt_in_context(&mut rng, &first, &[1]).unwrap();
         assert_eq!(pt.as_slice(), b"first");
     }
@@ -358,11 +345,6 @@ fn an_unopened_response_still_decrypts_the_first_message() {
     assert_eq!(
         alice.decrypt(&mut rng, &reply).unwrap().as_slice(),
         b"reply"
-    );
-    assert!(
-        Session::respond_unopened(&mut rng, &bob_id, &mut store, &initial, &first, &[1], 0)
-            .is_err(),
-        "the initial message is used"
     );
 }
 
