@@ -45,7 +45,7 @@ fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; N] {
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+    let mut m = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).unwrap();
     m.update(data);
     m.finalize().into_bytes().into()
 }

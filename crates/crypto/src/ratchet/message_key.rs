@@ -11,8 +11,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use std::sync::OnceLock;
 
-use hmac::digest::FixedOutput;
-use hmac::{Hmac, Mac};
+use hmac::digest::{FixedOutput, FixedOutputReset};
+use hmac::{Hmac, HmacReset, Mac};
 use sha2::Sha256;
 use zeroize::Zeroize;
 
@@ -26,7 +26,7 @@ pub const TAG_LEN: usize = 16;
 /// The HMAC-SHA-256 state keyed with HKDF's all-zero salt (a public constant).
 fn zero_salt_hmac() -> &'static Hmac<Sha256> {
     static STATE: OnceLock<Hmac<Sha256>> = OnceLock::new();
-    STATE.get_or_init(|| <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default()))
+    STATE.get_or_init(|| <Hmac<Sha256> as hmac::KeyInit>::new(&Default::default()))
 }
 
 /// `mk`: 32 secret bytes, used for one message and then dropped (zeroized).
@@ -70,12 +70,10 @@ impl MessageKey {
         let mut t1 = [0u8; 32];
         let mut t2 = [0u8; 32];
         // Cannot fail: HMAC takes keys of any length.
-        if let Ok(keyed) = <Hmac<Sha256> as Mac>::new_from_slice(&prk) {
-            let mut mac = keyed.clone();
+        if let Ok(mut mac) = <HmacReset<Sha256> as hmac::KeyInit>::new_from_slice(&prk) {
             mac.update(MESSAGE_KEY_INFO);
             mac.update(&[1]);
-            FixedOutput::finalize_into(mac, (&mut t1).into());
-            let mut mac = keyed;
+            FixedOutputReset::finalize_into_reset(&mut mac, (&mut t1).into());
             mac.update(&t1);
             mac.update(MESSAGE_KEY_INFO);
             mac.update(&[2]);
@@ -160,5 +158,18 @@ mod tests {
             assert_eq!(mk.decrypt(&theirs, &aad).unwrap().as_slice(), msg);
             assert!(mk.decrypt(&theirs, &aad[1..]).is_err());
         }
+    }
+
+    /// Every HMAC state keyed with a chain key, a message key or a PRK (and HKDF's, which holds
+    /// one) wipes itself when dropped: it is two SHA-256 cores and a block buffer, which wipe
+    /// themselves with the `zeroize` features of `hmac` and `sha2`. Without those features this
+    /// does not compile.
+    #[test]
+    fn keyed_hmac_states_wipe_themselves_on_drop() {
+        use hmac::digest::block_api::{Buffer, CoreProxy};
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<<Sha256 as CoreProxy>::Core>();
+        wiped_on_drop::<Buffer<<Hmac<Sha256> as CoreProxy>::Core>>();
+        wiped_on_drop::<Buffer<<HmacReset<Sha256> as CoreProxy>::Core>>();
     }
 }
