@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use dp2ptcs_crypto::contact_uri::validate_display_name;
 use dp2ptcs_crypto::{seal, ContactUri, PublicIdentity};
-use dp2ptcs_store::{ContactRecord, Store, StoreError};
+use dp2ptcs_store::{AddOutcome, ContactRecord, Store, StoreError};
 use dp2ptcs_types::limits::{MAX_ADDRESS_HINTS, MAX_CONTACTS};
 use dp2ptcs_types::NodeId;
 use serde::{Deserialize, Serialize};
@@ -83,16 +83,6 @@ struct BookJson {
     profile: Profile,
     #[serde(default)]
     contacts: Vec<Contact>,
-}
-
-/// What `add` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AddOutcome {
-    Added,
-    /// The contact was known under this name; its address hints were refreshed.
-    AddressesUpdated,
-    /// The contact was known under this name, nothing changed.
-    Unchanged,
 }
 
 /// The address book, loaded and validated.
@@ -167,6 +157,60 @@ fn from_record(r: ContactRecord) -> Contact {
         verified_at: r.verified_at,
         added_at: r.added_at,
     }
+}
+
+/// Adds the contact of `uri` under `name` to the database in `dir`, in one transaction (a
+/// running node may be adding one through its API at the same time). Never replaces a contact
+/// of the same name whose key differs, and never files one key under two names.
+pub(crate) fn add(
+    dir: &Path,
+    key: &[u8; 32],
+    uri: &ContactUri,
+    name: &str,
+    now: u64,
+) -> Result<(Contact, AddOutcome)> {
+    validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = uri.public_identity();
+    let record = ContactRecord {
+        node_id: identity.node_id(),
+        public_key: identity.to_bytes(),
+        name: name.to_owned(),
+        addresses: uri.addresses().to_vec(),
+        verified: false,
+        verified_at: None,
+        added_at: now,
+    };
+    let mut store = open_store(dir, key)?;
+    match store.add_contact(&record) {
+        Ok((stored, outcome)) => Ok((from_record(stored), outcome)),
+        Err(StoreError::NameTaken { node_id, .. }) => bail!(
+            "a contact named {name:?} already exists with a DIFFERENT key\n  \
+             known:    node id {node_id}\n  \
+             this URI: node id {}\n\
+             Nothing was changed. If {name} really has a new identity, confirm it with them in \
+             person, then run `dp2ptcs contact remove {name:?}` and add the new URI; \
+             otherwise add it under another --name.",
+            record.node_id
+        ),
+        Err(StoreError::AlreadyContact { name, node_id }) => bail!(
+            "this key is already a contact, named {name:?} (node id {node_id}); nothing was changed"
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the contact `node_id` from the database in `dir`.
+pub(crate) fn remove(dir: &Path, key: &[u8; 32], node_id: &NodeId) -> Result<()> {
+    open_store(dir, key)?.remove_contact(node_id)?;
+    Ok(())
+}
+
+/// Marks the contact `node_id` verified at `now` in the database in `dir`.
+pub(crate) fn mark_verified(dir: &Path, key: &[u8; 32], node_id: &NodeId, now: u64) -> Result<()> {
+    if !open_store(dir, key)?.set_contact_verified(node_id, now)? {
+        bail!("the contact was removed meanwhile; nothing was verified");
+    }
+    Ok(())
 }
 
 impl Book {
@@ -272,54 +316,6 @@ impl Book {
         Ok(())
     }
 
-    /// Adds a contact from its URI under `name`. Never replaces a contact of the same name whose
-    /// key differs, and never files one key under two names.
-    pub(crate) fn add(&mut self, uri: &ContactUri, name: &str, now: u64) -> Result<AddOutcome> {
-        validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let key = uri.public_identity();
-        let id = key.node_id();
-        let key_hex = hex::encode(key.to_bytes());
-        if let Some(existing) = self.contacts.iter_mut().find(|c| c.name == name) {
-            if existing.public_key != key_hex {
-                bail!(
-                    "a contact named {name:?} already exists with a DIFFERENT key\n  \
-                     known:    node id {}\n  \
-                     this URI: node id {}\n\
-                     Nothing was changed. If {name} really has a new identity, confirm it with them in \
-                     person, then run `dp2ptcs contact remove {name:?}` and add the new URI; \
-                     otherwise add it under another --name.",
-                    existing.node_id,
-                    id.to_hex()
-                );
-            }
-            if existing.addresses == uri.addresses() {
-                return Ok(AddOutcome::Unchanged);
-            }
-            existing.addresses = uri.addresses().to_vec();
-            return Ok(AddOutcome::AddressesUpdated);
-        }
-        if let Some(existing) = self.contacts.iter().find(|c| c.public_key == key_hex) {
-            bail!(
-                "this key is already a contact, named {:?} (node id {}); nothing was changed",
-                existing.name,
-                existing.node_id
-            );
-        }
-        if self.contacts.len() >= MAX_CONTACTS {
-            bail!("the address book is full ({MAX_CONTACTS} contacts)");
-        }
-        self.contacts.push(Contact {
-            name: name.to_owned(),
-            public_key: key_hex,
-            node_id: id.to_hex(),
-            addresses: uri.addresses().to_vec(),
-            verified: false,
-            verified_at: None,
-            added_at: now,
-        });
-        Ok(AddOutcome::Added)
-    }
-
     /// Finds a contact by exact name, or by node id (whole, or a prefix of at least
     /// [`MIN_ID_PREFIX`] hex digits that matches only one contact).
     pub(crate) fn find(&self, query: &str) -> Result<usize> {
@@ -403,41 +399,39 @@ mod tests {
     }
 
     #[test]
-    fn same_name_different_key_is_never_replaced() {
-        let mut book = Book::default();
-        assert_eq!(
-            book.add(&uri(1, None), "bob", 0).unwrap(),
-            AddOutcome::Added
+    fn adding_keeps_names_and_keys_apart_with_clear_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [3u8; 32];
+        let (bob, outcome) = add(dir.path(), &key, &uri(1, None), "bob", 0).unwrap();
+        assert_eq!(outcome, AddOutcome::Added);
+        let err = add(dir.path(), &key, &uri(2, None), "bob", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DIFFERENT key") && err.contains(&bob.node_id),
+            "{err}"
         );
-        let err = book.add(&uri(2, None), "bob", 0).unwrap_err().to_string();
-        assert!(err.contains("DIFFERENT key"), "{err}");
-        assert_eq!(book.contacts.len(), 1);
+        let err = add(dir.path(), &key, &uri(1, None), "robert", 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already a contact, named \"bob\""), "{err}");
         assert_eq!(
-            book.contacts[0].node_id,
-            Identity::from_seed(&[1; 32]).node_id().to_hex()
-        );
-    }
-
-    #[test]
-    fn same_key_twice() {
-        let mut book = Book::default();
-        book.add(&uri(1, None), "bob", 0).unwrap();
-        assert_eq!(
-            book.add(&uri(1, None), "bob", 0).unwrap(),
-            AddOutcome::Unchanged
-        );
-        assert_eq!(
-            book.add(&uri(1, Some("127.0.0.1:9")), "bob", 0).unwrap(),
+            add(dir.path(), &key, &uri(1, Some("127.0.0.1:9")), "bob", 0)
+                .unwrap()
+                .1,
             AddOutcome::AddressesUpdated
         );
-        assert!(book.add(&uri(1, None), "robert", 0).is_err());
+        let book = Book::load(dir.path(), &key).unwrap();
+        assert_eq!(book.contacts.len(), 1);
+        assert_eq!(book.contacts[0].addresses, ["127.0.0.1:9".parse().unwrap()]);
     }
 
     #[test]
     fn find_by_name_or_id_prefix() {
-        let mut book = Book::default();
-        book.add(&uri(1, None), "bob", 0).unwrap();
-        book.add(&uri(2, None), "carol", 0).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        add(dir.path(), &[3; 32], &uri(1, None), "bob", 0).unwrap();
+        add(dir.path(), &[3; 32], &uri(2, None), "carol", 1).unwrap();
+        let book = Book::load(dir.path(), &[3; 32]).unwrap();
         assert_eq!(book.find("carol").unwrap(), 1);
         let id = book.contacts[0].node_id.clone();
         assert_eq!(book.find(&id[..8]).unwrap(), 0);
@@ -450,7 +444,17 @@ mod tests {
     fn database_round_trip_and_wrong_key() {
         let dir = tempfile::tempdir().unwrap();
         let mut book = Book::default();
-        book.add(&uri(1, Some("[::1]:5")), "bob", 7).unwrap();
+        let bob_uri = uri(1, Some("[::1]:5"));
+        let bob = bob_uri.public_identity();
+        book.contacts.push(Contact {
+            name: "bob".into(),
+            public_key: hex::encode(bob.to_bytes()),
+            node_id: bob.node_id().to_hex(),
+            addresses: vec!["[::1]:5".parse().unwrap()],
+            verified: true,
+            verified_at: Some(8),
+            added_at: 7,
+        });
         book.profile.name = Some("me".into());
         book.save(dir.path(), &[3; 32]).unwrap();
         let raw = std::fs::read(dir.path().join(DB_FILE_NAME)).unwrap();

@@ -28,6 +28,28 @@ pub enum StoreError {
     /// A name is already used by another contact.
     #[error("a contact named {0:?} already exists")]
     DuplicateName(String),
+    /// A contact of this name exists with a different key.
+    #[error("a contact named {name:?} already exists with a different key (node id {node_id})")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The node id of the contact that has it.
+        node_id: dp2ptcs_types::NodeId,
+    },
+    /// This key is already a contact, under another name.
+    #[error("this key is already a contact, named {name:?} (node id {node_id})")]
+    AlreadyContact {
+        /// The name it is known by.
+        name: String,
+        /// Its node id.
+        node_id: dp2ptcs_types::NodeId,
+    },
+    /// The address book holds as many contacts as it may.
+    #[error("the address book is full ({max} contacts)")]
+    ContactsFull {
+        /// The most contacts it holds.
+        max: usize,
+    },
     /// A stored value does not decode (damage or a bug).
     #[error("damaged database record: {0}")]
     Corrupt(String),

@@ -33,7 +33,7 @@ use std::path::Path;
 use rusqlite::{Connection, Params, Row};
 use zeroize::Zeroizing;
 
-pub use contacts::ContactRecord;
+pub use contacts::{AddOutcome, ContactRecord};
 pub use error::StoreError;
 pub use mailbox::HeldItem;
 pub use messages::{

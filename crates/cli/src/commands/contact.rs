@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use super::{now_unix, print_json};
 use crate::cli::{ContactAddArgs, ContactCommand, ContactRefArgs, Global};
-use crate::contacts::{AddOutcome, Book, Contact};
+use dp2ptcs_store::AddOutcome;
+
+use crate::contacts::{self, Book, Contact};
 use crate::datadir::unlock;
 use crate::fsutil::DirLock;
 use crate::qr;
@@ -67,15 +69,9 @@ fn add(global: &Global, args: &ContactAddArgs) -> Result<()> {
     if uri.public_identity().node_id() == unlocked.keystore.identity().node_id() {
         bail!("this is your own contact URI; add someone else's");
     }
-    let mut book = Book::load(&unlocked.dir, key)?;
-    let outcome = book.add(&uri, &name, now_unix())?;
-    if outcome != AddOutcome::Unchanged {
-        book.save(&unlocked.dir, key)?;
-    }
-    let idx = book.find(&name)?;
-    let contact = &book.contacts[idx];
+    let (contact, outcome) = contacts::add(&unlocked.dir, key, &uri, &name, now_unix())?;
     if args.json {
-        let mut v = contact_json(contact);
+        let mut v = contact_json(&contact);
         v["outcome"] = json!(match outcome {
             AddOutcome::Added => "added",
             AddOutcome::AddressesUpdated => "addresses_updated",
@@ -163,9 +159,9 @@ fn remove(global: &Global, args: &ContactRefArgs) -> Result<()> {
     let unlocked = unlock(global)?;
     let _lock = DirLock::acquire(&unlocked.dir)?;
     let key = unlocked.keystore.database_key();
-    let mut book = Book::load(&unlocked.dir, key)?;
-    let removed = book.contacts.remove(book.find(&args.contact)?);
-    book.save(&unlocked.dir, key)?;
+    let book = Book::load(&unlocked.dir, key)?;
+    let removed = book.contacts[book.find(&args.contact)?].clone();
+    contacts::remove(&unlocked.dir, key, &removed.public_identity()?.node_id())?;
     if args.json {
         print_json(&contact_json(&removed));
     } else {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{now_unix, print_json};
 use crate::cli::{Global, VerifyArgs};
-use crate::contacts::Book;
+use crate::contacts::{self, Book};
 use crate::datadir::unlock;
 use crate::fsutil::DirLock;
 use crate::{qr, ExitError, EXIT_MISMATCH};
@@ -21,7 +21,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
     let unlocked = unlock(global)?;
     let _lock = DirLock::acquire(&unlocked.dir)?;
     let key = unlocked.keystore.database_key();
-    let mut book = Book::load(&unlocked.dir, key)?;
+    let book = Book::load(&unlocked.dir, key)?;
     let idx = book.find(&args.contact)?;
     let remote = book.contacts[idx].public_identity()?;
     let local = unlocked.keystore.identity().public();
@@ -78,10 +78,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             Ok(())
         }
         Some(Ok(())) => {
-            let c = &mut book.contacts[idx];
-            c.verified = true;
-            c.verified_at = Some(now_unix());
-            book.save(&unlocked.dir, key)?;
+            contacts::mark_verified(&unlocked.dir, key, &remote.node_id(), now_unix())?;
             if args.json {
                 print_json(&json!({ "contact": name, "match": true, "verified": true }));
             } else {
