@@ -56,6 +56,9 @@ pub enum NodeError {
         /// The longest allowed.
         max: std::time::Duration,
     },
+    /// A contact to add was refused: its name is not a valid display name, or it is this node.
+    #[error("invalid contact: {0}")]
+    InvalidContact(String),
     /// The peer's receipt did not name the message: the peer did not record it.
     #[error("the receipt did not acknowledge the message")]
     Unacknowledged,
@@ -109,6 +112,7 @@ impl NodeError {
                 reason: reason.clone(),
             },
             Self::InvalidTtl { max } => Self::InvalidTtl { max: *max },
+            Self::InvalidContact(s) => Self::InvalidContact(s.clone()),
             Self::Unacknowledged => Self::Unacknowledged,
             Self::Limit(s) => Self::Limit(s),
             Self::Timeout(s) => Self::Timeout(s),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use dp2ptcs_crypto::{Identity, PreKeyBundle, UnlockedKeystore};
 use dp2ptcs_store::{
-    ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, Store,
-    StoreError, Undelivered,
+    AddOutcome, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage,
+    Store, StoreError, Undelivered,
 };
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{
@@ -549,6 +549,54 @@ impl Node {
     #[doc(hidden)]
     pub fn pipelined_streams_served(&self) -> u64 {
         self.inner.pipelined_streams.load(Ordering::Relaxed)
+    }
+
+    /// Adds the contact of `uri` under `name` (see [`Store::add_contact`] for what it refuses):
+    /// the name must be a valid display name, and the URI not this node's own. The check and
+    /// the write are one transaction, so a `dp2ptcs contact` command run at the same time
+    /// cannot undo it.
+    ///
+    /// [`Store::add_contact`]: dp2ptcs_store::Store::add_contact
+    pub async fn add_contact(
+        &self,
+        uri: &dp2ptcs_crypto::ContactUri,
+        name: &str,
+    ) -> Result<(ContactRecord, AddOutcome), NodeError> {
+        dp2ptcs_crypto::contact_uri::validate_display_name(name)
+            .map_err(|e| NodeError::InvalidContact(e.to_string()))?;
+        let identity = uri.public_identity();
+        if identity.node_id() == self.node_id() {
+            return Err(NodeError::InvalidContact(
+                "this is the node's own contact URI; add someone else's".into(),
+            ));
+        }
+        let record = ContactRecord {
+            node_id: identity.node_id(),
+            public_key: identity.to_bytes(),
+            name: name.to_owned(),
+            addresses: uri.addresses().to_vec(),
+            verified: false,
+            verified_at: None,
+            added_at: now_ms() / 1000,
+        };
+        let store = self.inner.store.clone();
+        blocking(move || Ok(lock(&store).add_contact(&record)?)).await
+    }
+
+    /// Removes the contact `id`; returns it, or `None` if it was not a contact. Its history and
+    /// the messages waiting for it are kept.
+    pub async fn remove_contact(&self, id: &NodeId) -> Result<Option<ContactRecord>, NodeError> {
+        let store = self.inner.store.clone();
+        let id = *id;
+        blocking(move || {
+            let store = lock(&store);
+            let Some(contact) = store.contact(&id)? else {
+                return Ok(None);
+            };
+            store.remove_contact(&id)?;
+            Ok(Some(contact))
+        })
+        .await
     }
 
     /// Adds or replaces a contact (only contacts may handshake with this node).

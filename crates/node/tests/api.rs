@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use dp2ptcs_crypto::ContactUri;
 use dp2ptcs_node::api::client::{Client, ClientError, HistoryFilter};
-use dp2ptcs_node::api::{self, ApiInfo, Event, SendRequest};
+use dp2ptcs_node::api::{self, AddContactRequest, ApiInfo, Event, SendRequest};
 use dp2ptcs_node::{Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -147,6 +148,126 @@ async fn status_contacts_send_history_and_events_over_the_socket() {
     assert_eq!(status.messages.received, 2);
     assert_eq!(status.connected.len(), 1);
     assert_eq!(status.connected[0].name.as_deref(), Some("Alpha"));
+}
+
+fn add_request(uri: &ContactUri, name: Option<&str>) -> AddContactRequest {
+    AddContactRequest {
+        uri: uri.to_string(),
+        name: name.map(str::to_owned),
+    }
+}
+
+fn api_code(err: ClientError) -> (u16, String) {
+    match err {
+        ClientError::Api { status, code, .. } => (status, code),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_contact_added_over_the_socket_can_be_messaged_and_removed() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let b = start(db.path(), &kb, quick_retries()).await;
+    b.put_contact(&contact_of("Alpha", &ka, &a)).await.unwrap();
+    let ca = serve(&a, da.path());
+
+    // Bravo's URI as `dp2ptcs id` shows it: its name and where it listens.
+    let b_addr = b.local_addr().unwrap();
+    let b_uri = ContactUri::new(kb.identity(), Some("Bravo"), &[b_addr]).unwrap();
+    let added = ca.add_contact(&add_request(&b_uri, None)).await.unwrap();
+    assert_eq!(added.outcome, "added");
+    assert_eq!(added.contact.name, "Bravo");
+    assert_eq!(added.contact.node_id, b.node_id().to_hex());
+    assert_eq!(added.contact.addresses, [b_addr.to_string()]);
+    assert!(!added.contact.verified);
+    assert_eq!(
+        ca.contacts().await.unwrap(),
+        std::slice::from_ref(&added.contact)
+    );
+
+    // It is a contact like any other: a message to it arrives, and its receipt comes back.
+    let sent = ca
+        .send(&send("Bravo", "added over the API", true))
+        .await
+        .unwrap();
+    assert_eq!(sent.state, "delivered");
+    let got = b
+        .history(&dp2ptcs_store::HistoryQuery {
+            peer: Some(&a.node_id()),
+            direction: Some(dp2ptcs_store::Direction::Incoming),
+            after_seq: 0,
+            limit: 10,
+            newest: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "added over the API");
+
+    // The same URI again changes nothing; with other address hints, only those change.
+    let again = ca.add_contact(&add_request(&b_uri, None)).await.unwrap();
+    assert_eq!(
+        (again.outcome.as_str(), &again.contact),
+        ("unchanged", &added.contact)
+    );
+    let moved: std::net::SocketAddr = "192.0.2.7:7446".parse().unwrap();
+    let b_moved = ContactUri::new(kb.identity(), Some("Bravo"), &[moved]).unwrap();
+    let updated = ca.add_contact(&add_request(&b_moved, None)).await.unwrap();
+    assert_eq!(updated.outcome, "addresses_updated");
+    assert_eq!(updated.contact.addresses, [moved.to_string()]);
+
+    // What is refused, each with its code, and nothing changes.
+    let other = new_keys();
+    let other_uri = ContactUri::new(other.identity(), None, &[]).unwrap();
+    let own_uri = ContactUri::new(ka.identity(), Some("me"), &[]).unwrap();
+    let refused = [
+        (add_request(&other_uri, Some("Bravo")), (409, "name_taken")),
+        (
+            add_request(&b_uri, Some("Bravo again")),
+            (409, "already_contact"),
+        ),
+        (add_request(&other_uri, None), (400, "bad_request")),
+        (add_request(&other_uri, Some("")), (400, "bad_request")),
+        (add_request(&own_uri, None), (400, "bad_request")),
+        (
+            AddContactRequest {
+                uri: "dp2ptcs://contact?v=1&key=nonsense".into(),
+                name: Some("X".into()),
+            },
+            (400, "bad_request"),
+        ),
+    ];
+    for (request, (status, code)) in refused {
+        let err = ca.add_contact(&request).await.unwrap_err();
+        assert_eq!(api_code(err), (status, code.to_owned()), "{request:?}");
+    }
+    assert_eq!(
+        ca.contacts().await.unwrap(),
+        std::slice::from_ref(&updated.contact)
+    );
+
+    // Removed by a node-id prefix; then it is unknown, to the API and to sending.
+    let prefix = &b.node_id().to_hex()[..12];
+    let removed = ca.remove_contact(prefix).await.unwrap();
+    assert_eq!(removed, updated.contact);
+    assert!(ca.contacts().await.unwrap().is_empty());
+    let err = ca.remove_contact("Bravo").await.unwrap_err();
+    assert_eq!(api_code(err), (404, "unknown_contact".to_owned()));
+    let err = ca.send(&send("Bravo", "gone", false)).await.unwrap_err();
+    assert_eq!(api_code(err), (404, "unknown_contact".to_owned()));
+    // Its history stays.
+    let kept = ca
+        .history(&HistoryFilter {
+            direction: Some("outgoing".into()),
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].peer, b.node_id().to_hex());
+    assert_eq!(kept[0].peer_name, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

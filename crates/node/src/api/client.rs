@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::{
-    Contact, DhtPeer, ErrorBody, Event, Lookup, Message, SendRequest, SendResponse, Status,
+    AddContactRequest, AddContactResponse, Contact, DhtPeer, ErrorBody, Event, Lookup, Message,
+    SendRequest, SendResponse, Status,
 };
 
 /// Largest response body read (a history page of 10 000 messages of 32 KiB would exceed it; the
@@ -183,6 +184,25 @@ impl Client {
     /// `GET /v1/contacts`.
     pub async fn contacts(&self) -> Result<Vec<Contact>, ClientError> {
         Ok(self.call(Method::GET, "/v1/contacts", None).await?.1)
+    }
+
+    /// `POST /v1/contacts`.
+    pub async fn add_contact(
+        &self,
+        request: &AddContactRequest,
+    ) -> Result<AddContactResponse, ClientError> {
+        let body = serde_json::to_vec(request).map_err(protocol)?;
+        Ok(self.call(Method::POST, "/v1/contacts", Some(body)).await?.1)
+    }
+
+    /// `DELETE /v1/contacts/{contact}`: `contact` is a name or at least 8 hex digits of a node
+    /// id.
+    pub async fn remove_contact(&self, contact: &str) -> Result<Contact, ClientError> {
+        let path = format!(
+            "/v1/contacts/{}",
+            utf8_percent_encode(contact, NON_ALPHANUMERIC)
+        );
+        Ok(self.call(Method::DELETE, &path, None).await?.1)
     }
 
     /// `GET /v1/messages`.

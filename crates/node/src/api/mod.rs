@@ -5,6 +5,8 @@
 //! |---|---|
 //! | `GET /v1/status` | [`Status`]: node id, addresses, connected peers, counts |
 //! | `GET /v1/contacts` | `[`[`Contact`]`]` |
+//! | `POST /v1/contacts` | [`AddContactRequest`] → [`AddContactResponse`] (`201` added, `200` known already) |
+//! | `DELETE /v1/contacts/{contact}` | the removed [`Contact`] |
 //! | `GET /v1/messages?peer=&direction=&after=&limit=&newest=` | `[`[`Message`]`]`, oldest first |
 //! | `POST /v1/messages` | [`SendRequest`] → [`SendResponse`] (`202` queued, `200` delivered) |
 //! | `GET /v1/events` | server-sent events, one [`Event`] per `data:` line |
@@ -177,6 +179,27 @@ pub struct Contact {
     pub verified: bool,
 }
 
+/// `POST /v1/contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddContactRequest {
+    /// Their contact URI (`dp2ptcs://contact?...`), as `dp2ptcs id` shows it.
+    pub uri: String,
+    /// The name to call them by; without it, the name the URI carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// The answer to [`AddContactRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddContactResponse {
+    /// `added`, `addresses_updated` (the key was a contact under this name; its address hints
+    /// were replaced) or `unchanged`.
+    pub outcome: String,
+    /// The contact as stored.
+    pub contact: Contact,
+}
+
 /// One message of the history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -272,7 +295,8 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// A stable, machine-readable code (`unknown_contact`, `bad_request`, `too_large`,
-    /// `shutting_down`, `internal`, `not_found`).
+    /// `name_taken`, `already_contact`, `contacts_full`, `shutting_down`, `internal`,
+    /// `not_found`).
     pub code: String,
     /// A sentence for a person.
     pub error: String,

@@ -12,9 +12,12 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
-use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState};
+use dp2ptcs_crypto::ContactUri;
+use dp2ptcs_store::{
+    AddOutcome, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, StoreError,
+};
 use dp2ptcs_types::{MessageId, NodeId};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -22,8 +25,9 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    Contact, Counts, DhtPeer, DhtPeerRef, DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message,
-    Peer, SendRequest, SendResponse, Status, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    AddContactRequest, AddContactResponse, Contact, Counts, DhtPeer, DhtPeerRef, DhtSummary,
+    ErrorBody, Event, Lookup, LookupHop, Message, Peer, SendRequest, SendResponse, Status,
+    MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
 
@@ -83,7 +87,18 @@ impl From<NodeError> for ApiError {
                 "the node is shutting down",
             ),
             NodeError::Decode(e) => Self::new(StatusCode::BAD_REQUEST, "too_large", e.to_string()),
-            e @ NodeError::InvalidTtl { .. } => Self::bad_request(e.to_string()),
+            e @ (NodeError::InvalidTtl { .. } | NodeError::InvalidContact(_)) => {
+                Self::bad_request(e.to_string())
+            }
+            NodeError::Store(e @ StoreError::NameTaken { .. }) => {
+                Self::new(StatusCode::CONFLICT, "name_taken", e.to_string())
+            }
+            NodeError::Store(e @ StoreError::AlreadyContact { .. }) => {
+                Self::new(StatusCode::CONFLICT, "already_contact", e.to_string())
+            }
+            NodeError::Store(e @ StoreError::ContactsFull { .. }) => {
+                Self::new(StatusCode::CONFLICT, "contacts_full", e.to_string())
+            }
             e => {
                 tracing::warn!(error = %e, "api request failed");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -128,7 +143,8 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
     };
     let app = Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/contacts", get(contacts))
+        .route("/v1/contacts", get(contacts).post(add_contact))
+        .route("/v1/contacts/{contact}", delete(remove_contact))
         .route("/v1/messages", get(history).post(send))
         .route("/v1/events", get(events))
         .route("/v1/peers", get(peers))
@@ -146,7 +162,7 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint (the API is under /v1/: status, contacts, messages, events, peers, \
+        "no such endpoint (the API is under /v1/: status, contacts[/NAME], messages, events, peers, \
          lookup/NODE_ID)",
     )
 }
@@ -277,6 +293,50 @@ async fn contacts(State(st): State<AppState>) -> Result<Json<Vec<Contact>>, ApiE
     ))
 }
 
+async fn add_contact(
+    State(st): State<AppState>,
+    body: Result<Json<AddContactRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<AddContactResponse>), ApiError> {
+    let Json(req) = body?;
+    let uri: ContactUri = req
+        .uri
+        .trim()
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("the contact URI: {e}")))?;
+    let Some(name) = req.name.as_deref().or(uri.name()) else {
+        return Err(ApiError::bad_request(
+            "this contact URI carries no name: give one in \"name\"",
+        ));
+    };
+    let name = name.to_owned();
+    let (record, outcome) = st.node.add_contact(&uri, &name).await?;
+    let (code, outcome) = match outcome {
+        AddOutcome::Added => (StatusCode::CREATED, "added"),
+        AddOutcome::AddressesUpdated => (StatusCode::OK, "addresses_updated"),
+        AddOutcome::Unchanged => (StatusCode::OK, "unchanged"),
+    };
+    Ok((
+        code,
+        Json(AddContactResponse {
+            outcome: outcome.to_owned(),
+            contact: contact_json(&record),
+        }),
+    ))
+}
+
+async fn remove_contact(
+    State(st): State<AppState>,
+    UrlPath(query): UrlPath<String>,
+) -> Result<Json<Contact>, ApiError> {
+    let contacts = st.node.contacts().await?;
+    let contact = resolve(&contacts, &query)?;
+    match st.node.remove_contact(&contact.node_id).await? {
+        Some(removed) => Ok(Json(contact_json(&removed))),
+        // Removed by someone else between the two reads.
+        None => Err(unknown_contact(&query)),
+    }
+}
+
 /// Shortest node-id prefix that names a contact.
 const MIN_ID_PREFIX: usize = 8;
 
@@ -306,11 +366,15 @@ fn resolve(contacts: &[ContactRecord], query: &str) -> Result<ContactRecord, Api
             }
         }
     }
-    Err(ApiError::new(
+    Err(unknown_contact(query))
+}
+
+fn unknown_contact(query: &str) -> ApiError {
+    ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_contact",
         format!("no contact named {query:?} (see `dp2ptcs contact list`)"),
-    ))
+    )
 }
 
 fn message_json(m: &MessageRecord, contacts: &[ContactRecord]) -> Message {
