@@ -110,7 +110,14 @@ pub(crate) fn db_files(dir: &Path) -> [PathBuf; 3] {
 /// older program, which would fail on the new schema (it is migrated when the node restarts).
 pub(crate) fn open_store(dir: &Path, key: &[u8; 32]) -> Result<Store> {
     let [db, ..] = db_files(dir);
-    let beside_a_node = !DaemonLock::held_here() && DaemonLock::is_held(dir);
+    // Held until the database is open: a node (perhaps an older program) cannot start while
+    // this command migrates the database.
+    let no_node_starts = if DaemonLock::held_here() {
+        None
+    } else {
+        DaemonLock::hold_shared(dir)?
+    };
+    let beside_a_node = !DaemonLock::held_here() && no_node_starts.is_none();
     let opened = if beside_a_node {
         Store::open_without_migrating(&db, key)
     } else {

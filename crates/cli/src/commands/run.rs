@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use dp2ptcs_node::api::{self, ApiInfo};
@@ -22,6 +22,9 @@ pub(crate) const DAEMON_LOCK_FILE: &str = "node.pid";
 /// Time in-flight work gets to finish at shutdown.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long [`DaemonLock::acquire`] tries a lock that is taken.
+const ACQUIRE_PATIENCE: Duration = Duration::from_secs(3);
+
 /// Set once this process holds the [`DaemonLock`].
 static HOLDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -32,10 +35,13 @@ pub(crate) struct DaemonLock {
 }
 
 impl DaemonLock {
+    /// Takes the lock of `dir`, or fails if a node runs there. A command opening the database
+    /// holds the lock shared for that long (see [`DaemonLock::hold_shared`]), so a lock still
+    /// taken is tried again for [`ACQUIRE_PATIENCE`] before giving up.
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(DAEMON_LOCK_FILE);
         let mut file = open_lock_file(&path)?;
-        if file.try_lock().is_err() {
+        if !lock_within(&file, ACQUIRE_PATIENCE) {
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
             bail!(
                 "a node is already running on {} (pid {}); stop it first",
@@ -51,6 +57,14 @@ impl DaemonLock {
         Ok(Self { _file: file })
     }
 
+    /// Holds the lock of `dir` shared, so that no node starts there while it is held; `None`
+    /// if a node runs there now. A command holds it while it opens (and may migrate) the
+    /// database.
+    pub(crate) fn hold_shared(dir: &Path) -> Result<Option<File>> {
+        let file = open_lock_file(&dir.join(DAEMON_LOCK_FILE))?;
+        Ok(file.try_lock_shared().is_ok().then_some(file))
+    }
+
     /// Whether this process is the node running on its data directory.
     pub(crate) fn held_here() -> bool {
         HOLDING.load(std::sync::atomic::Ordering::SeqCst)
@@ -62,6 +76,20 @@ impl DaemonLock {
             return false;
         };
         file.try_lock_shared().is_err()
+    }
+}
+
+/// Locks `file` exclusively, trying again for up to `patience` while it is taken.
+fn lock_within(file: &File, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        if file.try_lock().is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -187,4 +215,33 @@ async fn wait_for_signal() -> Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_starting_while_a_command_opens_the_database_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DaemonLock::hold_shared(dir.path()).unwrap();
+        assert!(held.is_some(), "no node runs: a command may hold the lock");
+        let node = open_lock_file(&dir.path().join(DAEMON_LOCK_FILE)).unwrap();
+        assert!(
+            !lock_within(&node, Duration::ZERO),
+            "taken while the command holds it"
+        );
+        let command = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        assert!(lock_within(&node, Duration::from_secs(20)));
+        command.join().unwrap();
+        // With the node running, a command gets no hold, and opens without migrating.
+        assert!(DaemonLock::hold_shared(dir.path()).unwrap().is_none());
+        assert!(DaemonLock::is_held(dir.path()));
+        // A second node gives up after its patience.
+        let second = open_lock_file(&dir.path().join(DAEMON_LOCK_FILE)).unwrap();
+        assert!(!lock_within(&second, Duration::from_millis(200)));
+    }
 }
