@@ -17,6 +17,7 @@
 
 pub mod contact_uri;
 mod identity;
+pub mod kdf;
 pub mod keystore;
 pub mod safety_number;
 pub mod seal;

@@ -4,15 +4,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use dp2ptcs_crypto::kdf::hkdf_sha256;
 use dp2ptcs_crypto::ratchet::SessionError;
 use dp2ptcs_crypto::x3dh::InitialMessage;
 use dp2ptcs_crypto::{Identity, Plaintext, PreKeyBundle, PreKeyStore, Session};
 use dp2ptcs_store::{ContactRecord, Store};
 use dp2ptcs_types::NodeId;
 use dp2ptcs_wire::Envelope;
-use hkdf::Hkdf;
 use rand::rngs::OsRng;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::node::Inner;
@@ -55,8 +54,7 @@ impl PreKeys {
         identity: &Identity,
     ) -> Result<Self, NodeError> {
         let mut seal_key = Zeroizing::new([0u8; 32]);
-        // 32 bytes is always a valid HKDF-SHA-256 output length.
-        let _ = Hkdf::<Sha256>::new(None, database_key).expand(PREKEY_KEY_INFO, seal_key.as_mut());
+        hkdf_sha256(None, database_key, PREKEY_KEY_INFO, seal_key.as_mut());
         let now = now_secs();
         let saved = lock(&store).load_prekeys()?;
         let (keys, changed) = match saved {

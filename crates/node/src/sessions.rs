@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use dp2ptcs_crypto::kdf::hkdf_sha256;
 use dp2ptcs_crypto::ratchet::{resolve_crossing, CrossingResolution, Header, RatchetPublicKey};
 use dp2ptcs_crypto::{Plaintext, RatchetMessage, Session, SharedSession};
 use dp2ptcs_store::Store;
 use dp2ptcs_types::NodeId;
 use dp2ptcs_wire::{Envelope, MessageKind, RatchetHeader};
-use hkdf::Hkdf;
 use rand::rngs::OsRng;
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::commit::GroupCommit;
@@ -115,8 +114,7 @@ impl SessionManager {
         our_id: NodeId,
     ) -> Arc<Self> {
         let mut key = Zeroizing::new([0u8; 32]);
-        // 32 bytes is always a valid HKDF-SHA-256 output length.
-        let _ = Hkdf::<Sha256>::new(None, database_key).expand(PICKLE_KEY_INFO, key.as_mut());
+        hkdf_sha256(None, database_key, PICKLE_KEY_INFO, key.as_mut());
         Arc::new_cyclic(|me: &std::sync::Weak<Self>| {
             let me = me.clone();
             let hook: crate::commit::Hook = Box::new(move |tx: &Store| match me.upgrade() {

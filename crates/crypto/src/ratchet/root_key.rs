@@ -5,8 +5,7 @@
 //!                    = new root key (bytes 0..32) || new chain key (bytes 32..64)
 //! ```
 
-use hkdf::Hkdf;
-use sha2::Sha256;
+use crate::kdf::hkdf_sha256;
 use zeroize::Zeroizing;
 
 use super::chain_key::ChainKey;
@@ -49,10 +48,8 @@ impl RootKey {
 
     /// `KDF_RK(self, dh_out)`.
     pub(crate) fn kdf(&self, dh_out: &[u8; 32]) -> (RootKey, ChainKey) {
-        let hk = Hkdf::<Sha256>::new(Some(&self.0), dh_out);
         let mut okm = Zeroizing::new([0u8; 64]);
-        // Cannot fail: 64 <= 255 * 32.
-        let _ = hk.expand(KDF_RK_INFO, okm.as_mut());
+        hkdf_sha256(Some(&self.0), dh_out, KDF_RK_INFO, okm.as_mut());
         let mut rk = [0u8; 32];
         let mut ck = [0u8; 32];
         rk.copy_from_slice(&okm[..32]);

@@ -35,9 +35,8 @@ mod initial_message;
 mod prekey;
 mod prekey_pickle;
 
-use hkdf::Hkdf;
+use crate::kdf::hkdf_sha256;
 use rand_core::{CryptoRng, RngCore};
-use sha2::Sha256;
 use x25519_dalek::{PublicKey as X25519PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -236,10 +235,8 @@ fn kdf(dh_concat: &[u8]) -> SharedSecret {
     let mut ikm = Zeroizing::new(Vec::with_capacity(32 + dh_concat.len()));
     ikm.extend_from_slice(&[0xFF; 32]);
     ikm.extend_from_slice(dh_concat);
-    let hk = Hkdf::<Sha256>::new(Some(&[0u8; 32]), &ikm);
     let mut sk = [0u8; 32];
-    // Cannot fail: 32 <= 255 * 32.
-    let _ = hk.expand(X3DH_INFO, &mut sk);
+    hkdf_sha256(Some(&[0u8; 32]), &ikm, X3DH_INFO, &mut sk);
     SharedSecret(sk)
 }
 
