@@ -141,6 +141,34 @@ pub(crate) fn open_store(dir: &Path, key: &[u8; 32]) -> Result<Store> {
     Ok(store)
 }
 
+/// Opens the node database as [`open_store`] does, after importing a legacy `contacts.sealed`
+/// into it if one is there: every command that reads or changes contacts opens it this way,
+/// so the first one after an upgrade, whichever it is, finds the old contacts.
+pub(crate) fn open_address_book(dir: &Path, key: &[u8; 32]) -> Result<Store> {
+    let mut store = open_store(dir, key)?;
+    if legacy_path(dir).exists() {
+        let legacy = Book::load_legacy(dir, key)?;
+        if store.contacts()?.is_empty() {
+            legacy.write_to(&mut store)?;
+        }
+        // The database transaction is durable (synchronous = FULL): the old file can go.
+        match fs::remove_file(legacy_path(dir)) {
+            Ok(()) => fs::File::open(dir)?.sync_all()?,
+            // Another command imported it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "imported {} but cannot remove it",
+                        legacy_path(dir).display()
+                    )
+                })
+            }
+        }
+    }
+    Ok(store)
+}
+
 fn to_record(c: &Contact) -> Result<ContactRecord> {
     let key = c.public_identity()?;
     Ok(ContactRecord {
@@ -187,7 +215,7 @@ pub(crate) fn add(
         verified_at: None,
         added_at: now,
     };
-    let mut store = open_store(dir, key)?;
+    let mut store = open_address_book(dir, key)?;
     match store.add_contact(&record) {
         Ok((stored, outcome)) => Ok((from_record(stored), outcome)),
         Err(StoreError::NameTaken { node_id, .. }) => bail!(
@@ -208,13 +236,13 @@ pub(crate) fn add(
 
 /// Removes the contact `node_id` from the database in `dir`.
 pub(crate) fn remove(dir: &Path, key: &[u8; 32], node_id: &NodeId) -> Result<()> {
-    open_store(dir, key)?.remove_contact(node_id)?;
+    open_address_book(dir, key)?.remove_contact(node_id)?;
     Ok(())
 }
 
 /// Marks the contact `node_id` verified at `now` in the database in `dir`.
 pub(crate) fn mark_verified(dir: &Path, key: &[u8; 32], node_id: &NodeId, now: u64) -> Result<()> {
-    if !open_store(dir, key)?.set_contact_verified(node_id, now)? {
+    if !open_address_book(dir, key)?.set_contact_verified(node_id, now)? {
         bail!("the contact was removed meanwhile; nothing was verified");
     }
     Ok(())
@@ -223,21 +251,7 @@ pub(crate) fn mark_verified(dir: &Path, key: &[u8; 32], node_id: &NodeId, now: u
 impl Book {
     /// Loads the book from the database, importing a legacy `contacts.sealed` first if present.
     pub(crate) fn load(dir: &Path, key: &[u8; 32]) -> Result<Self> {
-        let mut store = open_store(dir, key)?;
-        if legacy_path(dir).exists() {
-            let legacy = Self::load_legacy(dir, key)?;
-            if store.contacts()?.is_empty() {
-                legacy.write_to(&mut store)?;
-            }
-            // The database transaction is durable (synchronous = FULL): the old file can go.
-            fs::remove_file(legacy_path(dir)).with_context(|| {
-                format!(
-                    "imported {} but cannot remove it",
-                    legacy_path(dir).display()
-                )
-            })?;
-            fs::File::open(dir)?.sync_all()?;
-        }
+        let store = open_address_book(dir, key)?;
         let addresses = match store.profile("addresses")? {
             Some(json) => serde_json::from_str(&json).context("damaged profile addresses")?,
             None => Vec::new(),

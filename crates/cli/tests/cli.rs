@@ -904,9 +904,9 @@ fn arbitrary_arguments_never_panic() {
     node.run_ok(&["id", "--json"]);
 }
 
-#[test]
-fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
-    // A data directory written by the first release: node.key + contacts.sealed.
+/// A data directory written by the first release (node.key + contacts.sealed), and the contacts
+/// it holds as `contact list --json` shows them.
+fn first_version_data_dir() -> (Node, Value) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-v1-sealed");
     let expected: Value =
         serde_json::from_str(&fs::read_to_string(fixture.with_extension("expected.json")).unwrap())
@@ -918,6 +918,12 @@ fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
         fs::copy(fixture.join(file), node.dir.join(file)).unwrap();
         fs::set_permissions(node.dir.join(file), fs::Permissions::from_mode(0o600)).unwrap();
     }
+    (node, expected)
+}
+
+#[test]
+fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
+    let (node, expected) = first_version_data_dir();
     assert_eq!(node.json(&["contact", "list", "--json"]), expected);
     assert!(
         !node.dir.join("contacts.sealed").exists(),
@@ -931,6 +937,19 @@ fn an_address_book_from_the_first_version_is_migrated_into_the_database() {
         "192.0.2.5:4433"
     );
     assert!(stdout(&node.run_ok(&["id"])).contains("Name         Alpha"));
+}
+
+#[test]
+fn adding_a_contact_first_after_the_upgrade_keeps_the_old_address_book() {
+    let (node, expected) = first_version_data_dir();
+    // The first command after the upgrade adds a contact.
+    let delta = Node::init("Delta");
+    node.run_ok(&["contact", "add", &delta.uri()]);
+    assert!(!node.dir.join("contacts.sealed").exists());
+    let mut listed = node.json(&["contact", "list", "--json"]);
+    let added = listed.as_array_mut().unwrap().pop().unwrap();
+    assert_eq!(added["name"], "Delta");
+    assert_eq!(listed, expected, "the old contacts, verification included");
 }
 
 #[test]
