@@ -115,9 +115,10 @@ pub(crate) fn open_store(dir: &Path, key: &[u8; 32]) -> Result<Store> {
     let no_node_starts = if DaemonLock::held_here() {
         None
     } else {
-        DaemonLock::hold_shared(dir)?
+        DaemonLock::hold_shared(dir)
     };
-    let beside_a_node = !DaemonLock::held_here() && no_node_starts.is_none();
+    let beside_a_node =
+        !DaemonLock::held_here() && no_node_starts.is_none() && DaemonLock::is_held(dir);
     let opened = if beside_a_node {
         Store::open_without_migrating(&db, key)
     } else {

@@ -42,6 +42,14 @@ impl DaemonLock {
         let path = dir.join(DAEMON_LOCK_FILE);
         let mut file = open_lock_file(&path)?;
         if !lock_within(&file, ACQUIRE_PATIENCE) {
+            if file.try_lock_shared().is_ok() {
+                // Only commands hold it: no node runs, one command is slow.
+                bail!(
+                    "another dp2ptcs command is opening the database in {}; try again when it \
+                     has finished",
+                    dir.display()
+                );
+            }
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
             bail!(
                 "a node is already running on {} (pid {}); stop it first",
@@ -58,11 +66,12 @@ impl DaemonLock {
     }
 
     /// Holds the lock of `dir` shared, so that no node starts there while it is held; `None`
-    /// if a node runs there now. A command holds it while it opens (and may migrate) the
+    /// if a node runs there now, or if the lock file cannot be opened (then [`Self::is_held`]
+    /// says whether a node runs). A command holds it while it opens (and may migrate) the
     /// database.
-    pub(crate) fn hold_shared(dir: &Path) -> Result<Option<File>> {
-        let file = open_lock_file(&dir.join(DAEMON_LOCK_FILE))?;
-        Ok(file.try_lock_shared().is_ok().then_some(file))
+    pub(crate) fn hold_shared(dir: &Path) -> Option<File> {
+        let file = open_lock_file(&dir.join(DAEMON_LOCK_FILE)).ok()?;
+        file.try_lock_shared().is_ok().then_some(file)
     }
 
     /// Whether this process is the node running on its data directory.
@@ -224,13 +233,17 @@ mod tests {
     #[test]
     fn a_node_starting_while_a_command_opens_the_database_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
-        let held = DaemonLock::hold_shared(dir.path()).unwrap();
+        let held = DaemonLock::hold_shared(dir.path());
         assert!(held.is_some(), "no node runs: a command may hold the lock");
         let node = open_lock_file(&dir.path().join(DAEMON_LOCK_FILE)).unwrap();
         assert!(
             !lock_within(&node, Duration::ZERO),
             "taken while the command holds it"
         );
+        // A command that holds it past the node's patience is named as what is in the way.
+        let err = DaemonLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("another dp2ptcs command"), "{err}");
+        assert!(!DaemonLock::held_here());
         let command = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
             drop(held);
@@ -238,7 +251,7 @@ mod tests {
         assert!(lock_within(&node, Duration::from_secs(20)));
         command.join().unwrap();
         // With the node running, a command gets no hold, and opens without migrating.
-        assert!(DaemonLock::hold_shared(dir.path()).unwrap().is_none());
+        assert!(DaemonLock::hold_shared(dir.path()).is_none());
         assert!(DaemonLock::is_held(dir.path()));
         // A second node gives up after its patience.
         let second = open_lock_file(&dir.path().join(DAEMON_LOCK_FILE)).unwrap();
