@@ -206,16 +206,7 @@ pub(crate) fn add(
     now: u64,
 ) -> Result<(Contact, AddOutcome)> {
     validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let identity = uri.public_identity();
-    let record = ContactRecord {
-        node_id: identity.node_id(),
-        public_key: identity.to_bytes(),
-        name: name.to_owned(),
-        addresses: uri.addresses().to_vec(),
-        verified: false,
-        verified_at: None,
-        added_at: now,
-    };
+    let record = dp2ptcs_node::contact_from_uri(uri, name, now);
     let mut store = open_address_book(dir, key)?;
     match store.add_contact(&record) {
         Ok((stored, outcome)) => Ok((from_record(stored), outcome)),

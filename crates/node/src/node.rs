@@ -570,15 +570,7 @@ impl Node {
                 "this is the node's own contact URI; add someone else's".into(),
             ));
         }
-        let record = ContactRecord {
-            node_id: identity.node_id(),
-            public_key: identity.to_bytes(),
-            name: name.to_owned(),
-            addresses: uri.addresses().to_vec(),
-            verified: false,
-            verified_at: None,
-            added_at: now_ms() / 1000,
-        };
+        let record = contact_from_uri(uri, name, now_ms() / 1000);
         let store = self.inner.store.clone();
         blocking(move || Ok(lock(&store).add_contact(&record)?)).await
     }
@@ -2044,6 +2036,25 @@ enum Dial {
 fn refuse_stream(mut send: SendStream, mut recv: RecvStream, c: WireErrorCode) {
     let _ = send.reset(code(c));
     let _ = recv.stop(code(c));
+}
+
+/// The contact of `uri`, named `name`, not verified yet, added at `added_at` (Unix seconds): what
+/// [`Store::add_contact`](dp2ptcs_store::Store::add_contact) is given.
+pub fn contact_from_uri(
+    uri: &dp2ptcs_crypto::ContactUri,
+    name: &str,
+    added_at: u64,
+) -> ContactRecord {
+    let identity = uri.public_identity();
+    ContactRecord {
+        node_id: identity.node_id(),
+        public_key: identity.to_bytes(),
+        name: name.to_owned(),
+        addresses: uri.addresses().to_vec(),
+        verified: false,
+        verified_at: None,
+        added_at,
+    }
 }
 
 #[cfg(test)]
