@@ -37,7 +37,8 @@ pub use contacts::{AddOutcome, ContactRecord};
 pub use error::StoreError;
 pub use mailbox::HeldItem;
 pub use messages::{
-    Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, OutboxPeer, Undelivered,
+    Cancel, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, OutboxPeer,
+    Undelivered,
 };
 
 /// The database file name in the data directory.

@@ -33,6 +33,8 @@ pub enum MessageState {
     Expired,
     /// Incoming.
     Received,
+    /// Outgoing, its sender cancelled it before a receipt came: the node sends it no more.
+    Cancelled,
 }
 
 impl MessageState {
@@ -46,6 +48,7 @@ impl MessageState {
             Self::Delivered => 5,
             Self::Expired => 6,
             Self::Received => 7,
+            Self::Cancelled => 8,
         }
     }
 
@@ -57,6 +60,7 @@ impl MessageState {
             5 => Self::Delivered,
             6 => Self::Expired,
             7 => Self::Received,
+            8 => Self::Cancelled,
             _ => return None,
         })
     }
@@ -69,6 +73,7 @@ impl MessageState {
             Self::Delivered => "delivered",
             Self::Expired => "expired",
             Self::Received => "received",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -90,6 +95,7 @@ impl FromStr for MessageState {
             "delivered" => Self::Delivered,
             "expired" => Self::Expired,
             "received" => Self::Received,
+            "cancelled" => Self::Cancelled,
             other => {
                 return Err(StoreError::Corrupt(format!(
                     "unknown message state {other:?}"
@@ -166,6 +172,22 @@ pub struct OutboxPeer {
     pub first_expiry_ms: Option<u64>,
     /// How many of its messages wait.
     pub waiting: u64,
+}
+
+/// What [`Store::cancel_outgoing`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// The message was waiting, in state `was`; it is now `cancelled` (`message`).
+    Cancelled {
+        /// Its state before: `queued` (it never left), `sent` or `held`.
+        was: MessageState,
+        /// The message as it is now.
+        message: MessageRecord,
+    },
+    /// The message is not waiting any more (delivered, expired or cancelled): nothing changed.
+    NotWaiting(MessageRecord),
+    /// No message we sent has this id.
+    Unknown,
 }
 
 /// Which of a contact's waiting messages an [`Store::outbox_window`] takes.
@@ -433,6 +455,106 @@ impl Store {
             .flatten())
     }
 
+    /// The messages in the outbox (`queued`, `sent` or `held`), oldest first: those to `peer`
+    /// only, if given, and at most `limit` after position `after_seq`.
+    pub fn waiting(
+        &self,
+        peer: Option<&NodeId>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM messages INDEXED BY messages_outbox
+             WHERE direction = 0 AND state IN {PENDING} AND (?1 IS NULL OR peer = ?1)
+               AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                peer.map(|p| p.as_bytes().to_vec()),
+                after_seq,
+                i64::from(limit)
+            ],
+            from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Cancels the outgoing message `id` if it is still in the outbox: it becomes `cancelled`
+    /// and is sent no more (nor deposited in a mailbox). A receipt that comes in later still
+    /// marks it `delivered`: a copy that had left may arrive.
+    pub fn cancel_outgoing(&self, id: &MessageId, now_ms: u64) -> Result<Cancel, StoreError> {
+        // Ids are chosen at random by this node, so one outgoing message at most has this one.
+        // A waiting message is found through the outbox index, without reading the history.
+        let waiting = self
+            .query_one(
+                &format!(
+                    "SELECT {COLUMNS} FROM messages INDEXED BY messages_outbox
+                     WHERE direction = 0 AND state IN {PENDING} AND id = ?1"
+                ),
+                params![id.as_bytes().as_slice()],
+                from_row,
+            )
+            .optional()?;
+        if let Some(m) = waiting {
+            self.exec(
+                &format!(
+                    "UPDATE messages SET state = ?2, state_at_ms = ?3
+                     WHERE seq = ?1 AND state IN {PENDING}"
+                ),
+                params![m.seq, MessageState::Cancelled.code(), now_ms as i64],
+            )?;
+            let message = MessageRecord {
+                state: MessageState::Cancelled,
+                state_at_ms: now_ms,
+                ..m.clone()
+            };
+            return Ok(Cancel::Cancelled {
+                was: m.state,
+                message,
+            });
+        }
+        // Not waiting: say why (this reads the history, but only to answer a mistake).
+        Ok(self
+            .query_one(
+                &format!("SELECT {COLUMNS} FROM messages WHERE direction = 0 AND id = ?1"),
+                params![id.as_bytes().as_slice()],
+                from_row,
+            )
+            .optional()?
+            .map_or(Cancel::Unknown, Cancel::NotWaiting))
+    }
+
+    /// Cancels every message waiting for `peer` (see [`Store::cancel_outgoing`]); returns their
+    /// ids, oldest first.
+    pub fn cancel_outgoing_to(
+        &self,
+        peer: &NodeId,
+        now_ms: u64,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "UPDATE messages SET state = ?2, state_at_ms = ?3
+             WHERE direction = 0 AND state IN {PENDING} AND peer = ?1 RETURNING seq, id"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                peer.as_bytes().as_slice(),
+                MessageState::Cancelled.code(),
+                now_ms as i64
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id) = row?;
+            let id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::Corrupt(format!("message {seq} has a bad id")))?;
+            out.push((seq, MessageId::from_bytes(id)));
+        }
+        // RETURNING gives no order.
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(out.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// Marks every outgoing message still in the outbox whose expiry is at or before `now_ms`
     /// as `expired`, and returns them (peer, id), oldest first.
     pub fn expire_outgoing(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
@@ -568,10 +690,11 @@ mod tests {
     #[test]
     fn every_state_has_a_one_byte_code_and_pending_names_the_outbox_states() {
         use MessageState::*;
-        for s in [Queued, Sent, Held, Delivered, Expired, Received] {
+        for s in [Queued, Sent, Held, Delivered, Expired, Received, Cancelled] {
             assert_eq!(MessageState::from_code(s.code()), Some(s));
             // 0 and 1 are stored in no bytes at all, 128 and above in two.
             assert!((2..128).contains(&s.code()));
+            assert_eq!(s.to_string().parse::<MessageState>().unwrap(), s);
         }
         assert_eq!(MessageState::from_code(1), None);
         assert_eq!(
@@ -810,6 +933,94 @@ mod outbox_tests {
             [2, 7]
         );
         assert_eq!(store.outbox_peers().unwrap()[0].waiting, 2);
+    }
+
+    fn id(n: u16) -> MessageId {
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&n.to_be_bytes());
+        MessageId::from_bytes(id)
+    }
+
+    #[test]
+    fn a_cancelled_message_leaves_the_outbox_and_stays_in_the_history() {
+        use Direction::{Incoming, Outgoing};
+        use MessageState::*;
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let (bob, carol) = (NodeId::from_bytes([2; 32]), NodeId::from_bytes([3; 32]));
+        put(&store, &bob, 1, Outgoing, Queued, "one", Some(900));
+        put(&store, &carol, 2, Outgoing, Sent, "two", None);
+        put(&store, &bob, 3, Outgoing, Held, "three", None);
+        put(&store, &bob, 4, Outgoing, Delivered, "four", None);
+        // An incoming message that reuses an id we chose is not ours to cancel.
+        put(&store, &carol, 5, Incoming, Received, "five", None);
+        let bodies =
+            |ms: Vec<MessageRecord>| -> Vec<String> { ms.into_iter().map(|m| m.body).collect() };
+        assert_eq!(
+            bodies(store.waiting(None, 0, 10).unwrap()),
+            ["one", "two", "three"]
+        );
+        assert_eq!(
+            bodies(store.waiting(Some(&bob), 0, 10).unwrap()),
+            ["one", "three"]
+        );
+        assert_eq!(bodies(store.waiting(None, 1, 1).unwrap()), ["two"]);
+
+        let Cancel::Cancelled { was, message } = store.cancel_outgoing(&id(2), 50).unwrap() else {
+            panic!("a sent message without a receipt can be cancelled")
+        };
+        assert_eq!(
+            (was, message.state, message.state_at_ms),
+            (Sent, Cancelled, 50)
+        );
+        assert_eq!(store.message(&carol, &id(2)).unwrap().unwrap(), message);
+        assert_eq!(
+            bodies(store.waiting(None, 0, 10).unwrap()),
+            ["one", "three"]
+        );
+        // Once only; a delivered message, an incoming one and an unknown id are refused.
+        assert_eq!(
+            store.cancel_outgoing(&id(2), 60).unwrap(),
+            Cancel::NotWaiting(message)
+        );
+        assert!(matches!(
+            store.cancel_outgoing(&id(4), 60).unwrap(),
+            Cancel::NotWaiting(MessageRecord {
+                state: Delivered,
+                ..
+            })
+        ));
+        assert_eq!(store.cancel_outgoing(&id(5), 60).unwrap(), Cancel::Unknown);
+        assert_eq!(store.cancel_outgoing(&id(9), 60).unwrap(), Cancel::Unknown);
+        assert_eq!(
+            store.message(&carol, &id(5)).unwrap().unwrap().state,
+            Received
+        );
+
+        // Everything waiting for one contact at once; the others' stay.
+        put(&store, &carol, 6, Outgoing, Queued, "six", None);
+        assert_eq!(store.cancel_outgoing_to(&bob, 70).unwrap(), [id(1), id(3)]);
+        assert!(store.cancel_outgoing_to(&bob, 80).unwrap().is_empty());
+        assert_eq!(bodies(store.waiting(None, 0, 10).unwrap()), ["six"]);
+        assert!(store
+            .outbox_peers()
+            .unwrap()
+            .iter()
+            .all(|p| p.peer == carol));
+        assert_eq!(store.expire_outgoing(u64::MAX).unwrap(), []);
+        let history = store.history(&HistoryQuery::default()).unwrap();
+        let states: Vec<MessageState> = history.iter().map(|m| m.state).collect();
+        assert_eq!(
+            states,
+            [Cancelled, Cancelled, Cancelled, Delivered, Received, Queued]
+        );
+        // A receipt that comes in afterwards still counts: a copy had left.
+        assert!(store
+            .set_message_state(&bob, &id(3), Delivered, 90)
+            .unwrap());
+        assert!(store
+            .message_counts()
+            .unwrap()
+            .contains(&(Outgoing, Cancelled, 2)));
     }
 
     /// Finding a contact's waiting messages reads the index alone, however long the history,

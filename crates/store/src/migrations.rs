@@ -101,6 +101,37 @@ const MIGRATIONS: &[&str] = &[
     // state for the status.
     "DROP INDEX messages_outbox;
      CREATE INDEX messages_outbox ON messages (direction, state, peer, seq, expires_at_ms);",
+    // 6: a message its sender cancelled (state 8). The check on the state column changes, so
+    // the table is rebuilt as in version 4, keeping sequence numbers and the AUTOINCREMENT
+    // counter.
+    "CREATE TABLE messages_v6 (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        id             BLOB NOT NULL CHECK (length(id) = 16),
+        peer           BLOB NOT NULL CHECK (length(peer) = 32),
+        direction      INTEGER NOT NULL CHECK (direction IN (0, 1)),
+        state          INTEGER NOT NULL CHECK (state BETWEEN 2 AND 8),
+        state_at_ms    INTEGER NOT NULL,
+        sent_at_ms     INTEGER NOT NULL,
+        expires_at_ms  INTEGER,
+        body           TEXT NOT NULL,
+        sealed         BLOB
+     );
+     INSERT INTO messages_v6
+        (seq, id, peer, direction, state, state_at_ms, sent_at_ms, expires_at_ms, body, sealed)
+        SELECT seq, id, peer, direction, state, state_at_ms, sent_at_ms, expires_at_ms, body,
+               sealed
+        FROM messages ORDER BY seq;
+     INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'messages_v6', seq FROM sqlite_sequence WHERE name = 'messages'
+        AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'messages_v6');
+     UPDATE sqlite_sequence
+        SET seq = max(seq, (SELECT seq FROM sqlite_sequence WHERE name = 'messages'))
+        WHERE name = 'messages_v6';
+     DROP TABLE messages;
+     ALTER TABLE messages_v6 RENAME TO messages;
+     CREATE UNIQUE INDEX messages_by_peer_id ON messages (peer, id);
+     CREATE INDEX messages_by_peer ON messages (peer, seq);
+     CREATE INDEX messages_outbox ON messages (direction, state, peer, seq, expires_at_ms);",
 ];
 
 /// The schema version this program writes.
@@ -165,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn version_4_keeps_every_message_its_state_and_its_sequence_number() {
+    fn the_table_rebuilds_keep_every_message_its_state_and_its_sequence_number() {
         use crate::{Direction, HistoryQuery, MessageState, NewMessage};
         use dp2ptcs_types::{MessageId, NodeId};
         let dir = tempfile::tempdir().unwrap();
@@ -253,6 +284,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.message(&peer, &new).unwrap().unwrap().seq, 8);
+        // The state version 6 adds is allowed.
+        assert!(matches!(
+            store.cancel_outgoing(&new, 2).unwrap(),
+            crate::Cancel::Cancelled { .. }
+        ));
     }
 
     #[test]
