@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use dp2ptcs_crypto::{Identity, PreKeyBundle, UnlockedKeystore};
 use dp2ptcs_store::{
-    AddOutcome, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage,
-    Store, StoreError, Undelivered,
+    AddOutcome, Cancel, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState,
+    NewMessage, Store, StoreError, Undelivered,
 };
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{
@@ -55,6 +55,13 @@ pub enum NodeEvent {
     },
     /// A message we sent outlived its time to live without a receipt: the node gave up on it.
     Expired {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: NodeId,
+    },
+    /// A message we sent was cancelled before its receipt came ([`Node::cancel_message`]).
+    Cancelled {
         /// The message.
         id: MessageId,
         /// Its recipient.
@@ -607,6 +614,64 @@ impl Node {
         let store = self.inner.store.clone();
         let (peer, id) = (*peer, *id);
         blocking(move || Ok(lock(&store).message(&peer, &id)?)).await
+    }
+
+    /// The messages in the outbox (`queued`, `sent` or `held`), oldest first: those to `peer`
+    /// only, if given, and at most `limit` after position `after_seq`.
+    pub async fn waiting(
+        &self,
+        peer: Option<&NodeId>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, NodeError> {
+        let store = self.inner.store.clone();
+        let peer = peer.copied();
+        blocking(move || Ok(lock(&store).waiting(peer.as_ref(), after_seq, limit)?)).await
+    }
+
+    /// The peers with messages in the outbox, the one waiting longest first.
+    pub async fn waiting_peers(&self) -> Result<Vec<NodeId>, NodeError> {
+        let store = self.inner.store.clone();
+        blocking(move || {
+            Ok(lock(&store)
+                .outbox_peers()?
+                .into_iter()
+                .map(|p| p.peer)
+                .collect())
+        })
+        .await
+    }
+
+    /// Cancels the message `id` we sent, if it is still in the outbox: it becomes `cancelled`,
+    /// is reported as [`NodeEvent::Cancelled`], and is sent and deposited no more. A copy that
+    /// had already left (a `sent` or `held` message, or one being sent at this moment) may still
+    /// arrive; its receipt then marks it `delivered`.
+    pub async fn cancel_message(&self, id: &MessageId) -> Result<Cancel, NodeError> {
+        let store = self.inner.store.clone();
+        let id = *id;
+        let outcome = blocking(move || Ok(lock(&store).cancel_outgoing(&id, now_ms())?)).await?;
+        if let Cancel::Cancelled { message, .. } = &outcome {
+            let _ = self.inner.events.send(NodeEvent::Cancelled {
+                id,
+                to: message.peer,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Cancels every message waiting for `peer` (see [`Node::cancel_message`]), a contact or
+    /// not; returns their ids, oldest first.
+    pub async fn cancel_messages_to(&self, peer: &NodeId) -> Result<Vec<MessageId>, NodeError> {
+        let store = self.inner.store.clone();
+        let peer = *peer;
+        let ids = blocking(move || Ok(lock(&store).cancel_outgoing_to(&peer, now_ms())?)).await?;
+        for id in &ids {
+            let _ = self
+                .inner
+                .events
+                .send(NodeEvent::Cancelled { id: *id, to: peer });
+        }
+        Ok(ids)
     }
 
     /// Graceful shutdown: stops accepting, lets in-flight requests finish within `deadline`,

@@ -556,3 +556,164 @@ async fn a_message_past_its_time_to_live_expires_and_says_so() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb, kc) = (new_keys(), new_keys(), new_keys());
+    // B's address is reserved, but B is not running yet; C never runs.
+    let b_addr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let mut b_contact = contact_of("Bravo", &kb, &a);
+    b_contact.addresses = vec![b_addr];
+    let mut c_contact = contact_of("Charlie", &kc, &a);
+    c_contact.addresses = vec![b_addr];
+    a.put_contact(&b_contact).await.unwrap();
+    a.put_contact(&c_contact).await.unwrap();
+    let ca = serve(&a, da.path());
+
+    let mut ids = Vec::new();
+    for (to, text) in [
+        ("Bravo", "one"),
+        ("Charlie", "for charlie 1"),
+        ("Bravo", "two"),
+        ("Charlie", "for charlie 2"),
+        ("Bravo", "three"),
+    ] {
+        ids.push(ca.send(&send(to, text, false)).await.unwrap().id);
+    }
+    // The outbox lists them oldest first, each with its recipient and expiry.
+    let waiting = ca.outbox(None, 0, 100).await.unwrap();
+    let ids_of = |ms: &[api::Message]| -> Vec<String> { ms.iter().map(|m| m.id.clone()).collect() };
+    assert_eq!(ids_of(&waiting), ids);
+    assert!(waiting.iter().all(|m| m.expires_at_ms.is_some()));
+    assert_eq!(waiting[1].peer_name.as_deref(), Some("Charlie"));
+    let to_bravo = ca.outbox(Some("Bravo"), 0, 100).await.unwrap();
+    assert_eq!(
+        ids_of(&to_bravo),
+        [ids[0].clone(), ids[2].clone(), ids[4].clone()]
+    );
+    assert_eq!(
+        ids_of(&ca.outbox(None, waiting[0].seq, 1).await.unwrap()),
+        [ids[1].clone()]
+    );
+
+    // One message cancelled: it leaves the outbox, stays in the history, and the event says so.
+    let mut events = ca.events().await.unwrap();
+    let cancelled = ca.cancel(&ids[2]).await.unwrap();
+    assert_eq!(cancelled.was, "queued", "nothing can have left: B is down");
+    assert_eq!(cancelled.message.state, "cancelled");
+    assert_eq!(cancelled.message.body, "two");
+    let event = tokio::time::timeout(SAFETY, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event,
+        Event::Cancelled {
+            id: ids[2].clone(),
+            to: b_contact.node_id.to_hex()
+        }
+    );
+    // Cancelling it again, a made-up id or something that is not an id is refused.
+    assert_eq!(
+        api_code(ca.cancel(&ids[2]).await.unwrap_err()),
+        (409, "not_waiting".to_owned())
+    );
+    assert_eq!(
+        api_code(ca.cancel(&"0".repeat(32)).await.unwrap_err()),
+        (404, "unknown_message".to_owned())
+    );
+    assert_eq!(api_code(ca.cancel("not an id").await.unwrap_err()).0, 400);
+
+    // Charlie is removed; the messages left waiting for him are found and cancelled by his
+    // node id, which no contact carries any more.
+    ca.remove_contact("Charlie").await.unwrap();
+    assert_eq!(
+        api_code(ca.outbox(Some("Charlie"), 0, 100).await.unwrap_err()),
+        (404, "unknown_contact".to_owned())
+    );
+    let c_hex = c_contact.node_id.to_hex();
+    let for_c = ca.outbox(Some(&c_hex[..12]), 0, 100).await.unwrap();
+    assert_eq!(ids_of(&for_c), [ids[1].clone(), ids[3].clone()]);
+    assert_eq!(for_c[0].peer_name, None);
+    let all = ca.cancel_all(&c_hex[..12]).await.unwrap();
+    assert_eq!(
+        (all.to.as_str(), all.cancelled.as_slice()),
+        (c_hex.as_str(), &[ids[1].clone(), ids[3].clone()][..])
+    );
+    // Nothing is left for him: his id no longer names anyone with messages waiting.
+    assert_eq!(
+        api_code(ca.cancel_all(&c_hex[..12]).await.unwrap_err()),
+        (404, "unknown_contact".to_owned())
+    );
+    // A DELETE that does not say whose messages cancels nothing.
+    let mut s = tokio::net::UnixStream::connect(ca.socket()).await.unwrap();
+    s.write_all(b"DELETE /v1/outbox HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    let n = tokio::time::timeout(SAFETY, s.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head[..n], b"HTTP/1.1 400");
+    assert_eq!(
+        ids_of(&ca.outbox(None, 0, 100).await.unwrap()),
+        [ids[0].clone(), ids[4].clone()]
+    );
+
+    // B comes up: it gets the two messages left, in order, and never the cancelled one.
+    let b = start(
+        db.path(),
+        &kb,
+        NodeConfig {
+            listen: b_addr,
+            ..quick_retries()
+        },
+    )
+    .await;
+    b.put_contact(&contact_of("Alpha", &ka, &a)).await.unwrap();
+    tokio::time::timeout(SAFETY, async {
+        while !ca.outbox(None, 0, 100).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let received: Vec<String> = b
+        .history(&dp2ptcs_store::HistoryQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(received, ["one", "three"]);
+    let counts = ca.status().await.unwrap().messages;
+    assert_eq!((counts.delivered, counts.cancelled), (2, 3));
+    let states: Vec<String> = ca
+        .history(&HistoryFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "delivered",
+            "cancelled",
+            "cancelled",
+            "cancelled",
+            "delivered"
+        ]
+    );
+    // Nothing waits for Bravo now: cancelling everything for him finds nothing.
+    let none = ca.cancel_all("Bravo").await.unwrap();
+    assert!(none.cancelled.is_empty());
+    assert_eq!(none.to, b_contact.node_id.to_hex());
+}

@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use super::{
-    AddContactRequest, AddContactResponse, Contact, DhtPeer, ErrorBody, Event, Lookup, Message,
-    SendRequest, SendResponse, Status,
+    AddContactRequest, AddContactResponse, CancelAllResponse, CancelResponse, Contact, DhtPeer,
+    ErrorBody, Event, Lookup, Message, SendRequest, SendResponse, Status,
 };
 
 /// Largest response body read (a history page of 10 000 messages of 32 KiB would exceed it; the
@@ -215,6 +215,41 @@ impl Client {
     pub async fn send(&self, request: &SendRequest) -> Result<SendResponse, ClientError> {
         let body = serde_json::to_vec(request).map_err(protocol)?;
         Ok(self.call(Method::POST, "/v1/messages", Some(body)).await?.1)
+    }
+
+    /// `GET /v1/outbox`: at most `limit` of the messages waiting for a receipt after position
+    /// `after`, oldest first; those to `peer` only (a contact's name or node-id prefix), if
+    /// given.
+    pub async fn outbox(
+        &self,
+        peer: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Message>, ClientError> {
+        let mut path = format!("/v1/outbox?after={after}&limit={limit}");
+        if let Some(p) = peer {
+            path.push_str(&format!(
+                "&peer={}",
+                utf8_percent_encode(p, NON_ALPHANUMERIC)
+            ));
+        }
+        Ok(self.call(Method::GET, &path, None).await?.1)
+    }
+
+    /// `DELETE /v1/outbox/{id}`: cancels the message `id` (32 hex digits).
+    pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ClientError> {
+        let path = format!("/v1/outbox/{}", utf8_percent_encode(id, NON_ALPHANUMERIC));
+        Ok(self.call(Method::DELETE, &path, None).await?.1)
+    }
+
+    /// `DELETE /v1/outbox?to={to}`: cancels every message waiting for `to` (a contact's name, or
+    /// a node-id prefix of a contact or of a recipient with messages waiting).
+    pub async fn cancel_all(&self, to: &str) -> Result<CancelAllResponse, ClientError> {
+        let path = format!(
+            "/v1/outbox?to={}",
+            utf8_percent_encode(to, NON_ALPHANUMERIC)
+        );
+        Ok(self.call(Method::DELETE, &path, None).await?.1)
     }
 
     /// `GET /v1/peers`.

@@ -9,12 +9,15 @@
 //! | `DELETE /v1/contacts/{contact}` | the removed [`Contact`] |
 //! | `GET /v1/messages?peer=&direction=&after=&limit=&newest=` | `[`[`Message`]`]`, oldest first |
 //! | `POST /v1/messages` | [`SendRequest`] → [`SendResponse`] (`202` queued, `200` delivered) |
+//! | `GET /v1/outbox?peer=&after=&limit=` | `[`[`Message`]`]`: the messages waiting for a receipt, oldest first |
+//! | `DELETE /v1/outbox/{id}` | [`CancelResponse`]: the message cancelled |
+//! | `DELETE /v1/outbox?to={contact}` | [`CancelAllResponse`]: every message waiting for one contact cancelled |
 //! | `GET /v1/events` | server-sent events, one [`Event`] per `data:` line |
 //! | `GET /v1/peers` | `[`[`DhtPeer`]`]`: the DHT routing table |
 //! | `GET /v1/lookup/{node_id}` | [`Lookup`]: a DHT lookup of the id and the path it took |
 //!
 //! Errors are [`ErrorBody`] with a 4xx or 5xx status. The CLI (`dp2ptcs send`, `inbox`,
-//! `status`) is a client of this API through [`client::Client`].
+//! `status`, `outbox`, `cancel`) is a client of this API through [`client::Client`].
 
 pub mod client;
 mod server;
@@ -160,6 +163,9 @@ pub struct Counts {
     pub delivered: u64,
     /// Outgoing, given up on.
     pub expired: u64,
+    /// Outgoing, cancelled by us before a receipt came.
+    #[serde(default)]
+    pub cancelled: u64,
     /// Incoming.
     pub received: u64,
 }
@@ -217,10 +223,33 @@ pub struct Message {
     pub body: String,
     /// The sender's clock when sent, Unix milliseconds.
     pub sent_at_ms: u64,
-    /// `queued`, `sent`, `held`, `delivered`, `expired` (outgoing) or `received` (incoming).
+    /// `queued`, `sent`, `held`, `delivered`, `expired`, `cancelled` (outgoing) or `received`
+    /// (incoming).
     pub state: String,
     /// When the state last changed, Unix milliseconds.
     pub state_at_ms: u64,
+    /// Outgoing: when the node gives up on it without a receipt, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The answer to `DELETE /v1/outbox/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    /// The message's state before: `queued` (it never left this node), `sent` (the contact's
+    /// node may have it already) or `held` (a mailbox holds a copy the contact may still fetch).
+    pub was: String,
+    /// The message, now `cancelled`.
+    pub message: Message,
+}
+
+/// The answer to `DELETE /v1/outbox?to={contact}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelAllResponse {
+    /// The recipient's node id.
+    pub to: String,
+    /// The ids of the messages cancelled, oldest first (none if nothing was waiting).
+    pub cancelled: Vec<String>,
 }
 
 /// `POST /v1/messages`.
@@ -284,6 +313,13 @@ pub enum Event {
         /// The recipient's node id.
         to: String,
     },
+    /// A message we sent was cancelled before a receipt came.
+    Cancelled {
+        /// The message id.
+        id: String,
+        /// The recipient's node id.
+        to: String,
+    },
     /// This subscriber fell behind and missed `missed` events; read the history to catch up.
     Lagged {
         /// How many events were dropped.
@@ -294,9 +330,9 @@ pub enum Event {
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// A stable, machine-readable code (`unknown_contact`, `bad_request`, `too_large`,
-    /// `name_taken`, `already_contact`, `contacts_full`, `shutting_down`, `internal`,
-    /// `not_found`).
+    /// A stable, machine-readable code (`unknown_contact`, `unknown_message`, `not_waiting`,
+    /// `bad_request`, `too_large`, `name_taken`, `already_contact`, `contacts_full`,
+    /// `shutting_down`, `internal`, `not_found`).
     pub code: String,
     /// A sentence for a person.
     pub error: String,

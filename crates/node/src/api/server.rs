@@ -16,7 +16,8 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use dp2ptcs_crypto::ContactUri;
 use dp2ptcs_store::{
-    AddOutcome, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, StoreError,
+    AddOutcome, Cancel, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState,
+    StoreError,
 };
 use dp2ptcs_types::{MessageId, NodeId};
 use futures_util::Stream;
@@ -25,9 +26,9 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    AddContactRequest, AddContactResponse, Contact, Counts, DhtPeer, DhtPeerRef, DhtSummary,
-    ErrorBody, Event, Lookup, LookupHop, Message, Peer, SendRequest, SendResponse, Status,
-    MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    AddContactRequest, AddContactResponse, CancelAllResponse, CancelResponse, Contact, Counts,
+    DhtPeer, DhtPeerRef, DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message, Peer,
+    SendRequest, SendResponse, Status, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
 
@@ -146,6 +147,8 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
         .route("/v1/contacts", get(contacts).post(add_contact))
         .route("/v1/contacts/{contact}", delete(remove_contact))
         .route("/v1/messages", get(history).post(send))
+        .route("/v1/outbox", get(outbox).delete(cancel_all))
+        .route("/v1/outbox/{id}", delete(cancel))
         .route("/v1/events", get(events))
         .route("/v1/peers", get(peers))
         .route("/v1/lookup/{node_id}", get(lookup))
@@ -162,8 +165,8 @@ async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint (the API is under /v1/: status, contacts[/NAME], messages, events, peers, \
-         lookup/NODE_ID)",
+        "no such endpoint (the API is under /v1/: status, contacts[/NAME], messages, outbox[/ID], \
+         events, peers, lookup/NODE_ID)",
     )
 }
 
@@ -195,6 +198,7 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
             MessageState::Held => &mut counts.held,
             MessageState::Delivered => &mut counts.delivered,
             MessageState::Expired => &mut counts.expired,
+            MessageState::Cancelled => &mut counts.cancelled,
             _ => &mut counts.received,
         };
         *slot += n;
@@ -392,6 +396,7 @@ fn message_json(m: &MessageRecord, contacts: &[ContactRecord]) -> Message {
         sent_at_ms: m.sent_at_ms,
         state: m.state.to_string(),
         state_at_ms: m.state_at_ms,
+        expires_at_ms: m.expires_at_ms,
     }
 }
 
@@ -446,6 +451,128 @@ async fn history(
     ))
 }
 
+/// The recipient `query` names: a contact (as [`resolve`]), or else, for messages left waiting
+/// for someone no longer a contact, a node id (at least 8 hex digits) of one of the peers with
+/// messages in the outbox.
+async fn resolve_recipient(node: &Node, query: &str) -> Result<NodeId, ApiError> {
+    let contacts = node.contacts().await?;
+    let unknown = match resolve(&contacts, query) {
+        Ok(c) => return Ok(c.node_id),
+        Err(e) if e.code == "unknown_contact" => e,
+        Err(e) => return Err(e),
+    };
+    let q = query.to_ascii_lowercase();
+    if q.len() < MIN_ID_PREFIX
+        || q.len() > NodeId::LEN * 2
+        || !q.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(unknown);
+    }
+    let peers: Vec<NodeId> = node
+        .waiting_peers()
+        .await?
+        .into_iter()
+        .filter(|p| p.to_hex().starts_with(&q))
+        .collect();
+    match peers.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(unknown),
+        many => Err(ApiError::bad_request(format!(
+            "{query:?} matches {} recipients; give more digits of the node id",
+            many.len()
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboxParams {
+    peer: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn outbox(
+    State(st): State<AppState>,
+    params: Result<Query<OutboxParams>, QueryRejection>,
+) -> Result<Json<Vec<Message>>, ApiError> {
+    let Query(p) = params?;
+    let peer = match &p.peer {
+        Some(q) => Some(resolve_recipient(&st.node, q).await?),
+        None => None,
+    };
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_HISTORY_LIMIT}"
+        )));
+    }
+    let records = st
+        .node
+        .waiting(peer.as_ref(), p.after.unwrap_or(0), limit)
+        .await?;
+    let contacts = st.node.contacts().await?;
+    Ok(Json(
+        records.iter().map(|m| message_json(m, &contacts)).collect(),
+    ))
+}
+
+async fn cancel(
+    State(st): State<AppState>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<CancelResponse>, ApiError> {
+    let id: MessageId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("a message id is 32 hex digits"))?;
+    match st.node.cancel_message(&id).await? {
+        Cancel::Cancelled { was, message } => {
+            let contacts = st.node.contacts().await?;
+            Ok(Json(CancelResponse {
+                was: was.to_string(),
+                message: message_json(&message, &contacts),
+            }))
+        }
+        Cancel::NotWaiting(m) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_waiting",
+            format!(
+                "message {} is {}, not waiting in the outbox: there is nothing to cancel",
+                m.id.to_hex(),
+                m.state
+            ),
+        )),
+        Cancel::Unknown => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_message",
+            format!("no message was sent with id {}", id.to_hex()),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelAllParams {
+    to: Option<String>,
+}
+
+async fn cancel_all(
+    State(st): State<AppState>,
+    params: Result<Query<CancelAllParams>, QueryRejection>,
+) -> Result<Json<CancelAllResponse>, ApiError> {
+    let Query(p) = params?;
+    let Some(to) = p.to else {
+        return Err(ApiError::bad_request(
+            "say whose messages to cancel: DELETE /v1/outbox?to=CONTACT (or /v1/outbox/ID for one)",
+        ));
+    };
+    let peer = resolve_recipient(&st.node, &to).await?;
+    let ids = st.node.cancel_messages_to(&peer).await?;
+    Ok(Json(CancelAllResponse {
+        to: peer.to_hex(),
+        cancelled: ids.iter().map(MessageId::to_hex).collect(),
+    }))
+}
+
 async fn send(
     State(st): State<AppState>,
     body: Result<Json<SendRequest>, JsonRejection>,
@@ -477,6 +604,8 @@ async fn send(
                     state = MessageState::Delivered;
                     break;
                 }
+                // Cancelled while we waited: no receipt is coming.
+                Ok(Ok(NodeEvent::Cancelled { id: c, .. })) if c == id => break,
                 Ok(Ok(_)) => {}
                 Ok(Err(RecvError::Lagged(_))) => {
                     if current_state(&st.node, &peer, &id).await? == Some(MessageState::Delivered) {
@@ -547,6 +676,10 @@ async fn events(
                     id: id.to_hex(),
                     to: to.to_hex(),
                 },
+                Ok(NodeEvent::Cancelled { id, to }) => Event::Cancelled {
+                    id: id.to_hex(),
+                    to: to.to_hex(),
+                },
                 Err(RecvError::Lagged(missed)) => Event::Lagged { missed },
                 Err(RecvError::Closed) => return None,
             };
@@ -554,6 +687,7 @@ async fn events(
                 Event::Message { .. } => "message",
                 Event::Delivered { .. } => "delivered",
                 Event::Expired { .. } => "expired",
+                Event::Cancelled { .. } => "cancelled",
                 Event::Lagged { .. } => "lagged",
             };
             match SseEvent::default().event(kind).json_data(&event) {
