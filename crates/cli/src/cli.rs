@@ -50,6 +50,10 @@ pub(crate) enum Command {
     Send(SendArgs),
     /// Show received messages (from the running node); --follow keeps printing new ones.
     Inbox(InboxArgs),
+    /// Show the messages you sent that wait for a receipt, with their ids.
+    Outbox(OutboxArgs),
+    /// Cancel messages waiting in the outbox: the node stops sending them.
+    Cancel(CancelArgs),
     /// Show the running node's addresses, connected peers and message counts.
     Status(JsonArg),
     /// Show the running node's DHT routing table.
@@ -152,6 +156,32 @@ pub(crate) struct InboxArgs {
     #[arg(long)]
     pub(crate) follow: bool,
     /// One JSON object per message per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutboxArgs {
+    /// Only messages to this contact (its name, or at least 8 hex digits of its node id).
+    #[arg(long, value_name = "CONTACT")]
+    pub(crate) contact: Option<String>,
+    /// One JSON object per message per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "to"])))]
+pub(crate) struct CancelArgs {
+    /// The ids of the messages to cancel (32 hex digits, as `dp2ptcs send` and `dp2ptcs outbox`
+    /// print them).
+    #[arg(value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+    /// Cancel every message waiting for this recipient instead: a contact's name, or at least 8
+    /// hex digits of a node id (also of someone you removed from your contacts).
+    #[arg(long, value_name = "CONTACT", conflicts_with = "ids")]
+    pub(crate) to: Option<String>,
+    /// Print JSON (one object per message cancelled, or one for --to).
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -424,6 +424,68 @@ fn clients_explain_errors_and_sigterm_stops_the_node_cleanly() {
 }
 
 #[test]
+fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
+    let (a, mut b) = pair();
+    assert!(b.sigterm().success());
+    let ids: Vec<String> = ["one", "two", "three"]
+        .iter()
+        .map(|text| {
+            stdout(&a.run_ok(&["send", "Bravo", text]))
+                .trim()
+                .to_owned()
+        })
+        .collect();
+    // Each waiting message on a line of its own, with the id to cancel it by.
+    let listed = stdout(&a.run_ok(&["outbox"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    for (line, id) in lines.iter().zip(&ids) {
+        assert!(line.starts_with(id.as_str()), "{line}");
+        assert!(line.contains("→ Bravo"), "{line}");
+    }
+
+    let out = a.run_ok(&["cancel", &ids[1]]);
+    assert!(
+        stdout(&out).contains(&format!("Cancelled {} to Bravo", ids[1])),
+        "{}",
+        stdout(&out)
+    );
+    // Cancelling it again, a made-up id or something that is not an id: a clear error each.
+    for (id, says) in [
+        (ids[1].clone(), "is cancelled, not waiting"),
+        ("0".repeat(32), "no message was sent with id"),
+        ("xyz".to_owned(), "32 hex digits"),
+    ] {
+        let out = a.run(&["cancel", &id]);
+        assert_eq!(out.status.code(), Some(1), "{id}");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    // Nothing to cancel named, or both ways of naming it: usage errors.
+    assert_eq!(a.run(&["cancel"]).status.code(), Some(2));
+    assert_eq!(
+        a.run(&["cancel", &ids[0], "--to", "Bravo"]).status.code(),
+        Some(2)
+    );
+    let waiting: Vec<Value> = stdout(&a.run_ok(&["outbox", "--json"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let waiting: Vec<&str> = waiting.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(waiting, [&ids[0], &ids[2]]);
+
+    // Bravo comes back: the two left arrive, in order, once each; the cancelled one never.
+    b.start();
+    wait_until("the two messages left to be delivered", || {
+        a.status().messages.delivered == 2
+    });
+    assert_exactly_once_in_order(&b.history("incoming"), &["one".into(), "three".into()]);
+    let out = a.run_ok(&["outbox"]);
+    assert_eq!(stdout(&out), "");
+    assert!(stderr(&out).contains("Nothing waits"), "{}", stderr(&out));
+    assert_eq!(a.status().messages.cancelled, 1);
+}
+
+#[test]
 fn id_shows_the_listening_address_after_a_run() {
     let mut a = Person::init("Alpha");
     a.start();

@@ -1,13 +1,12 @@
 //! `dp2ptcs inbox`: a client of the running node's API.
 
 use std::collections::HashSet;
-use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Result;
 use dp2ptcs_node::api::client::{Client, HistoryFilter};
 use dp2ptcs_node::api::{Event, Message};
 
-use super::{api_client, block_on, print_json};
+use super::{api_client, block_on, print_json, utc_time};
 use crate::cli::{Global, InboxArgs};
 
 pub(super) fn run(global: &Global, args: &InboxArgs) -> Result<()> {
@@ -50,7 +49,7 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
     while let Some(event) = events.next().await {
         match event? {
             Event::Message { .. } | Event::Lagged { .. } => {}
-            Event::Delivered { .. } | Event::Expired { .. } => continue,
+            Event::Delivered { .. } | Event::Expired { .. } | Event::Cancelled { .. } => continue,
         }
         // Read what is new from the history: the same shape as above, and nothing is lost
         // even if this subscriber lagged.
@@ -82,10 +81,7 @@ fn show(m: &Message, json: bool) -> Result<()> {
         print_json(&serde_json::to_value(m)?);
         return Ok(());
     }
-    let when = UNIX_EPOCH + Duration::from_millis(m.sent_at_ms);
-    let when = humantime::format_rfc3339_seconds(when)
-        .to_string()
-        .replace('T', " ");
+    let when = utc_time(m.sent_at_ms);
     let who = m
         .peer_name
         .clone()
@@ -101,7 +97,7 @@ fn show(m: &Message, json: bool) -> Result<()> {
 
 /// The text with control characters (other than newline and tab) escaped, so a message cannot
 /// drive the terminal.
-fn printable(text: &str) -> String {
+pub(super) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() && c != '\n' && c != '\t' {

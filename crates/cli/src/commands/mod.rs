@@ -1,11 +1,13 @@
 //! One module per command.
 
+mod cancel;
 mod change_passphrase;
 mod contact;
 mod id;
 mod inbox;
 mod init;
 mod lookup;
+mod outbox;
 mod peers;
 pub(crate) mod run;
 mod send;
@@ -28,6 +30,8 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run::run(&cli.global, &args),
         Command::Send(args) => send::run(&cli.global, &args),
         Command::Inbox(args) => inbox::run(&cli.global, &args),
+        Command::Outbox(args) => outbox::run(&cli.global, &args),
+        Command::Cancel(args) => cancel::run(&cli.global, &args),
         Command::Status(args) => status::run(&cli.global, &args),
         Command::Peers(args) => peers::run(&cli.global, &args),
         Command::Lookup(args) => lookup::run(&cli.global, &args),
@@ -89,6 +93,14 @@ fn now_unix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A Unix time in milliseconds as `YYYY-MM-DD hh:mm:ssZ` (UTC).
+fn utc_time(ms: u64) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(when)
+        .to_string()
+        .replace('T', " ")
 }
 
 /// Prints a JSON value on one line.

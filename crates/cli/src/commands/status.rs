@@ -30,14 +30,15 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
     println!("Connected    {}: {}", peers.len(), list(&peers));
     let m = &s.messages;
     println!(
-        "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent, {} held in mailboxes), {} expired",
+        "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent, {} held in mailboxes), {} expired, {} cancelled",
         m.received,
         m.delivered,
         m.queued + m.sent + m.held,
         m.queued,
         m.sent,
         m.held,
-        m.expired
+        m.expired,
+        m.cancelled
     );
     println!(
         "DHT          {} peers in the routing table, {} records held, {} connections",

@@ -1,0 +1,73 @@
+//! `dp2ptcs cancel`: a client of the running node's API.
+
+use anyhow::Result;
+use dp2ptcs_node::api::CancelResponse;
+
+use super::{api_client, block_on, print_json};
+use crate::cli::{CancelArgs, Global};
+use crate::ExitError;
+
+pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
+    let client = api_client(global)?;
+    if let Some(to) = &args.to {
+        let r = block_on(client.cancel_all(to))??;
+        if args.json {
+            print_json(&serde_json::to_value(&r)?);
+        } else if r.cancelled.is_empty() {
+            println!("Nothing was waiting for {to}.");
+        } else {
+            println!(
+                "Cancelled {} message(s) waiting for {to}:",
+                r.cancelled.len()
+            );
+            for id in &r.cancelled {
+                println!("{id}");
+            }
+        }
+        return Ok(());
+    }
+    let mut failed = 0;
+    for id in &args.ids {
+        match block_on(client.cancel(id.trim()))? {
+            Ok(r) if args.json => print_json(&serde_json::to_value(&r)?),
+            Ok(r) => println!("{}", describe(&r)),
+            // One id: its error is the command's.
+            Err(e) if args.ids.len() == 1 => return Err(e.into()),
+            // Several: each failure is said, and the others are still cancelled.
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(ExitError {
+            code: 1,
+            message: format!(
+                "{failed} of {} message(s) not cancelled (see above)",
+                args.ids.len()
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// What cancelling did, for a person: whether a copy may still arrive.
+fn describe(r: &CancelResponse) -> String {
+    let m = &r.message;
+    let who = m
+        .peer_name
+        .clone()
+        .unwrap_or_else(|| format!("{}…", &m.peer[..8.min(m.peer.len())]));
+    let what = match r.was.as_str() {
+        "queued" => "it had not left this node".to_owned(),
+        "sent" => format!(
+            "it had been sent: {who}'s node may have it already, and its receipt would still mark \
+             it delivered"
+        ),
+        "held" => format!("a mailbox holds a copy that {who} may still fetch"),
+        other => format!("it was {other}"),
+    };
+    format!("Cancelled {} to {who}; {what}.", m.id)
+}

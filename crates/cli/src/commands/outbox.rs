@@ -1,0 +1,78 @@
+//! `dp2ptcs outbox`: a client of the running node's API.
+
+use anyhow::Result;
+use dp2ptcs_node::api::Message;
+
+use super::inbox::printable;
+use super::{api_client, block_on, print_json, utc_time};
+use crate::cli::{Global, OutboxArgs};
+
+/// Messages asked for per request.
+const PAGE: u32 = 1000;
+/// Characters of a message's text shown on its line.
+const SHOWN_CHARS: usize = 40;
+
+pub(super) fn run(global: &Global, args: &OutboxArgs) -> Result<()> {
+    let client = api_client(global)?;
+    let mut after = 0;
+    let mut count = 0u64;
+    loop {
+        let page = block_on(client.outbox(args.contact.as_deref(), after, PAGE))??;
+        for m in &page {
+            show(m, args.json)?;
+            after = after.max(m.seq);
+        }
+        count += page.len() as u64;
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    if count == 0 && !args.json {
+        eprintln!("Nothing waits in the outbox: every message sent has its receipt, expired or was cancelled.");
+    }
+    Ok(())
+}
+
+fn show(m: &Message, json: bool) -> Result<()> {
+    if json {
+        print_json(&serde_json::to_value(m)?);
+        return Ok(());
+    }
+    let who = m
+        .peer_name
+        .clone()
+        .unwrap_or_else(|| format!("{}… (not a contact)", &m.peer[..8.min(m.peer.len())]));
+    let expires = m.expires_at_ms.map_or_else(|| "never".to_owned(), utc_time);
+    println!(
+        "{}  → {who}  {}  since {}  expires {expires}  {}",
+        m.id,
+        m.state,
+        utc_time(m.state_at_ms),
+        one_line(&m.body, SHOWN_CHARS)
+    );
+    Ok(())
+}
+
+/// The first `max` characters of `text` on one line, escaped as for the inbox, with `…` if cut.
+fn one_line(text: &str, max: usize) -> String {
+    let flat = printable(text).replace('\n', "\\n").replace('\t', " ");
+    let mut out: String = flat.chars().take(max).collect();
+    if out.len() < flat.len() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_message_is_shown_on_one_line_escaped_and_cut() {
+        assert_eq!(one_line("short", 40), "short");
+        assert_eq!(one_line("two\nlines", 40), "two\\nlines");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+        assert_eq!(one_line("é\u{1b}x", 40), "é\\u{1b}x");
+        assert_eq!(one_line("ééé", 2), "éé…");
+    }
+}
