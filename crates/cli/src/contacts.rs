@@ -226,10 +226,16 @@ pub(crate) fn add(
     }
 }
 
-/// Removes the contact `node_id` from the database in `dir`.
-pub(crate) fn remove(dir: &Path, key: &[u8; 32], node_id: &NodeId) -> Result<()> {
-    open_address_book(dir, key)?.remove_contact(node_id)?;
-    Ok(())
+/// Removes the contact `node_id` from the database in `dir`; returns how many messages to it
+/// still wait in the outbox (they are kept).
+pub(crate) fn remove(dir: &Path, key: &[u8; 32], node_id: &NodeId) -> Result<u64> {
+    let store = open_address_book(dir, key)?;
+    store.remove_contact(node_id)?;
+    Ok(store
+        .outbox_peers()?
+        .iter()
+        .find(|p| p.peer == *node_id)
+        .map_or(0, |p| p.waiting))
 }
 
 /// Marks the contact `node_id` verified at `now` in the database in `dir`.

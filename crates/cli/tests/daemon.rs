@@ -473,6 +473,31 @@ fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
     let waiting: Vec<&str> = waiting.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(waiting, [&ids[0], &ids[2]]);
 
+    // A contact removed with a message waiting: the command says so and how to drop it, and
+    // that works by node id, though the name is gone.
+    let charlie = Person::init("Charlie");
+    a.add("Charlie", &charlie);
+    a.run_ok(&["send", "Charlie", "for charlie"]);
+    let out = stdout(&a.run_ok(&["contact", "remove", "Charlie"]));
+    assert!(out.contains("1 message(s) to Charlie still wait"), "{out}");
+    let c_id = charlie.json(&["id", "--json"])["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        out.contains(&format!("dp2ptcs cancel --to {}", &c_id[..16])),
+        "{out}"
+    );
+    let out = a.run(&["cancel", "--to", "Charlie"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no contact named"),
+        "{}",
+        stderr(&out)
+    );
+    let out = stdout(&a.run_ok(&["cancel", "--to", &c_id[..16]]));
+    assert!(out.starts_with("Cancelled 1 message(s)"), "{out}");
+
     // Bravo comes back: the two left arrive, in order, once each; the cancelled one never.
     b.start();
     wait_until("the two messages left to be delivered", || {
@@ -482,7 +507,7 @@ fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
     let out = a.run_ok(&["outbox"]);
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("Nothing waits"), "{}", stderr(&out));
-    assert_eq!(a.status().messages.cancelled, 1);
+    assert_eq!(a.status().messages.cancelled, 2);
 }
 
 #[test]

@@ -161,11 +161,22 @@ fn remove(global: &Global, args: &ContactRefArgs) -> Result<()> {
     let key = unlocked.keystore.database_key();
     let book = Book::load(&unlocked.dir, key)?;
     let removed = book.contacts[book.find(&args.contact)?].clone();
-    contacts::remove(&unlocked.dir, key, &removed.public_identity()?.node_id())?;
+    let waiting = contacts::remove(&unlocked.dir, key, &removed.public_identity()?.node_id())?;
     if args.json {
-        print_json(&contact_json(&removed));
-    } else {
-        println!("Removed {} (node id {})", removed.name, removed.node_id);
+        let mut v = contact_json(&removed);
+        v["waiting"] = json!(waiting);
+        print_json(&v);
+        return Ok(());
+    }
+    println!("Removed {} (node id {})", removed.name, removed.node_id);
+    if waiting > 0 {
+        println!(
+            "{waiting} message(s) to {} still wait in the outbox: they go out if you add {} again \
+             before they expire. To drop them: dp2ptcs cancel --to {}",
+            removed.name,
+            removed.name,
+            &removed.node_id[..16]
+        );
     }
     Ok(())
 }
