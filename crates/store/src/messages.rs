@@ -1059,3 +1059,163 @@ mod outbox_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod state_machine_tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What the node does to an outgoing message, and a user's cancel.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A new message to peer `0..3`, expiring at the time given, if any.
+        Queue(u8, Option<u64>),
+        /// It left (`mark_sent`: only a queued message becomes sent).
+        Left(usize),
+        /// A mailbox took it (only a queued or sent one becomes held).
+        Held(usize),
+        /// Its receipt came (anything not delivered yet becomes delivered).
+        Receipt(usize),
+        /// Time passed to this point (`expire_outgoing`).
+        Expire(u64),
+        /// The user cancelled it, or an id nobody sent.
+        Cancel(usize),
+        /// The user cancelled everything waiting for peer `0..3`.
+        CancelTo(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..3, proptest::option::of(0u64..50)).prop_map(|(p, e)| Op::Queue(p, e)),
+            2 => (0usize..40).prop_map(Op::Left),
+            1 => (0usize..40).prop_map(Op::Held),
+            2 => (0usize..40).prop_map(Op::Receipt),
+            1 => (0u64..60).prop_map(Op::Expire),
+            2 => (0usize..45).prop_map(Op::Cancel),
+            1 => (0u8..3).prop_map(Op::CancelTo),
+        ]
+    }
+
+    fn pending(s: MessageState) -> bool {
+        matches!(
+            s,
+            MessageState::Queued | MessageState::Sent | MessageState::Held
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The outbox is exactly the queued, sent and held messages; cancelling takes a waiting
+        /// message out for good (only a receipt changes it again) and refuses anything else.
+        #[test]
+        fn cancelling_takes_exactly_the_waiting_messages_out_of_the_outbox(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            let store = Store::open_in_memory(&[1; 32]).unwrap();
+            let peers: Vec<NodeId> = (0..3u8).map(|i| NodeId::from_bytes([i + 1; 32])).collect();
+            // In sending order: id, peer, state, expiry.
+            let mut model: Vec<(MessageId, NodeId, MessageState, Option<u64>)> = Vec::new();
+            let mut clock = 0u64;
+            for op in ops {
+                clock += 1;
+                match op {
+                    Op::Queue(p, expires) => {
+                        let id = MessageId::from_bytes([model.len() as u8 + 1; 16]);
+                        let peer = peers[usize::from(p)];
+                        let m = NewMessage {
+                            id: &id,
+                            peer: &peer,
+                            direction: Direction::Outgoing,
+                            body: "m",
+                            sent_at_ms: clock,
+                            state: MessageState::Queued,
+                            expires_at_ms: expires,
+                        };
+                        prop_assert!(store.insert_message(&m, clock).unwrap());
+                        model.push((id, peer, MessageState::Queued, expires));
+                    }
+                    Op::Left(i) | Op::Held(i) | Op::Receipt(i) => {
+                        let Some((id, peer, state, _)) = model.get_mut(i) else { continue };
+                        let (from, to): (&[MessageState], MessageState) = match op {
+                            Op::Left(_) => (&[MessageState::Queued], MessageState::Sent),
+                            Op::Held(_) => (&[MessageState::Queued, MessageState::Sent], MessageState::Held),
+                            _ => (&[MessageState::Queued, MessageState::Sent, MessageState::Held,
+                                    MessageState::Expired, MessageState::Cancelled], MessageState::Delivered),
+                        };
+                        let now = store.message_state(peer, id).unwrap().unwrap().1;
+                        if from.contains(&now) {
+                            store.set_message_state(peer, id, to, clock).unwrap();
+                            *state = to;
+                        }
+                    }
+                    Op::Expire(t) => {
+                        let expired = store.expire_outgoing(t).unwrap();
+                        let mut expected = Vec::new();
+                        for (id, peer, state, expires) in &mut model {
+                            if pending(*state) && expires.is_some_and(|e| e <= t) {
+                                *state = MessageState::Expired;
+                                expected.push((*peer, *id));
+                            }
+                        }
+                        prop_assert_eq!(expired, expected);
+                    }
+                    Op::Cancel(i) => {
+                        let id = model.get(i).map_or(MessageId::from_bytes([0xee; 16]), |m| m.0);
+                        let outcome = store.cancel_outgoing(&id, clock).unwrap();
+                        match model.get_mut(i) {
+                            None => prop_assert_eq!(outcome, Cancel::Unknown),
+                            Some((_, _, state, _)) if pending(*state) => {
+                                let Cancel::Cancelled { was, message } = outcome else {
+                                    return Err(TestCaseError::fail("a waiting message was not cancelled"));
+                                };
+                                prop_assert_eq!(was, *state);
+                                prop_assert_eq!(message.state, MessageState::Cancelled);
+                                *state = MessageState::Cancelled;
+                            }
+                            Some((_, _, state, _)) => {
+                                let Cancel::NotWaiting(m) = outcome else {
+                                    return Err(TestCaseError::fail("a message not waiting was cancelled"));
+                                };
+                                prop_assert_eq!(m.state, *state);
+                            }
+                        }
+                    }
+                    Op::CancelTo(p) => {
+                        let peer = peers[usize::from(p)];
+                        let ids = store.cancel_outgoing_to(&peer, clock).unwrap();
+                        let mut expected = Vec::new();
+                        for (id, to, state, _) in &mut model {
+                            if *to == peer && pending(*state) {
+                                *state = MessageState::Cancelled;
+                                expected.push(*id);
+                            }
+                        }
+                        prop_assert_eq!(ids, expected);
+                    }
+                }
+                // The outbox, as listed and as the outbox worker sees it, is the model's.
+                let waiting: Vec<MessageId> = store.waiting(None, 0, 1000).unwrap().iter().map(|m| m.id).collect();
+                let expected: Vec<MessageId> = model.iter().filter(|m| pending(m.2)).map(|m| m.0).collect();
+                prop_assert_eq!(waiting, expected);
+                let mut counts: BTreeMap<[u8; 32], u64> = BTreeMap::new();
+                for m in model.iter().filter(|m| pending(m.2)) {
+                    *counts.entry(*m.1.as_bytes()).or_default() += 1;
+                }
+                let peers_seen: BTreeMap<[u8; 32], u64> = store
+                    .outbox_peers()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (*p.peer.as_bytes(), p.waiting))
+                    .collect();
+                prop_assert_eq!(peers_seen, counts);
+                for (id, peer, state, _) in &model {
+                    prop_assert_eq!(store.message_state(peer, id).unwrap().unwrap().1, *state);
+                }
+            }
+        }
+    }
+}
