@@ -224,6 +224,32 @@ fn outbox_peers_sql() -> String {
     )
 }
 
+/// The positions of the waiting messages (`?1` to this peer only, if not null; `?2` after
+/// this position; `?3` at most so many), oldest first, from the outbox index alone.
+fn waiting_sql() -> String {
+    format!(
+        "SELECT seq FROM messages INDEXED BY messages_outbox
+         WHERE direction = 0 AND state IN {PENDING} AND (?1 IS NULL OR peer = ?1) AND seq > ?2
+         ORDER BY seq LIMIT ?3"
+    )
+}
+
+/// The outgoing message with id `?1`. The peers are walked in the (peer, id) index, each
+/// found from the one before (a skip-scan), and each is looked up with the id: a few index
+/// searches per peer, however long the history.
+fn outgoing_by_id_sql() -> String {
+    format!(
+        "WITH RECURSIVE p(peer) AS (
+            SELECT min(peer) FROM messages
+            UNION ALL
+            SELECT (SELECT min(peer) FROM messages WHERE peer > p.peer) FROM p
+            WHERE p.peer IS NOT NULL
+         )
+         SELECT {COLUMNS} FROM messages INDEXED BY messages_by_peer_id
+         WHERE peer IN (SELECT peer FROM p) AND id = ?1 AND direction = 0"
+    )
+}
+
 /// A message to record.
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
@@ -456,72 +482,71 @@ impl Store {
     }
 
     /// The messages in the outbox (`queued`, `sent` or `held`), oldest first: those to `peer`
-    /// only, if given, and at most `limit` after position `after_seq`.
+    /// only, if given, and at most `limit` after position `after_seq`. Their positions come from
+    /// the outbox index alone; only the rows returned are read.
     pub fn waiting(
         &self,
         peer: Option<&NodeId>,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<MessageRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM messages INDEXED BY messages_outbox
-             WHERE direction = 0 AND state IN {PENDING} AND (?1 IS NULL OR peer = ?1)
-               AND seq > ?2 ORDER BY seq LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(
-            params![
-                peer.map(|p| p.as_bytes().to_vec()),
-                after_seq,
-                i64::from(limit)
-            ],
-            from_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut stmt = self.conn.prepare_cached(&waiting_sql())?;
+        let seqs = stmt
+            .query_map(
+                params![
+                    peer.map(|p| p.as_bytes().to_vec()),
+                    after_seq,
+                    i64::from(limit)
+                ],
+                |r| r.get::<_, i64>(0),
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE seq = ?1"))?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            out.push(stmt.query_row(params![seq], from_row)?);
+        }
+        Ok(out)
+    }
+
+    /// The message we sent with the id `id`, if any. Ids are chosen at random by this node, so
+    /// one outgoing message at most has this one. Found through the (peer, id) index, a peer at
+    /// a time: no row of the history is read but the one returned.
+    pub fn outgoing(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self
+            .query_one(
+                &outgoing_by_id_sql(),
+                params![id.as_bytes().as_slice()],
+                from_row,
+            )
+            .optional()?)
     }
 
     /// Cancels the outgoing message `id` if it is still in the outbox: it becomes `cancelled`
     /// and is sent no more (nor deposited in a mailbox). A receipt that comes in later still
     /// marks it `delivered`: a copy that had left may arrive.
     pub fn cancel_outgoing(&self, id: &MessageId, now_ms: u64) -> Result<Cancel, StoreError> {
-        // Ids are chosen at random by this node, so one outgoing message at most has this one.
-        // A waiting message is found through the outbox index, without reading the history.
-        let waiting = self
-            .query_one(
-                &format!(
-                    "SELECT {COLUMNS} FROM messages INDEXED BY messages_outbox
-                     WHERE direction = 0 AND state IN {PENDING} AND id = ?1"
-                ),
-                params![id.as_bytes().as_slice()],
-                from_row,
-            )
-            .optional()?;
-        if let Some(m) = waiting {
-            self.exec(
-                &format!(
-                    "UPDATE messages SET state = ?2, state_at_ms = ?3
-                     WHERE seq = ?1 AND state IN {PENDING}"
-                ),
-                params![m.seq, MessageState::Cancelled.code(), now_ms as i64],
-            )?;
-            let message = MessageRecord {
-                state: MessageState::Cancelled,
-                state_at_ms: now_ms,
-                ..m.clone()
-            };
-            return Ok(Cancel::Cancelled {
-                was: m.state,
-                message,
-            });
+        let Some(m) = self.outgoing(id)? else {
+            return Ok(Cancel::Unknown);
+        };
+        if !Undelivered::All.states().contains(&m.state) {
+            return Ok(Cancel::NotWaiting(m));
         }
-        // Not waiting: say why (this reads the history, but only to answer a mistake).
-        Ok(self
-            .query_one(
-                &format!("SELECT {COLUMNS} FROM messages WHERE direction = 0 AND id = ?1"),
-                params![id.as_bytes().as_slice()],
-                from_row,
-            )
-            .optional()?
-            .map_or(Cancel::Unknown, Cancel::NotWaiting))
+        self.exec(
+            "UPDATE messages SET state = ?2, state_at_ms = ?3 WHERE seq = ?1",
+            params![m.seq, MessageState::Cancelled.code(), now_ms as i64],
+        )?;
+        let message = MessageRecord {
+            state: MessageState::Cancelled,
+            state_at_ms: now_ms,
+            ..m.clone()
+        };
+        Ok(Cancel::Cancelled {
+            was: m.state,
+            message,
+        })
     }
 
     /// Cancels every message waiting for `peer` (see [`Store::cancel_outgoing`]); returns their
@@ -1021,6 +1046,49 @@ mod outbox_tests {
             .message_counts()
             .unwrap()
             .contains(&(Outgoing, Cancelled, 2)));
+    }
+
+    /// The plan of `sql` run with `params`, one line per step.
+    fn plan(store: &Store, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        stmt.query_map(params, |r| r.get(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    /// Listing the outbox reads only the rows it returns, and finding a message we sent by its
+    /// id alone reads no row of the history but that one.
+    #[test]
+    fn the_outbox_is_listed_and_a_sent_message_found_without_reading_the_history() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let listing = plan(
+            &store,
+            &waiting_sql(),
+            rusqlite::params![Option::<Vec<u8>>::None, 0, 1],
+        );
+        assert!(
+            listing[0].starts_with("SEARCH messages USING COVERING INDEX messages_outbox"),
+            "{listing:?}"
+        );
+        let by_id = plan(
+            &store,
+            &outgoing_by_id_sql(),
+            rusqlite::params![[0u8; 16].as_slice()],
+        );
+        assert!(
+            by_id.iter().all(|step| !step.starts_with("SCAN messages")),
+            "{by_id:?}"
+        );
+        assert!(
+            by_id
+                .iter()
+                .any(|step| step.starts_with("SEARCH messages USING INDEX messages_by_peer_id")),
+            "{by_id:?}"
+        );
     }
 
     /// Finding a contact's waiting messages reads the index alone, however long the history,
