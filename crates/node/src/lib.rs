@@ -36,7 +36,7 @@ pub use discovery::{DhtStatus, LookupReport, LookupStep, PeerEntry};
 pub use error::NodeError;
 #[doc(hidden)]
 pub use node::HeldStream;
-pub use node::{contact_from_uri, Node, NodeEvent, NodeStatus};
+pub use node::{contact_from_uri, BulkCancelReport, CancelReport, Node, NodeEvent, NodeStatus};
 
 /// The QUIC ALPN protocol id of messaging connections: version 2, where a request stream may
 /// carry several chat envelopes one after another, each answered in order (`PROTOCOL.md`

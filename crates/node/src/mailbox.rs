@@ -247,6 +247,13 @@ impl Inner {
                     p
                 }
             };
+            // Sealing may have taken a while (a bundle fetched from the DHT): a receipt may
+            // have come in meanwhile, or the message been cancelled.
+            let store = self.store.clone();
+            let state = blocking(move || Ok(lock(&store).message_state(&peer, &id)?)).await?;
+            if !matches!(state, Some((_, MessageState::Queued | MessageState::Sent))) {
+                continue;
+            }
             let expires = m.expires_at_ms.unwrap_or(u64::MAX);
             let accepted = self
                 .deposit_payload(peer, item_id(&m.id), expires, payload)
@@ -648,6 +655,67 @@ mod tests {
         assert_eq!(received(&alpha, &bravo.node_id()).await, ["got it"]);
         alpha.shutdown(Duration::from_secs(5)).await.unwrap();
         bravo.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+
+    /// A sender claims a message before it checks its state, and cancelling claims it too:
+    /// a message cancelled while a copy is leaving is reported so, and one cancelled otherwise
+    /// can no longer be taken up by any sender.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_cancelled_while_a_copy_is_leaving_says_so() {
+        use dp2ptcs_store::{Cancel, Direction, NewMessage};
+        let da = tempfile::tempdir().unwrap();
+        let (ka, kb) = (keys(), keys());
+        let alpha = start(da.path(), &ka).await;
+        let peer = contact(&kb, &alpha).node_id;
+        // Recorded straight into the store: no outbox pass is woken to send them.
+        let ids: Vec<MessageId> = (0..4)
+            .map(|_| MessageId::new(now_ms(), &mut OsRng))
+            .collect();
+        for id in &ids {
+            let m = NewMessage {
+                id,
+                peer: &peer,
+                direction: Direction::Outgoing,
+                body: "x",
+                sent_at_ms: now_ms(),
+                state: MessageState::Queued,
+                expires_at_ms: None,
+            };
+            assert!(lock(&alpha.inner().store)
+                .insert_message(&m, now_ms())
+                .unwrap());
+        }
+        let outbox = &alpha.inner().outbox;
+
+        // A copy of the first is leaving (its sender holds the claim).
+        let leaving = outbox.claim(peer, ids[0]).unwrap();
+        let report = alpha.cancel_message(&ids[0]).await.unwrap();
+        assert!(matches!(report.outcome, Cancel::Cancelled { .. }));
+        assert!(report.in_flight, "a copy was leaving");
+        drop(leaving);
+
+        // The second is not: no copy leaves, and a sender that claims it next finds it cancelled.
+        let report = alpha.cancel_message(&ids[1]).await.unwrap();
+        assert!(matches!(report.outcome, Cancel::Cancelled { .. }));
+        assert!(!report.in_flight);
+        let _claim = outbox
+            .claim(peer, ids[1])
+            .expect("cancelling released its claim");
+        assert_eq!(
+            lock(&alpha.inner().store)
+                .message_state(&peer, &ids[1])
+                .unwrap(),
+            Some((Direction::Outgoing, MessageState::Cancelled))
+        );
+
+        // Everything left for the peer: the one leaving is named.
+        let leaving = outbox.claim(peer, ids[2]).unwrap();
+        let report = alpha.cancel_messages_to(&peer).await.unwrap();
+        assert_eq!(report.cancelled, [ids[2], ids[3]]);
+        assert_eq!(report.in_flight, [ids[2]]);
+        drop(leaving);
+        assert!(outbox.claim(peer, ids[3]).is_some(), "claims released");
+        alpha.shutdown(Duration::from_secs(5)).await.unwrap();
     }
 
     #[test]

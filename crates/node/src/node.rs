@@ -69,6 +69,24 @@ pub enum NodeEvent {
     },
 }
 
+/// What [`Node::cancel_message`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelReport {
+    /// What the store found and did.
+    pub outcome: Cancel,
+    /// Cancelled while a copy was being sent or put in a mailbox: that copy may still arrive.
+    pub in_flight: bool,
+}
+
+/// What [`Node::cancel_messages_to`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkCancelReport {
+    /// The messages cancelled, oldest first.
+    pub cancelled: Vec<MessageId>,
+    /// Those of them a copy of which was being sent or put in a mailbox at that moment.
+    pub in_flight: Vec<MessageId>,
+}
+
 /// Most of a contact's outbox messages an outbox worker holds at once: a full pipeline of full
 /// batches (PROTOCOL.md 9.3).
 const OUTBOX_WINDOW: u32 = (PIPELINE_DEPTH * MAX_BATCH_CHATS) as u32;
@@ -644,34 +662,64 @@ impl Node {
 
     /// Cancels the message `id` we sent, if it is still in the outbox: it becomes `cancelled`,
     /// is reported as [`NodeEvent::Cancelled`], and is sent and deposited no more. A copy that
-    /// had already left (a `sent` or `held` message, or one being sent at this moment) may still
-    /// arrive; its receipt then marks it `delivered`.
-    pub async fn cancel_message(&self, id: &MessageId) -> Result<Cancel, NodeError> {
+    /// had already left (a `sent` or `held` message) or was leaving at that moment
+    /// ([`CancelReport::in_flight`]) may still arrive; its receipt then marks it `delivered`.
+    pub async fn cancel_message(&self, id: &MessageId) -> Result<CancelReport, NodeError> {
         let store = self.inner.store.clone();
         let id = *id;
-        let outcome = blocking(move || Ok(lock(&store).cancel_outgoing(&id, now_ms())?)).await?;
-        if let Cancel::Cancelled { message, .. } = &outcome {
-            let _ = self.inner.events.send(NodeEvent::Cancelled {
-                id,
-                to: message.peer,
+        let Some(found) = blocking(move || Ok(lock(&store).outgoing(&id)?)).await? else {
+            return Ok(CancelReport {
+                outcome: Cancel::Unknown,
+                in_flight: false,
             });
+        };
+        // Claimed while its state changes: every sender claims a message before it checks its
+        // state, so none takes it up after this. A claim held elsewhere is a copy leaving now.
+        let claim = self.inner.outbox.claim(found.peer, id);
+        let store = self.inner.store.clone();
+        let outcome = blocking(move || Ok(lock(&store).cancel_outgoing(&id, now_ms())?)).await?;
+        let cancelled = matches!(outcome, Cancel::Cancelled { .. });
+        let in_flight = cancelled && claim.is_none();
+        drop(claim);
+        if cancelled {
+            let _ = self
+                .inner
+                .events
+                .send(NodeEvent::Cancelled { id, to: found.peer });
         }
-        Ok(outcome)
+        Ok(CancelReport { outcome, in_flight })
     }
 
     /// Cancels every message waiting for `peer` (see [`Node::cancel_message`]), a contact or
-    /// not; returns their ids, oldest first.
-    pub async fn cancel_messages_to(&self, peer: &NodeId) -> Result<Vec<MessageId>, NodeError> {
+    /// not.
+    pub async fn cancel_messages_to(&self, peer: &NodeId) -> Result<BulkCancelReport, NodeError> {
         let store = self.inner.store.clone();
         let peer = *peer;
-        let ids = blocking(move || Ok(lock(&store).cancel_outgoing_to(&peer, now_ms())?)).await?;
-        for id in &ids {
+        let waiting = blocking(move || Ok(lock(&store).waiting(Some(&peer), 0, u32::MAX)?)).await?;
+        // As in `cancel_message`: what is claimed here cannot leave any more.
+        let claims: HashMap<MessageId, InFlight> = waiting
+            .iter()
+            .filter_map(|m| Some((m.id, self.inner.outbox.claim(peer, m.id)?)))
+            .collect();
+        let store = self.inner.store.clone();
+        let cancelled =
+            blocking(move || Ok(lock(&store).cancel_outgoing_to(&peer, now_ms())?)).await?;
+        let in_flight = cancelled
+            .iter()
+            .filter(|id| !claims.contains_key(id))
+            .copied()
+            .collect();
+        drop(claims);
+        for id in &cancelled {
             let _ = self
                 .inner
                 .events
                 .send(NodeEvent::Cancelled { id: *id, to: peer });
         }
-        Ok(ids)
+        Ok(BulkCancelReport {
+            cancelled,
+            in_flight,
+        })
     }
 
     /// Graceful shutdown: stops accepting, lets in-flight requests finish within `deadline`,

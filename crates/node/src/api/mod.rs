@@ -239,6 +239,9 @@ pub struct CancelResponse {
     /// The message's state before: `queued` (it never left this node), `sent` (the contact's
     /// node may have it already) or `held` (a mailbox holds a copy the contact may still fetch).
     pub was: String,
+    /// A copy was being sent or put in a mailbox at that moment: it may still arrive.
+    #[serde(default)]
+    pub in_flight: bool,
     /// The message, now `cancelled`.
     pub message: Message,
 }
@@ -250,6 +253,10 @@ pub struct CancelAllResponse {
     pub to: String,
     /// The ids of the messages cancelled, oldest first (none if nothing was waiting).
     pub cancelled: Vec<String>,
+    /// Those of them a copy of which was being sent or put in a mailbox at that moment: they
+    /// may still arrive.
+    #[serde(default)]
+    pub in_flight: Vec<String>,
 }
 
 /// `POST /v1/messages`.
@@ -325,6 +332,31 @@ pub enum Event {
         /// How many events were dropped.
         missed: u64,
     },
+    /// An event of a kind this client does not know (from a newer node); skip it.
+    #[serde(other)]
+    Other,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Event;
+
+    #[test]
+    fn an_event_of_a_newer_kind_is_skipped_not_an_error() {
+        let known: Event =
+            serde_json::from_str(r#"{"type": "cancelled", "id": "ab", "to": "cd"}"#).unwrap();
+        assert_eq!(
+            known,
+            Event::Cancelled {
+                id: "ab".into(),
+                to: "cd".into()
+            }
+        );
+        let newer: Event =
+            serde_json::from_str(r#"{"type": "recalled", "id": "ab", "extra": [1]}"#).unwrap();
+        assert_eq!(newer, Event::Other);
+        assert!(serde_json::from_str::<Event>(r#"{"id": "ab"}"#).is_err());
+    }
 }
 
 /// The body of every error answer.

@@ -524,11 +524,13 @@ async fn cancel(
     let id: MessageId = id
         .parse()
         .map_err(|_| ApiError::bad_request("a message id is 32 hex digits"))?;
-    match st.node.cancel_message(&id).await? {
+    let report = st.node.cancel_message(&id).await?;
+    match report.outcome {
         Cancel::Cancelled { was, message } => {
             let contacts = st.node.contacts().await?;
             Ok(Json(CancelResponse {
                 was: was.to_string(),
+                in_flight: report.in_flight,
                 message: message_json(&message, &contacts),
             }))
         }
@@ -566,10 +568,11 @@ async fn cancel_all(
         ));
     };
     let peer = resolve_recipient(&st.node, &to).await?;
-    let ids = st.node.cancel_messages_to(&peer).await?;
+    let report = st.node.cancel_messages_to(&peer).await?;
     Ok(Json(CancelAllResponse {
         to: peer.to_hex(),
-        cancelled: ids.iter().map(MessageId::to_hex).collect(),
+        cancelled: report.cancelled.iter().map(MessageId::to_hex).collect(),
+        in_flight: report.in_flight.iter().map(MessageId::to_hex).collect(),
     }))
 }
 
@@ -604,15 +607,19 @@ async fn send(
                     state = MessageState::Delivered;
                     break;
                 }
-                // Cancelled while we waited: no receipt is coming.
-                Ok(Ok(NodeEvent::Cancelled { id: c, .. })) if c == id => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(RecvError::Lagged(_))) => {
-                    if current_state(&st.node, &peer, &id).await? == Some(MessageState::Delivered) {
-                        state = MessageState::Delivered;
-                        break;
-                    }
+                // Cancelled or expired while we waited: the node stopped sending it.
+                Ok(Ok(NodeEvent::Cancelled { id: c, .. } | NodeEvent::Expired { id: c, .. }))
+                    if c == id =>
+                {
+                    break
                 }
+                Ok(Ok(_)) => {}
+                // Events were missed: the store says whether it is still waiting.
+                Ok(Err(RecvError::Lagged(_))) => match current_state(&st.node, &peer, &id).await? {
+                    Some(MessageState::Queued | MessageState::Sent | MessageState::Held) | None => {
+                    }
+                    Some(_) => break,
+                },
                 Ok(Err(RecvError::Closed)) | Err(_) => break,
             }
         }
@@ -689,6 +696,7 @@ async fn events(
                 Event::Expired { .. } => "expired",
                 Event::Cancelled { .. } => "cancelled",
                 Event::Lagged { .. } => "lagged",
+                Event::Other => "other",
             };
             match SseEvent::default().event(kind).json_data(&event) {
                 Ok(sse) => return Some((Ok(sse), (rx, node))),
