@@ -18,7 +18,8 @@ use clap::Parser;
 
 /// Exit code when a safety-number comparison fails: the keys differ.
 pub(crate) const EXIT_MISMATCH: u8 = 3;
-/// Exit code when `send --wait` got no receipt in time (the message stays queued).
+/// Exit code when `send --wait` got no receipt: none in time (the message stays queued), or the
+/// message expired or was cancelled meanwhile.
 pub(crate) const EXIT_NOT_DELIVERED: u8 = 4;
 /// Exit code when `lookup` did not find the node.
 pub(crate) const EXIT_NOT_FOUND: u8 = 5;

@@ -1,6 +1,7 @@
 //! `dp2ptcs cancel`: a client of the running node's API.
 
 use anyhow::Result;
+use dp2ptcs_node::api::client::ClientError;
 use dp2ptcs_node::api::CancelResponse;
 
 use super::{api_client, block_on, print_json};
@@ -21,7 +22,11 @@ pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
                 r.cancelled.len()
             );
             for id in &r.cancelled {
-                println!("{id}");
+                if r.in_flight.contains(id) {
+                    println!("{id} (a copy was leaving at that moment: it may still arrive)");
+                } else {
+                    println!("{id}");
+                }
             }
         }
         return Ok(());
@@ -31,13 +36,13 @@ pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
         match block_on(client.cancel(id.trim()))? {
             Ok(r) if args.json => print_json(&serde_json::to_value(&r)?),
             Ok(r) => println!("{}", describe(&r)),
-            // One id: its error is the command's.
-            Err(e) if args.ids.len() == 1 => return Err(e.into()),
-            // Several: each failure is said, and the others are still cancelled.
-            Err(e) => {
+            // Several: a refusal of one is said, and the others are still cancelled.
+            Err(e @ ClientError::Api { .. }) if args.ids.len() > 1 => {
                 eprintln!("error: {e}");
                 failed += 1;
             }
+            // One id, or no node to ask: the error is the command's.
+            Err(e) => return Err(e.into()),
         }
     }
     if failed > 0 {
@@ -59,7 +64,14 @@ fn describe(r: &CancelResponse) -> String {
     let who = m
         .peer_name
         .clone()
-        .unwrap_or_else(|| format!("{}…", &m.peer[..8.min(m.peer.len())]));
+        .unwrap_or_else(|| format!("{}…", m.peer.chars().take(8).collect::<String>()));
+    if r.in_flight {
+        return format!(
+            "Cancelled {} to {who}; a copy was leaving at that moment and may still arrive (its \
+             receipt would mark it delivered).",
+            m.id
+        );
+    }
     let what = match r.was.as_str() {
         "queued" => "it had not left this node".to_owned(),
         "sent" => format!(

@@ -49,7 +49,10 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
     while let Some(event) = events.next().await {
         match event? {
             Event::Message { .. } | Event::Lagged { .. } => {}
-            Event::Delivered { .. } | Event::Expired { .. } | Event::Cancelled { .. } => continue,
+            Event::Delivered { .. }
+            | Event::Expired { .. }
+            | Event::Cancelled { .. }
+            | Event::Other => continue,
         }
         // Read what is new from the history: the same shape as above, and nothing is lost
         // even if this subscriber lagged.

@@ -28,7 +28,13 @@ pub(super) fn run(global: &Global, args: &OutboxArgs) -> Result<()> {
         }
     }
     if count == 0 && !args.json {
-        eprintln!("Nothing waits in the outbox: every message sent has its receipt, expired or was cancelled.");
+        match &args.contact {
+            Some(c) => eprintln!("Nothing waits for {c}."),
+            None => eprintln!(
+                "Nothing waits in the outbox: every message sent has its receipt, expired or was \
+                 cancelled."
+            ),
+        }
     }
     Ok(())
 }
@@ -38,10 +44,12 @@ fn show(m: &Message, json: bool) -> Result<()> {
         print_json(&serde_json::to_value(m)?);
         return Ok(());
     }
-    let who = m
-        .peer_name
-        .clone()
-        .unwrap_or_else(|| format!("{}… (not a contact)", &m.peer[..8.min(m.peer.len())]));
+    let who = m.peer_name.clone().unwrap_or_else(|| {
+        format!(
+            "{}… (not a contact)",
+            m.peer.chars().take(8).collect::<String>()
+        )
+    });
     let expires = m.expires_at_ms.map_or_else(|| "never".to_owned(), utc_time);
     println!(
         "{}  → {who}  {}  since {}  expires {expires}  {}",

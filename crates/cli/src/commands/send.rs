@@ -56,12 +56,23 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
         println!("{}", response.id);
     }
     if args.wait && response.state != "delivered" {
+        let message = match response.state.as_str() {
+            "cancelled" => {
+                "the message was cancelled while waiting for its receipt; it is not sent again"
+                    .to_owned()
+            }
+            "expired" => {
+                "the message expired before its receipt came; it is not sent again".to_owned()
+            }
+            state => format!(
+                "no receipt within {} s (the message is {state}); it stays in the outbox and is \
+                 retried",
+                args.timeout
+            ),
+        };
         return Err(ExitError {
             code: EXIT_NOT_DELIVERED,
-            message: format!(
-                "no receipt within {} s (the message is {}); it stays in the outbox and is retried",
-                args.timeout, response.state
-            ),
+            message,
         }
         .into());
     }
