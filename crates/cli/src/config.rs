@@ -71,6 +71,7 @@ pub(crate) struct Limits {
     pub(crate) mailbox_poll_ms: Option<u64>,
     pub(crate) dial_attempts: Option<u32>,
     pub(crate) handshake_timeout_ms: Option<u64>,
+    pub(crate) dht_timeout_ms: Option<u64>,
 }
 
 /// The merged configuration of `dp2ptcs run`.
@@ -157,6 +158,12 @@ pub(crate) fn merge(
             bail!("[limits] handshake_timeout_ms must be between 100 and 300000 (5 minutes)");
         }
         node.handshake_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = l.dht_timeout_ms {
+        if !(100..=60_000).contains(&ms) {
+            bail!("[limits] dht_timeout_ms must be between 100 and 60000 (1 minute)");
+        }
+        node.dht.request_timeout_ms = ms;
     }
     if let Some(ms) = l.max_message_ttl_ms {
         if ms == 0 || ms > dp2ptcs_dht::MAX_MAILBOX_TTL_MS {
@@ -294,6 +301,7 @@ mod tests {
             retry_max_ms = 5000
             dial_attempts = 2
             handshake_timeout_ms = 30000
+            dht_timeout_ms = 8000
             "#,
         )
         .unwrap();
@@ -304,6 +312,7 @@ mod tests {
         assert_eq!(c.node.retry_max, Duration::from_secs(5));
         assert_eq!(c.node.dial_attempts, 2);
         assert_eq!(c.node.handshake_timeout, Duration::from_secs(30));
+        assert_eq!(c.node.dht.request_timeout_ms, 8000);
         assert_eq!(c.log, DEFAULT_LOG);
         assert!(
             c.node.pipelining,
@@ -340,6 +349,8 @@ mod tests {
             "dial_attempts = 0",
             "handshake_timeout_ms = 5",
             "handshake_timeout_ms = 99999999",
+            "dht_timeout_ms = 0",
+            "dht_timeout_ms = 60001",
         ] {
             let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
             let e = merge(Some(file), None, &args(&[])).unwrap_err().to_string();
