@@ -19,11 +19,15 @@
 //! Errors are [`ErrorBody`] with a 4xx or 5xx status. The CLI (`dp2ptcs send`, `inbox`,
 //! `status`, `outbox`, `cancel`) is a client of this API through [`client::Client`].
 
+mod answers;
 pub mod client;
 mod server;
 
 use serde::{Deserialize, Serialize};
 
+pub use answers::{
+    cancel_answer, contact_named, message_id, peer_name, recipient_named, Refusal, MIN_ID_PREFIX,
+};
 pub use server::{bind, serve, ApiInfo};
 
 /// The socket file's name in the data directory.

@@ -15,10 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use dp2ptcs_crypto::ContactUri;
-use dp2ptcs_store::{
-    AddOutcome, Cancel, ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState,
-    StoreError,
-};
+use dp2ptcs_store::{AddOutcome, ContactRecord, Direction, HistoryQuery, MessageState, StoreError};
 use dp2ptcs_types::{MessageId, NodeId};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -26,9 +23,10 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{
-    AddContactRequest, AddContactResponse, CancelAllResponse, CancelResponse, Contact, Counts,
-    DhtPeer, DhtPeerRef, DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message, Peer,
-    SendRequest, SendResponse, Status, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    cancel_answer, contact_named, message_id, peer_name, recipient_named, AddContactRequest,
+    AddContactResponse, CancelAllResponse, CancelResponse, Contact, Counts, DhtPeer, DhtPeerRef,
+    DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message, Peer, Refusal, SendRequest,
+    SendResponse, Status, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
 
@@ -108,6 +106,16 @@ impl From<NodeError> for ApiError {
     }
 }
 
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        Self {
+            status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
         Self::bad_request(e.body_text())
@@ -180,13 +188,6 @@ fn contact_json(c: &ContactRecord) -> Contact {
     }
 }
 
-fn name_of(contacts: &[ContactRecord], id: &NodeId) -> Option<String> {
-    contacts
-        .iter()
-        .find(|c| c.node_id == *id)
-        .map(|c| c.name.clone())
-}
-
 async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
     let s = st.node.status().await?;
     let contacts = st.node.contacts().await?;
@@ -214,7 +215,7 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
             .iter()
             .map(|id| Peer {
                 node_id: id.to_hex(),
-                name: name_of(&contacts, id),
+                name: peer_name(&contacts, id),
             })
             .collect(),
         contacts: s.contacts,
@@ -333,70 +334,11 @@ async fn remove_contact(
     UrlPath(query): UrlPath<String>,
 ) -> Result<Json<Contact>, ApiError> {
     let contacts = st.node.contacts().await?;
-    let contact = resolve(&contacts, &query)?;
+    let contact = contact_named(&contacts, &query)?;
     match st.node.remove_contact(&contact.node_id).await? {
         Some(removed) => Ok(Json(contact_json(&removed))),
         // Removed by someone else between the two reads.
-        None => Err(unknown_contact(&query)),
-    }
-}
-
-/// Shortest node-id prefix that names a contact.
-const MIN_ID_PREFIX: usize = 8;
-
-/// A contact by exact name, else by a node-id prefix of at least 8 hex digits that matches one
-/// contact.
-fn resolve(contacts: &[ContactRecord], query: &str) -> Result<ContactRecord, ApiError> {
-    if let Some(c) = contacts.iter().find(|c| c.name == query) {
-        return Ok(c.clone());
-    }
-    let q = query.to_ascii_lowercase();
-    if q.len() >= MIN_ID_PREFIX
-        && q.len() <= NodeId::LEN * 2
-        && q.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        let matches: Vec<&ContactRecord> = contacts
-            .iter()
-            .filter(|c| c.node_id.to_hex().starts_with(&q))
-            .collect();
-        match matches.as_slice() {
-            [one] => return Ok((*one).clone()),
-            [] => {}
-            many => {
-                return Err(ApiError::bad_request(format!(
-                    "{query:?} matches {} contacts; give more digits of the node id",
-                    many.len()
-                )))
-            }
-        }
-    }
-    Err(unknown_contact(query))
-}
-
-fn unknown_contact(query: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_contact",
-        format!("no contact named {query:?} (see `dp2ptcs contact list`)"),
-    )
-}
-
-fn message_json(m: &MessageRecord, contacts: &[ContactRecord]) -> Message {
-    Message {
-        seq: m.seq,
-        id: m.id.to_hex(),
-        peer: m.peer.to_hex(),
-        peer_name: name_of(contacts, &m.peer),
-        direction: match m.direction {
-            Direction::Incoming => "incoming",
-            Direction::Outgoing => "outgoing",
-        }
-        .to_owned(),
-        body: m.body.clone(),
-        sent_at_ms: m.sent_at_ms,
-        state: m.state.to_string(),
-        state_at_ms: m.state_at_ms,
-        expires_at_ms: m.expires_at_ms,
+        None => Err(Refusal::unknown_contact(&query).into()),
     }
 }
 
@@ -417,7 +359,7 @@ async fn history(
     let Query(p) = params?;
     let contacts = st.node.contacts().await?;
     let peer = match &p.peer {
-        Some(q) => Some(resolve(&contacts, q)?.node_id),
+        Some(q) => Some(contact_named(&contacts, q)?.node_id),
         None => None,
     };
     let direction = match p.direction.as_deref() {
@@ -447,41 +389,18 @@ async fn history(
         })
         .await?;
     Ok(Json(
-        records.iter().map(|m| message_json(m, &contacts)).collect(),
+        records
+            .iter()
+            .map(|m| Message::from_record(m, &contacts))
+            .collect(),
     ))
 }
 
-/// The recipient `query` names: a contact (as [`resolve`]), or else, for messages left waiting
-/// for someone no longer a contact, a node id (at least 8 hex digits) of one of the peers with
-/// messages in the outbox.
+/// The recipient `query` names (see [`recipient_named`]).
 async fn resolve_recipient(node: &Node, query: &str) -> Result<NodeId, ApiError> {
     let contacts = node.contacts().await?;
-    let unknown = match resolve(&contacts, query) {
-        Ok(c) => return Ok(c.node_id),
-        Err(e) if e.code == "unknown_contact" => e,
-        Err(e) => return Err(e),
-    };
-    let q = query.to_ascii_lowercase();
-    if q.len() < MIN_ID_PREFIX
-        || q.len() > NodeId::LEN * 2
-        || !q.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        return Err(unknown);
-    }
-    let peers: Vec<NodeId> = node
-        .waiting_peers()
-        .await?
-        .into_iter()
-        .filter(|p| p.to_hex().starts_with(&q))
-        .collect();
-    match peers.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(unknown),
-        many => Err(ApiError::bad_request(format!(
-            "{query:?} matches {} recipients; give more digits of the node id",
-            many.len()
-        ))),
-    }
+    let waiting = node.waiting_peers().await?;
+    Ok(recipient_named(&contacts, &waiting, query)?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -513,7 +432,10 @@ async fn outbox(
         .await?;
     let contacts = st.node.contacts().await?;
     Ok(Json(
-        records.iter().map(|m| message_json(m, &contacts)).collect(),
+        records
+            .iter()
+            .map(|m| Message::from_record(m, &contacts))
+            .collect(),
     ))
 }
 
@@ -521,34 +443,15 @@ async fn cancel(
     State(st): State<AppState>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<CancelResponse>, ApiError> {
-    let id: MessageId = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("a message id is 32 hex digits"))?;
+    let id = message_id(&id)?;
     let report = st.node.cancel_message(&id).await?;
-    match report.outcome {
-        Cancel::Cancelled { was, message } => {
-            let contacts = st.node.contacts().await?;
-            Ok(Json(CancelResponse {
-                was: was.to_string(),
-                in_flight: report.in_flight,
-                message: message_json(&message, &contacts),
-            }))
-        }
-        Cancel::NotWaiting(m) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_waiting",
-            format!(
-                "message {} is {}, not waiting in the outbox: there is nothing to cancel",
-                m.id.to_hex(),
-                m.state
-            ),
-        )),
-        Cancel::Unknown => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_message",
-            format!("no message was sent with id {}", id.to_hex()),
-        )),
-    }
+    let contacts = st.node.contacts().await?;
+    Ok(Json(cancel_answer(
+        report.outcome,
+        report.in_flight,
+        &id,
+        &contacts,
+    )?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -585,7 +488,7 @@ async fn send(
         return Err(ApiError::bad_request("the message text is empty"));
     }
     let contacts = st.node.contacts().await?;
-    let contact = resolve(&contacts, &req.to)?;
+    let contact = contact_named(&contacts, &req.to)?;
     let peer = contact.node_id;
     // Subscribe before queueing, so the receipt cannot slip past.
     let mut events = st.node.subscribe();
