@@ -425,7 +425,7 @@ fn clients_explain_errors_and_sigterm_stops_the_node_cleanly() {
 
 #[test]
 fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
-    let (a, mut b) = pair();
+    let (mut a, mut b) = pair();
     assert!(b.sigterm().success());
     let ids: Vec<String> = ["one", "two", "three"]
         .iter()
@@ -498,7 +498,39 @@ fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
     let out = stdout(&a.run_ok(&["cancel", "--to", &c_id[..16]]));
     assert!(out.starts_with("Cancelled 1 message(s)"), "{out}");
 
-    // Bravo comes back: the two left arrive, in order, once each; the cancelled one never.
+    // With Alpha's node stopped, the outbox is read and changed in the database itself.
+    let four = stdout(&a.run_ok(&["send", "Bravo", "four"]))
+        .trim()
+        .to_owned();
+    assert!(a.sigterm().success());
+    let out = a.run_ok(&["outbox"]);
+    let text = stdout(&out);
+    let listed: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(listed, [&ids[0], &ids[2], &four]);
+    assert!(
+        stderr(&out).contains("No node is running"),
+        "{}",
+        stderr(&out)
+    );
+    let out = a.run_ok(&["cancel", &four]);
+    assert!(
+        stdout(&out).contains(&format!("Cancelled {four} to Bravo; it had not left")),
+        "{}",
+        stdout(&out)
+    );
+    let out = a.run(&["cancel", &four]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is cancelled, not waiting"),
+        "{}",
+        stderr(&out)
+    );
+    a.start();
+
+    // Bravo comes back: the two left arrive, in order, once each; the cancelled ones never.
     b.start();
     wait_until("the two messages left to be delivered", || {
         a.status().messages.delivered == 2
@@ -507,7 +539,7 @@ fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
     let out = a.run_ok(&["outbox"]);
     assert_eq!(stdout(&out), "");
     assert!(stderr(&out).contains("Nothing waits"), "{}", stderr(&out));
-    assert_eq!(a.status().messages.cancelled, 2);
+    assert_eq!(a.status().messages.cancelled, 3);
 }
 
 #[test]

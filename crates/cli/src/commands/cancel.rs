@@ -1,17 +1,21 @@
-//! `dp2ptcs cancel`: a client of the running node's API.
+//! `dp2ptcs cancel`: a client of the running node's API, or, with no node running, a change to
+//! the database.
 
-use anyhow::Result;
-use dp2ptcs_node::api::client::ClientError;
+use anyhow::{bail, Result};
 use dp2ptcs_node::api::CancelResponse;
 
-use super::{api_client, block_on, print_json};
+use super::outbox_access::OutboxAccess;
+use super::print_json;
 use crate::cli::{CancelArgs, Global};
 use crate::ExitError;
 
 pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
-    let client = api_client(global)?;
+    let mut access = OutboxAccess::new(global)?;
     if let Some(to) = &args.to {
-        let r = block_on(client.cancel_all(to))??;
+        let r = match access.cancel_all(to)? {
+            Ok(r) => r,
+            Err(why) => bail!("{why}"),
+        };
         if args.json {
             print_json(&serde_json::to_value(&r)?);
         } else if r.cancelled.is_empty() {
@@ -33,16 +37,15 @@ pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
     }
     let mut failed = 0;
     for id in &args.ids {
-        match block_on(client.cancel(id.trim()))? {
+        match access.cancel(id.trim())? {
             Ok(r) if args.json => print_json(&serde_json::to_value(&r)?),
             Ok(r) => println!("{}", describe(&r)),
             // Several: a refusal of one is said, and the others are still cancelled.
-            Err(e @ ClientError::Api { .. }) if args.ids.len() > 1 => {
-                eprintln!("error: {e}");
+            Err(why) if args.ids.len() > 1 => {
+                eprintln!("error: {why}");
                 failed += 1;
             }
-            // One id, or no node to ask: the error is the command's.
-            Err(e) => return Err(e.into()),
+            Err(why) => bail!("{why}"),
         }
     }
     if failed > 0 {

@@ -172,7 +172,7 @@ fn remove(global: &Global, args: &ContactRefArgs) -> Result<()> {
     if waiting > 0 {
         println!(
             "{waiting} message(s) to {} still wait in the outbox: they go out if you add {} again \
-             before they expire. To drop them, with the node running: dp2ptcs cancel --to {}",
+             before they expire. To drop them: dp2ptcs cancel --to {}",
             removed.name,
             removed.name,
             &removed.node_id[..16]

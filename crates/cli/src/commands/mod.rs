@@ -8,6 +8,7 @@ mod inbox;
 mod init;
 mod lookup;
 mod outbox;
+mod outbox_access;
 mod peers;
 pub(crate) mod run;
 mod send;

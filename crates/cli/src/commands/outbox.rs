@@ -1,10 +1,12 @@
-//! `dp2ptcs outbox`: a client of the running node's API.
+//! `dp2ptcs outbox`: a client of the running node's API, or, with no node running, a reader of
+//! the database.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use dp2ptcs_node::api::Message;
 
 use super::inbox::printable;
-use super::{api_client, block_on, print_json, utc_time};
+use super::outbox_access::OutboxAccess;
+use super::{print_json, utc_time};
 use crate::cli::{Global, OutboxArgs};
 
 /// Messages asked for per request.
@@ -13,11 +15,14 @@ const PAGE: u32 = 1000;
 const SHOWN_CHARS: usize = 40;
 
 pub(super) fn run(global: &Global, args: &OutboxArgs) -> Result<()> {
-    let client = api_client(global)?;
+    let mut access = OutboxAccess::new(global)?;
     let mut after = 0;
     let mut count = 0u64;
     loop {
-        let page = block_on(client.outbox(args.contact.as_deref(), after, PAGE))??;
+        let page = match access.outbox(args.contact.as_deref(), after, PAGE)? {
+            Ok(page) => page,
+            Err(why) => bail!("{why}"),
+        };
         for m in &page {
             show(m, args.json)?;
             after = after.max(m.seq);
@@ -26,6 +31,9 @@ pub(super) fn run(global: &Global, args: &OutboxArgs) -> Result<()> {
         if page.len() < PAGE as usize {
             break;
         }
+    }
+    if access.is_offline() && count > 0 && !args.json {
+        eprintln!("No node is running: these go out when it starts (`dp2ptcs run`).");
     }
     if count == 0 && !args.json {
         match &args.contact {

@@ -1,0 +1,165 @@
+//! Where `outbox` and `cancel` read and change the outbox: through the running node's API, or,
+//! when no node runs, in the database itself (after the passphrase), with the same answers.
+
+use std::fs::File;
+
+use anyhow::{bail, Result};
+use dp2ptcs_node::api::client::{Client, ClientError};
+use dp2ptcs_node::api::{
+    cancel_answer, message_id, recipient_named, CancelAllResponse, CancelResponse, Message,
+};
+use dp2ptcs_store::Store;
+use dp2ptcs_types::NodeId;
+
+use super::run::DaemonLock;
+use super::{api_client, block_on, now_unix_ms};
+use crate::cli::Global;
+use crate::contacts::open_address_book;
+use crate::datadir::unlock;
+
+/// The database of a data directory where no node runs. No node starts while this lives (one
+/// that tries waits, then says a command holds the database), so nothing sends a message
+/// while it is cancelled here.
+struct Offline {
+    store: Store,
+    _no_node_starts: File,
+}
+
+impl Offline {
+    fn open(global: &Global) -> Result<Self> {
+        let unlocked = unlock(global)?;
+        let Some(lock) = DaemonLock::hold_shared(&unlocked.dir) else {
+            bail!(
+                "a node runs on {} but its API socket does not answer; restart it (`dp2ptcs run`)",
+                unlocked.dir.display()
+            );
+        };
+        let store = open_address_book(&unlocked.dir, unlocked.keystore.database_key())?;
+        Ok(Self {
+            store,
+            _no_node_starts: lock,
+        })
+    }
+
+    fn recipient(&self, query: &str) -> Result<Result<NodeId, String>> {
+        let contacts = self.store.contacts()?;
+        let waiting: Vec<NodeId> = self
+            .store
+            .outbox_peers()?
+            .into_iter()
+            .map(|p| p.peer)
+            .collect();
+        Ok(recipient_named(&contacts, &waiting, query).map_err(|r| r.message))
+    }
+}
+
+/// The running node, or the database when none runs (decided at the first request).
+pub(super) struct OutboxAccess<'a> {
+    global: &'a Global,
+    client: Client,
+    offline: Option<Offline>,
+}
+
+/// A request's outcome: `Err` for a failure that ends the command (no database, no node to
+/// ask), `Ok(Err(why))` for one refused request (an unknown id, a message no longer waiting).
+pub(super) type Answer<T> = Result<Result<T, String>>;
+
+impl<'a> OutboxAccess<'a> {
+    pub(super) fn new(global: &'a Global) -> Result<Self> {
+        Ok(Self {
+            global,
+            client: api_client(global)?,
+            offline: None,
+        })
+    }
+
+    /// `Ok(Some(answer))` from the node; `Ok(None)` if no node runs (the database is open now).
+    fn ask<T>(
+        &mut self,
+        request: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<Option<Result<T, String>>> {
+        if self.offline.is_some() {
+            return Ok(None);
+        }
+        match block_on(request)? {
+            Ok(t) => Ok(Some(Ok(t))),
+            Err(ClientError::Api { message, .. }) => Ok(Some(Err(message))),
+            Err(ClientError::NotRunning(_)) => {
+                self.offline = Some(Offline::open(self.global)?);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the answers come from the database (no node runs).
+    pub(super) fn is_offline(&self) -> bool {
+        self.offline.is_some()
+    }
+
+    /// Up to `limit` waiting messages after position `after`, to `peer` only if given.
+    pub(super) fn outbox(
+        &mut self,
+        peer: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> Answer<Vec<Message>> {
+        let client = self.client.clone();
+        if let Some(answer) = self.ask(client.outbox(peer, after, limit))? {
+            return Ok(answer);
+        }
+        let Some(db) = &self.offline else {
+            bail!("no database open");
+        };
+        let peer = match peer.map(|q| db.recipient(q)).transpose()? {
+            Some(Err(why)) => return Ok(Err(why)),
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        let contacts = db.store.contacts()?;
+        let page = db.store.waiting(peer.as_ref(), after, limit)?;
+        Ok(Ok(page
+            .iter()
+            .map(|m| Message::from_record(m, &contacts))
+            .collect()))
+    }
+
+    /// Cancels the message `id`.
+    pub(super) fn cancel(&mut self, id: &str) -> Answer<CancelResponse> {
+        let client = self.client.clone();
+        if let Some(answer) = self.ask(client.cancel(id))? {
+            return Ok(answer);
+        }
+        let Some(db) = &self.offline else {
+            bail!("no database open");
+        };
+        let id = match message_id(id) {
+            Ok(id) => id,
+            Err(r) => return Ok(Err(r.message)),
+        };
+        let outcome = db.store.cancel_outgoing(&id, now_unix_ms())?;
+        let contacts = db.store.contacts()?;
+        Ok(cancel_answer(outcome, false, &id, &contacts).map_err(|r| r.message))
+    }
+
+    /// Cancels every message waiting for `to`.
+    pub(super) fn cancel_all(&mut self, to: &str) -> Answer<CancelAllResponse> {
+        let client = self.client.clone();
+        if let Some(answer) = self.ask(client.cancel_all(to))? {
+            return Ok(answer);
+        }
+        let Some(db) = &self.offline else {
+            bail!("no database open");
+        };
+        let peer = match db.recipient(to)? {
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
+        };
+        let cancelled = db.store.cancel_outgoing_to(&peer, now_unix_ms())?;
+        Ok(Ok(CancelAllResponse {
+            to: peer.to_hex(),
+            cancelled: cancelled.iter().map(|id| id.to_hex()).collect(),
+            in_flight: Vec::new(),
+        }))
+    }
+}
