@@ -342,6 +342,17 @@ async fn remove_contact(
     }
 }
 
+/// The `limit` of a listing: 100 unless given, at most [`MAX_HISTORY_LIMIT`].
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_HISTORY_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryParams {
@@ -372,12 +383,7 @@ async fn history(
             )))
         }
     };
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1..={MAX_HISTORY_LIMIT}"
-        )));
-    }
+    let limit = page_limit(p.limit)?;
     let records = st
         .node
         .history(&HistoryQuery {
@@ -420,12 +426,7 @@ async fn outbox(
         Some(q) => Some(resolve_recipient(&st.node, q).await?),
         None => None,
     };
-    let limit = p.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1..={MAX_HISTORY_LIMIT}"
-        )));
-    }
+    let limit = page_limit(p.limit)?;
     let records = st
         .node
         .waiting(peer.as_ref(), p.after.unwrap_or(0), limit)
