@@ -179,7 +179,7 @@ pub struct OutboxPeer {
 pub enum Cancel {
     /// The message was waiting, in state `was`; it is now `cancelled` (`message`).
     Cancelled {
-        /// Its state before: `queued` (it never left), `sent` or `held`.
+        /// Its state before: `queued` (no copy is known to have left), `sent` or `held`.
         was: MessageState,
         /// The message as it is now.
         message: MessageRecord,
@@ -547,6 +547,52 @@ impl Store {
             was: m.state,
             message,
         })
+    }
+
+    /// The ids of the messages waiting for `peer`, oldest first, without reading their bodies.
+    pub fn waiting_ids(&self, peer: &NodeId) -> Result<Vec<MessageId>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT seq, id FROM messages INDEXED BY messages_outbox
+             WHERE direction = 0 AND state IN {PENDING} AND peer = ?1 ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(params![peer.as_bytes().as_slice()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id) = row?;
+            let id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::Corrupt(format!("message {seq} has a bad id")))?;
+            out.push(MessageId::from_bytes(id));
+        }
+        Ok(out)
+    }
+
+    /// Cancels those of the messages `ids` to `peer` still waiting (see
+    /// [`Store::cancel_outgoing`]); returns them, in the order given.
+    pub fn cancel_outgoing_of(
+        &self,
+        peer: &NodeId,
+        ids: &[MessageId],
+        now_ms: u64,
+    ) -> Result<Vec<MessageId>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "UPDATE messages SET state = ?3, state_at_ms = ?4
+             WHERE peer = ?1 AND id = ?2 AND direction = 0 AND state IN {PENDING}"
+        ))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let changed = stmt.execute(params![
+                peer.as_bytes().as_slice(),
+                id.as_bytes().as_slice(),
+                MessageState::Cancelled.code(),
+                now_ms as i64
+            ])?;
+            if changed == 1 {
+                out.push(*id);
+            }
+        }
+        Ok(out)
     }
 
     /// Cancels every message waiting for `peer` (see [`Store::cancel_outgoing`]); returns their
@@ -1023,9 +1069,23 @@ mod outbox_tests {
 
         // Everything waiting for one contact at once; the others' stay.
         put(&store, &carol, 6, Outgoing, Queued, "six", None);
+        assert_eq!(store.waiting_ids(&bob).unwrap(), [id(1), id(3)]);
+        assert_eq!(store.waiting_ids(&carol).unwrap(), [id(6)]);
+        // Only those of the ids given that wait for that peer.
+        assert_eq!(
+            store
+                .cancel_outgoing_of(&carol, &[id(1), id(6), id(9)], 65)
+                .unwrap(),
+            [id(6)]
+        );
+        assert_eq!(
+            store.message(&carol, &id(6)).unwrap().unwrap().state,
+            Cancelled
+        );
+        put(&store, &carol, 7, Outgoing, Queued, "seven", None);
         assert_eq!(store.cancel_outgoing_to(&bob, 70).unwrap(), [id(1), id(3)]);
         assert!(store.cancel_outgoing_to(&bob, 80).unwrap().is_empty());
-        assert_eq!(bodies(store.waiting(None, 0, 10).unwrap()), ["six"]);
+        assert_eq!(bodies(store.waiting(None, 0, 10).unwrap()), ["seven"]);
         assert!(store
             .outbox_peers()
             .unwrap()
@@ -1036,7 +1096,7 @@ mod outbox_tests {
         let states: Vec<MessageState> = history.iter().map(|m| m.state).collect();
         assert_eq!(
             states,
-            [Cancelled, Cancelled, Cancelled, Delivered, Received, Queued]
+            [Cancelled, Cancelled, Cancelled, Delivered, Received, Cancelled, Queued]
         );
         // A receipt that comes in afterwards still counts: a copy had left.
         assert!(store
@@ -1045,7 +1105,7 @@ mod outbox_tests {
         assert!(store
             .message_counts()
             .unwrap()
-            .contains(&(Outgoing, Cancelled, 2)));
+            .contains(&(Outgoing, Cancelled, 3)));
     }
 
     /// The plan of `sql` run with `params`, one line per step.
