@@ -667,7 +667,8 @@ mod tests {
         let (ka, kb) = (keys(), keys());
         let alpha = start(da.path(), &ka).await;
         let peer = contact(&kb, &alpha).node_id;
-        // Recorded straight into the store: no outbox pass is woken to send them.
+        // Recorded straight into the store, for a peer that is not a contact: no outbox worker
+        // takes them up, so the only claims are the ones made below.
         let ids: Vec<MessageId> = (0..4)
             .map(|_| MessageId::new(now_ms(), &mut OsRng))
             .collect();

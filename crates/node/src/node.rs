@@ -665,61 +665,19 @@ impl Node {
     /// had already left (a `sent` or `held` message) or was leaving at that moment
     /// ([`CancelReport::in_flight`]) may still arrive; its receipt then marks it `delivered`.
     pub async fn cancel_message(&self, id: &MessageId) -> Result<CancelReport, NodeError> {
-        let store = self.inner.store.clone();
-        let id = *id;
-        let Some(found) = blocking(move || Ok(lock(&store).outgoing(&id)?)).await? else {
-            return Ok(CancelReport {
-                outcome: Cancel::Unknown,
-                in_flight: false,
-            });
-        };
-        // Claimed while its state changes: every sender claims a message before it checks its
-        // state, so none takes it up after this. A claim held elsewhere is a copy leaving now.
-        let claim = self.inner.outbox.claim(found.peer, id);
-        let store = self.inner.store.clone();
-        let outcome = blocking(move || Ok(lock(&store).cancel_outgoing(&id, now_ms())?)).await?;
-        let cancelled = matches!(outcome, Cancel::Cancelled { .. });
-        let in_flight = cancelled && claim.is_none();
-        drop(claim);
-        if cancelled {
-            let _ = self
-                .inner
-                .events
-                .send(NodeEvent::Cancelled { id, to: found.peer });
-        }
-        Ok(CancelReport { outcome, in_flight })
+        // A task of its own: the claim, the state change and the event happen together even
+        // if the caller stops waiting (a client that hung up).
+        tokio::spawn(self.inner.clone().cancel_message(*id))
+            .await
+            .map_err(|e| NodeError::Internal(format!("cancelling: {e}")))?
     }
 
     /// Cancels every message waiting for `peer` (see [`Node::cancel_message`]), a contact or
     /// not.
     pub async fn cancel_messages_to(&self, peer: &NodeId) -> Result<BulkCancelReport, NodeError> {
-        let store = self.inner.store.clone();
-        let peer = *peer;
-        let waiting = blocking(move || Ok(lock(&store).waiting(Some(&peer), 0, u32::MAX)?)).await?;
-        // As in `cancel_message`: what is claimed here cannot leave any more.
-        let claims: HashMap<MessageId, InFlight> = waiting
-            .iter()
-            .filter_map(|m| Some((m.id, self.inner.outbox.claim(peer, m.id)?)))
-            .collect();
-        let store = self.inner.store.clone();
-        let cancelled =
-            blocking(move || Ok(lock(&store).cancel_outgoing_to(&peer, now_ms())?)).await?;
-        let in_flight = cancelled
-            .iter()
-            .filter(|id| !claims.contains_key(id))
-            .copied()
-            .collect();
-        drop(claims);
-        for id in &cancelled {
-            let _ = self
-                .inner
-                .events
-                .send(NodeEvent::Cancelled { id: *id, to: peer });
-        }
-        Ok(BulkCancelReport {
-            cancelled,
-            in_flight,
-        })
+        tokio::spawn(self.inner.clone().cancel_messages_to(*peer))
+            .await
+            .map_err(|e| NodeError::Internal(format!("cancelling: {e}")))?
     }
 
     /// Graceful shutdown: stops accepting, lets in-flight requests finish within `deadline`,
@@ -1630,6 +1588,75 @@ impl Inner {
             out.push(self.settle(contact, conn, chats, result, i < left).await);
         }
         out
+    }
+
+    /// [`Node::cancel_message`].
+    async fn cancel_message(self: Arc<Self>, id: MessageId) -> Result<CancelReport, NodeError> {
+        let store = self.store.clone();
+        let Some(found) = blocking(move || Ok(lock(&store).outgoing(&id)?)).await? else {
+            return Ok(CancelReport {
+                outcome: Cancel::Unknown,
+                in_flight: false,
+            });
+        };
+        // Claimed while its state changes: every sender claims a message before it checks its
+        // state, so none takes it up after this. A claim held elsewhere may be a copy leaving.
+        let claim = self.outbox.claim(found.peer, id);
+        let store = self.store.clone();
+        let outcome = blocking(move || Ok(lock(&store).cancel_outgoing(&id, now_ms())?)).await?;
+        let cancelled = matches!(outcome, Cancel::Cancelled { .. });
+        let in_flight = cancelled && claim.is_none();
+        drop(claim);
+        if cancelled {
+            let _ = self
+                .events
+                .send(NodeEvent::Cancelled { id, to: found.peer });
+        }
+        Ok(CancelReport { outcome, in_flight })
+    }
+
+    /// [`Node::cancel_messages_to`]: claims what waits for `peer`, cancels exactly that, and
+    /// goes again for anything queued meanwhile.
+    async fn cancel_messages_to(
+        self: Arc<Self>,
+        peer: NodeId,
+    ) -> Result<BulkCancelReport, NodeError> {
+        /// Rounds at most: a sender still queueing for the peer does not keep this going.
+        const ROUNDS: usize = 4;
+        let mut report = BulkCancelReport {
+            cancelled: Vec::new(),
+            in_flight: Vec::new(),
+        };
+        for _ in 0..ROUNDS {
+            let store = self.store.clone();
+            let ids = blocking(move || Ok(lock(&store).waiting_ids(&peer)?)).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let claims: Vec<(MessageId, Option<InFlight>)> = ids
+                .into_iter()
+                .map(|id| (id, self.outbox.claim(peer, id)))
+                .collect();
+            let store = self.store.clone();
+            let ids: Vec<MessageId> = claims.iter().map(|(id, _)| *id).collect();
+            let cancelled: std::collections::HashSet<MessageId> =
+                blocking(move || Ok(lock(&store).cancel_outgoing_of(&peer, &ids, now_ms())?))
+                    .await?
+                    .into_iter()
+                    .collect();
+            for (id, claim) in &claims {
+                if !cancelled.contains(id) {
+                    continue;
+                }
+                if claim.is_none() {
+                    report.in_flight.push(*id);
+                }
+                let _ = self.events.send(NodeEvent::Cancelled { id: *id, to: peer });
+                report.cancelled.push(*id);
+            }
+            drop(claims);
+        }
+        Ok(report)
     }
 
     /// Marks those of `ids` still `queued` as `sent`: they left, and no receipt named them.

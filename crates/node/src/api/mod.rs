@@ -240,8 +240,9 @@ pub struct Message {
 /// The answer to `DELETE /v1/outbox/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelResponse {
-    /// The message's state before: `queued` (it never left this node), `sent` (the contact's
-    /// node may have it already) or `held` (a mailbox holds a copy the contact may still fetch).
+    /// The message's state before: `queued` (no copy is known to have left this node), `sent`
+    /// (the contact's node may have it already) or `held` (a mailbox holds a copy the contact
+    /// may still fetch).
     pub was: String,
     /// A copy was being sent or put in a mailbox at that moment: it may still arrive.
     #[serde(default)]
