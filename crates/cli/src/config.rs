@@ -160,8 +160,9 @@ pub(crate) fn merge(
         node.handshake_timeout = Duration::from_millis(ms);
     }
     if let Some(ms) = l.dht_timeout_ms {
-        if !(100..=60_000).contains(&ms) {
-            bail!("[limits] dht_timeout_ms must be between 100 and 60000 (1 minute)");
+        // Not below the 500 ms a DHT dial is given anyway.
+        if !(500..=60_000).contains(&ms) {
+            bail!("[limits] dht_timeout_ms must be between 500 and 60000 (1 minute)");
         }
         node.dht.request_timeout_ms = ms;
     }
@@ -349,7 +350,7 @@ mod tests {
             "dial_attempts = 0",
             "handshake_timeout_ms = 5",
             "handshake_timeout_ms = 99999999",
-            "dht_timeout_ms = 0",
+            "dht_timeout_ms = 499",
             "dht_timeout_ms = 60001",
         ] {
             let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();

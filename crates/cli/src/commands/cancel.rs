@@ -76,7 +76,7 @@ fn describe(r: &CancelResponse) -> String {
         );
     }
     let what = match r.was.as_str() {
-        "queued" => "it had not left this node".to_owned(),
+        "queued" => "as far as this node knows, no copy had left it".to_owned(),
         "sent" => format!(
             "it had been sent: {who}'s node may have it already, and its receipt would still mark \
              it delivered"

@@ -17,25 +17,32 @@ const SHOWN_CHARS: usize = 40;
 pub(super) fn run(global: &Global, args: &OutboxArgs) -> Result<()> {
     let mut access = OutboxAccess::new(global)?;
     let mut after = 0;
-    let mut count = 0u64;
+    let mut all = Vec::new();
     loop {
         let page = match access.outbox(args.contact.as_deref(), after, PAGE)? {
             Ok(page) => page,
             Err(why) => bail!("{why}"),
         };
-        for m in &page {
-            show(m, args.json)?;
-            after = after.max(m.seq);
-        }
-        count += page.len() as u64;
-        if page.len() < PAGE as usize {
+        after = page.iter().map(|m| m.seq).max().unwrap_or(after);
+        let full = page.len() == PAGE as usize;
+        all.extend(page);
+        if !full {
             break;
         }
     }
-    if access.is_offline() && count > 0 && !args.json {
-        eprintln!("No node is running: these go out when it starts (`dp2ptcs run`).");
+    // Without a node, the database is held until now: a node may start while this prints.
+    let offline = access.is_offline();
+    drop(access);
+    for m in &all {
+        show(m, args.json)?;
     }
-    if count == 0 && !args.json {
+    if offline && !all.is_empty() && !args.json {
+        eprintln!(
+            "No node is running: these go out when it starts (`dp2ptcs run`), those to removed \
+             contacts once they are added again."
+        );
+    }
+    if all.is_empty() && !args.json {
         match &args.contact {
             Some(c) => eprintln!("Nothing waits for {c}."),
             None => eprintln!(

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use dp2ptcs_node::api::client::{Client, ClientError};
 use dp2ptcs_node::api::{
     cancel_answer, message_id, recipient_named, CancelAllResponse, CancelResponse, Message,
@@ -15,7 +15,8 @@ use super::run::DaemonLock;
 use super::{api_client, block_on, now_unix_ms};
 use crate::cli::Global;
 use crate::contacts::open_address_book;
-use crate::datadir::unlock;
+use crate::datadir::{resolve, unlock};
+use crate::fsutil::DirLock;
 
 /// The database of a data directory where no node runs. No node starts while this lives (one
 /// that tries waits, then says a command holds the database), so nothing sends a message
@@ -23,21 +24,33 @@ use crate::datadir::unlock;
 struct Offline {
     store: Store,
     _no_node_starts: File,
+    /// Other commands wait (the legacy address book may be imported on opening).
+    _commands_wait: DirLock,
 }
 
 impl Offline {
     fn open(global: &Global) -> Result<Self> {
-        let unlocked = unlock(global)?;
-        let Some(lock) = DaemonLock::hold_shared(&unlocked.dir) else {
-            bail!(
-                "a node runs on {} but its API socket does not answer; restart it (`dp2ptcs run`)",
-                unlocked.dir.display()
-            );
+        let dir = resolve(global)?;
+        // Before asking for the passphrase: a node holds its lock from before its API answers
+        // until after it stops answering.
+        let busy = || {
+            anyhow!(
+                "a node is starting or stopping on {} (its API does not answer); try again in a \
+                 moment",
+                dir.display()
+            )
         };
+        if DaemonLock::is_held(&dir) {
+            return Err(busy());
+        }
+        let unlocked = unlock(global)?;
+        let commands_wait = DirLock::acquire(&unlocked.dir)?;
+        let no_node_starts = DaemonLock::hold_shared(&unlocked.dir).ok_or_else(busy)?;
         let store = open_address_book(&unlocked.dir, unlocked.keystore.database_key())?;
         Ok(Self {
             store,
-            _no_node_starts: lock,
+            _no_node_starts: no_node_starts,
+            _commands_wait: commands_wait,
         })
     }
 
@@ -125,17 +138,18 @@ impl<'a> OutboxAccess<'a> {
     }
 
     /// Cancels the message `id`.
-    pub(super) fn cancel(&mut self, id: &str) -> Answer<CancelResponse> {
+    pub(super) fn cancel(&mut self, text: &str) -> Answer<CancelResponse> {
+        // Checked here first: no passphrase is asked for a typo.
+        let id = match message_id(text) {
+            Ok(id) => id,
+            Err(r) => return Ok(Err(r.message)),
+        };
         let client = self.client.clone();
-        if let Some(answer) = self.ask(client.cancel(id))? {
+        if let Some(answer) = self.ask(client.cancel(&id.to_hex()))? {
             return Ok(answer);
         }
         let Some(db) = &self.offline else {
             bail!("no database open");
-        };
-        let id = match message_id(id) {
-            Ok(id) => id,
-            Err(r) => return Ok(Err(r.message)),
         };
         let outcome = db.store.cancel_outgoing(&id, now_unix_ms())?;
         let contacts = db.store.contacts()?;
