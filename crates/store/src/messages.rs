@@ -1213,6 +1213,9 @@ mod state_machine_tests {
         Cancel(usize),
         /// The user cancelled everything waiting for peer `0..3`.
         CancelTo(u8),
+        /// The node cancelled those of these messages waiting for peer `0..3` (the ids it
+        /// claimed; some may be another peer's, repeated, or unknown).
+        CancelSome(u8, Vec<usize>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1224,6 +1227,8 @@ mod state_machine_tests {
             1 => (0u64..60).prop_map(Op::Expire),
             2 => (0usize..45).prop_map(Op::Cancel),
             1 => (0u8..3).prop_map(Op::CancelTo),
+            1 => (0u8..3, proptest::collection::vec(0usize..45, 0..6))
+                .prop_map(|(p, ids)| Op::CancelSome(p, ids)),
         ]
     }
 
@@ -1324,6 +1329,24 @@ mod state_machine_tests {
                         }
                         prop_assert_eq!(ids, expected);
                     }
+                    Op::CancelSome(p, which) => {
+                        let peer = peers[usize::from(p)];
+                        let ids: Vec<MessageId> = which
+                            .iter()
+                            .map(|&i| model.get(i).map_or(MessageId::from_bytes([0xee; 16]), |m| m.0))
+                            .collect();
+                        let cancelled = store.cancel_outgoing_of(&peer, &ids, clock).unwrap();
+                        let mut expected = Vec::new();
+                        for &i in &which {
+                            if let Some((id, to, state, _)) = model.get_mut(i) {
+                                if *to == peer && pending(*state) {
+                                    *state = MessageState::Cancelled;
+                                    expected.push(*id);
+                                }
+                            }
+                        }
+                        prop_assert_eq!(cancelled, expected);
+                    }
                 }
                 // The outbox, as listed and as the outbox worker sees it, is the model's.
                 let waiting: Vec<MessageId> = store.waiting(None, 0, 1000).unwrap().iter().map(|m| m.id).collect();
@@ -1340,6 +1363,14 @@ mod state_machine_tests {
                     .map(|p| (*p.peer.as_bytes(), p.waiting))
                     .collect();
                 prop_assert_eq!(peers_seen, counts);
+                for peer in &peers {
+                    let expected: Vec<MessageId> = model
+                        .iter()
+                        .filter(|m| m.1 == *peer && pending(m.2))
+                        .map(|m| m.0)
+                        .collect();
+                    prop_assert_eq!(store.waiting_ids(peer).unwrap(), expected);
+                }
                 for (id, peer, state, _) in &model {
                     prop_assert_eq!(store.message_state(peer, id).unwrap().unwrap().1, *state);
                 }
