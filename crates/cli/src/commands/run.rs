@@ -35,13 +35,16 @@ pub(crate) struct DaemonLock {
 }
 
 impl DaemonLock {
-    /// Takes the lock of `dir`, or fails if a node runs there. A command opening the database
-    /// holds the lock shared for that long (see [`DaemonLock::hold_shared`]), so a lock still
-    /// taken is tried again for [`ACQUIRE_PATIENCE`] before giving up.
+    /// Takes the lock of `dir`, or fails at once if a node runs there. A command opening the
+    /// database holds the lock shared for that long (see [`DaemonLock::hold_shared`]), so a
+    /// lock only commands hold is tried again for [`ACQUIRE_PATIENCE`] before giving up.
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(DAEMON_LOCK_FILE);
         let mut file = open_lock_file(&path)?;
-        if !lock_within(&file, ACQUIRE_PATIENCE) {
+        // Held exclusively (no shared hold can be had): a node runs, and waiting is no use.
+        let locked = file.try_lock().is_ok()
+            || (!Self::is_held(dir) && lock_within(&file, ACQUIRE_PATIENCE));
+        if !locked {
             if file.try_lock_shared().is_ok() {
                 // Only commands hold it: no node runs, one command is slow.
                 bail!(
@@ -253,8 +256,10 @@ mod tests {
         // With the node running, a command gets no hold, and opens without migrating.
         assert!(DaemonLock::hold_shared(dir.path()).is_none());
         assert!(DaemonLock::is_held(dir.path()));
-        // A second node gives up after its patience.
+        // A second node gives up after its patience; through `acquire`, at once, saying why.
         let second = open_lock_file(&dir.path().join(DAEMON_LOCK_FILE)).unwrap();
         assert!(!lock_within(&second, Duration::from_millis(200)));
+        let err = DaemonLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("already running"), "{err}");
     }
 }
