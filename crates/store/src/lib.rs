@@ -320,6 +320,32 @@ mod tests {
         assert_eq!(store.schema_version().unwrap(), migrations::CURRENT);
     }
 
+    /// Two stores in one process (two nodes in a test or the network benchmark, a program
+    /// embedding several) must not share one page cache: in SQLite's shared pool, once it is
+    /// full, each page is freed as soon as it is released and the roots of every b-tree are
+    /// read and decrypted again on nearly every statement (BENCHMARKS.md, "Node network,
+    /// 2026-11-25"). The workspace's `.cargo/config.toml` builds SQLite without the option that
+    /// shares it.
+    #[test]
+    fn each_connection_has_a_page_cache_of_its_own() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let mut stmt = store.conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o.starts_with("THREADSAFE=")),
+            "PRAGMA compile_options answered: {options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "SQLite was built with ENABLE_MEMORY_MANAGEMENT (is LIBSQLITE3_FLAGS from \
+             .cargo/config.toml set?): {options:?}"
+        );
+    }
+
     /// A raw connection keyed as SQLCipher 4 does by default (HMAC-SHA512), as DP2PTCS did
     /// before [`PageFormat::HmacSha256`].
     fn legacy_connection(path: &Path, key: &[u8; 32]) -> Connection {
