@@ -229,6 +229,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `f`, which only reads, as one read transaction: everything it reads comes from one
+    /// snapshot of the database, and the locks a read takes are taken once for all of `f`'s
+    /// statements instead of once for each. Like [`Store::transaction`], it does not nest.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.exec("BEGIN DEFERRED", []).map_err(StoreError::from)?;
+        let open = Open(&self.conn);
+        let out = f(self)?;
+        self.exec("COMMIT", []).map_err(StoreError::from)?;
+        std::mem::forget(open);
+        Ok(out)
+    }
+
     /// Runs `sql` from the statement cache.
     fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.conn.prepare_cached(sql)?.execute(params)

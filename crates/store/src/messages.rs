@@ -313,6 +313,48 @@ impl Store {
         )? == 1)
     }
 
+    /// Marks our message `id` to `peer` `delivered` (a receipt named it), whatever its state
+    /// before, unless it already was; returns whether it changed. One lookup: the receipt path
+    /// runs this for every id a receipt names.
+    pub fn mark_delivered(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.exec(
+            "UPDATE messages SET state = ?3, state_at_ms = ?4
+             WHERE peer = ?1 AND id = ?2 AND direction = 0 AND state <> ?3",
+            params![
+                peer.as_bytes().as_slice(),
+                id.as_bytes().as_slice(),
+                MessageState::Delivered.code(),
+                now_ms as i64
+            ],
+        )? == 1)
+    }
+
+    /// Marks our message `id` to `peer` `sent` if it is still `queued` (a copy left, and no
+    /// receipt named it); returns whether it changed.
+    pub fn mark_sent(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.exec(
+            "UPDATE messages SET state = ?3, state_at_ms = ?4
+             WHERE peer = ?1 AND id = ?2 AND direction = 0 AND state = ?5",
+            params![
+                peer.as_bytes().as_slice(),
+                id.as_bytes().as_slice(),
+                MessageState::Sent.code(),
+                now_ms as i64,
+                MessageState::Queued.code()
+            ],
+        )? == 1)
+    }
+
     /// The direction and state of the message `id` exchanged with `peer`, without reading its
     /// body.
     pub fn message_state(
@@ -756,6 +798,70 @@ mod tests {
             store.sealed(&bob, &ids[4]).unwrap(),
             Some(b"sealed".to_vec())
         );
+    }
+
+    #[test]
+    fn a_receipt_or_a_departure_changes_only_our_own_messages() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let bob = NodeId::from_bytes([2; 32]);
+        let (ours, theirs) = (
+            MessageId::from_bytes([1; 16]),
+            MessageId::from_bytes([2; 16]),
+        );
+        for (id, direction, state) in [
+            (&ours, Direction::Outgoing, MessageState::Queued),
+            (&theirs, Direction::Incoming, MessageState::Received),
+        ] {
+            let m = NewMessage {
+                id,
+                peer: &bob,
+                direction,
+                body: "x",
+                sent_at_ms: 1,
+                state,
+                expires_at_ms: None,
+            };
+            assert!(store.insert_message(&m, 1).unwrap());
+        }
+        // A message bob sent us, or an id nobody sent, is not ours to mark.
+        let unknown = MessageId::from_bytes([3; 16]);
+        for id in [&theirs, &unknown] {
+            assert!(!store.mark_sent(&bob, id, 2).unwrap());
+            assert!(!store.mark_delivered(&bob, id, 2).unwrap());
+        }
+        assert_eq!(
+            store.message_state(&bob, &theirs).unwrap(),
+            Some((Direction::Incoming, MessageState::Received))
+        );
+        // Ours to another peer is another message.
+        assert!(!store
+            .mark_delivered(&NodeId::from_bytes([9; 32]), &ours, 2)
+            .unwrap());
+        // All in one read transaction, and the writes after it still commit.
+        let states = store
+            .read(|s| {
+                [&ours, &theirs, &unknown]
+                    .iter()
+                    .map(|id| s.message_state(&bob, id))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .unwrap();
+        assert_eq!(
+            states,
+            vec![
+                Some((Direction::Outgoing, MessageState::Queued)),
+                Some((Direction::Incoming, MessageState::Received)),
+                None
+            ]
+        );
+        assert!(store.mark_sent(&bob, &ours, 3).unwrap());
+        assert!(!store.mark_sent(&bob, &ours, 4).unwrap());
+        assert!(store.mark_delivered(&bob, &ours, 5).unwrap());
+        assert!(!store.mark_delivered(&bob, &ours, 6).unwrap());
+        let m = store.message(&bob, &ours).unwrap().unwrap();
+        assert_eq!((m.state, m.state_at_ms), (MessageState::Delivered, 5));
+        // A delivered message never goes back to sent.
+        assert!(!store.mark_sent(&bob, &ours, 7).unwrap());
     }
 
     #[test]
@@ -1271,14 +1377,26 @@ mod state_machine_tests {
                         prop_assert!(store.insert_message(&m, clock).unwrap());
                         model.push((id, peer, MessageState::Queued, expires));
                     }
-                    Op::Left(i) | Op::Held(i) | Op::Receipt(i) => {
+                    Op::Left(i) => {
                         let Some((id, peer, state, _)) = model.get_mut(i) else { continue };
-                        let (from, to): (&[MessageState], MessageState) = match op {
-                            Op::Left(_) => (&[MessageState::Queued], MessageState::Sent),
-                            Op::Held(_) => (&[MessageState::Queued, MessageState::Sent], MessageState::Held),
-                            _ => (&[MessageState::Queued, MessageState::Sent, MessageState::Held,
-                                    MessageState::Expired, MessageState::Cancelled], MessageState::Delivered),
-                        };
+                        let left = *state == MessageState::Queued;
+                        prop_assert_eq!(store.mark_sent(peer, id, clock).unwrap(), left);
+                        if left {
+                            *state = MessageState::Sent;
+                        }
+                    }
+                    Op::Receipt(i) => {
+                        let Some((id, peer, state, _)) = model.get_mut(i) else { continue };
+                        let changes = *state != MessageState::Delivered;
+                        prop_assert_eq!(store.mark_delivered(peer, id, clock).unwrap(), changes);
+                        *state = MessageState::Delivered;
+                    }
+                    Op::Held(i) => {
+                        let Some((id, peer, state, _)) = model.get_mut(i) else { continue };
+                        let (from, to) = (
+                            [MessageState::Queued, MessageState::Sent],
+                            MessageState::Held,
+                        );
                         let now = store.message_state(peer, id).unwrap().unwrap().1;
                         if from.contains(&now) {
                             store.set_message_state(peer, id, to, clock).unwrap();
