@@ -1663,13 +1663,13 @@ impl Inner {
     async fn mark_sent(&self, peer: NodeId, ids: Vec<MessageId>) -> Result<(), NodeError> {
         let store = self.store.clone();
         blocking(move || {
-            let store = lock(&store);
-            for id in ids {
-                if store.message_state(&peer, &id)?.map(|(_, s)| s) == Some(MessageState::Queued) {
-                    store.set_message_state(&peer, &id, MessageState::Sent, now_ms())?;
+            let now = now_ms();
+            lock(&store).transaction(|store| {
+                for id in ids {
+                    store.mark_sent(&peer, &id, now)?;
                 }
-            }
-            Ok(())
+                Ok(())
+            })
         })
         .await
     }
@@ -1934,18 +1934,19 @@ impl Inner {
         }
         let store = self.store.clone();
         blocking(move || {
-            let store = lock(&store);
-            let mut left = Vec::new();
-            for chat in chats {
-                let state = store.message_state(&peer, &chat.id)?.map(|(_, s)| s);
-                if matches!(
-                    state,
-                    Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
-                ) {
-                    left.push(chat);
+            lock(&store).read(|store| {
+                let mut left = Vec::new();
+                for chat in chats {
+                    let state = store.message_state(&peer, &chat.id)?.map(|(_, s)| s);
+                    if matches!(
+                        state,
+                        Some(MessageState::Queued | MessageState::Sent | MessageState::Held)
+                    ) {
+                        left.push(chat);
+                    }
                 }
-            }
-            Ok(left)
+                Ok(left)
+            })
         })
         .await
     }
@@ -2076,12 +2077,10 @@ pub(crate) fn inbound(
                 Err(e) => return fault(e.into()),
             };
             let mut delivered = Vec::new();
+            let now = now_ms();
             for id in receipt.ids {
-                if let Some((direction, state)) = store.message_state(&peer, &id)? {
-                    if direction == Direction::Outgoing && state != MessageState::Delivered {
-                        store.set_message_state(&peer, &id, MessageState::Delivered, now_ms())?;
-                        delivered.push(id);
-                    }
+                if store.mark_delivered(&peer, &id, now)? {
+                    delivered.push(id);
                 }
             }
             Ok((Ok(Inbound::Delivered(delivered)), None))
