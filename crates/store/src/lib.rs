@@ -231,7 +231,10 @@ impl Store {
 
     /// Runs `f`, which only reads, as one read transaction: everything it reads comes from one
     /// snapshot of the database, and the locks a read takes are taken once for all of `f`'s
-    /// statements instead of once for each. Like [`Store::transaction`], it does not nest.
+    /// statements instead of once for each. Like [`Store::transaction`], it does not nest. `f`
+    /// must not write: a write would have to upgrade the snapshot, and fails at once (without
+    /// waiting for the busy timeout) if another connection wrote since; use
+    /// [`Store::transaction`] to write.
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,

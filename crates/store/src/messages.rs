@@ -834,9 +834,9 @@ mod tests {
             Some((Direction::Incoming, MessageState::Received))
         );
         // Ours to another peer is another message.
-        assert!(!store
-            .mark_delivered(&NodeId::from_bytes([9; 32]), &ours, 2)
-            .unwrap());
+        let carol = NodeId::from_bytes([9; 32]);
+        assert!(!store.mark_sent(&carol, &ours, 2).unwrap());
+        assert!(!store.mark_delivered(&carol, &ours, 2).unwrap());
         // All in one read transaction, and the writes after it still commit.
         let states = store
             .read(|s| {
@@ -854,6 +854,15 @@ mod tests {
                 None
             ]
         );
+        assert!(store.conn.is_autocommit(), "read left its transaction open");
+        // A failing read ends its transaction too, and reads do not nest in a transaction.
+        let failed: Result<(), StoreError> =
+            store.read(|_| Err(StoreError::Corrupt("test".into())));
+        assert!(failed.is_err());
+        assert!(store.conn.is_autocommit());
+        let nested: Result<(), StoreError> = store.transaction(|s| s.read(|_| Ok(())));
+        assert!(nested.is_err());
+        assert!(store.conn.is_autocommit());
         assert!(store.mark_sent(&bob, &ours, 3).unwrap());
         assert!(!store.mark_sent(&bob, &ours, 4).unwrap());
         assert!(store.mark_delivered(&bob, &ours, 5).unwrap());
