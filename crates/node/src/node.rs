@@ -1663,9 +1663,25 @@ impl Inner {
     async fn mark_sent(&self, peer: NodeId, ids: Vec<MessageId>) -> Result<(), NodeError> {
         let store = self.store.clone();
         blocking(move || {
-            let now = now_ms();
-            lock(&store).transaction(|store| {
+            let store = lock(&store);
+            // Most were delivered or held meanwhile: the write lock only if some were not.
+            let queued = store.read(|store| {
+                let mut queued = Vec::new();
                 for id in ids {
+                    if store.message_state(&peer, &id)?.map(|(_, s)| s)
+                        == Some(MessageState::Queued)
+                    {
+                        queued.push(id);
+                    }
+                }
+                Ok::<_, NodeError>(queued)
+            })?;
+            if queued.is_empty() {
+                return Ok(());
+            }
+            let now = now_ms();
+            store.transaction(|store| {
+                for id in queued {
                     store.mark_sent(&peer, &id, now)?;
                 }
                 Ok(())
