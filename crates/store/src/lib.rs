@@ -218,15 +218,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
-        // Inside another transaction this fails ("cannot start a transaction within a
-        // transaction").
-        self.exec("BEGIN IMMEDIATE", []).map_err(StoreError::from)?;
-        // Rolled back unless committed, also when `f` or the commit fails or `f` panics.
-        let open = Open(&self.conn);
-        let out = f(self)?;
-        self.exec("COMMIT", []).map_err(StoreError::from)?;
-        std::mem::forget(open);
-        Ok(out)
+        self.within("BEGIN IMMEDIATE", f)
     }
 
     /// Runs `f`, which only reads, as one read transaction: everything it reads comes from one
@@ -239,7 +231,19 @@ impl Store {
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.exec("BEGIN DEFERRED", []).map_err(StoreError::from)?;
+        self.within("BEGIN DEFERRED", f)
+    }
+
+    /// Runs `f` between `begin` and `COMMIT`, rolled back unless committed.
+    fn within<T, E: From<StoreError>>(
+        &self,
+        begin: &str,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // Inside another transaction this fails ("cannot start a transaction within a
+        // transaction").
+        self.exec(begin, []).map_err(StoreError::from)?;
+        // Rolled back unless committed, also when `f` or the commit fails or `f` panics.
         let open = Open(&self.conn);
         let out = f(self)?;
         self.exec("COMMIT", []).map_err(StoreError::from)?;

@@ -322,16 +322,7 @@ impl Store {
         id: &MessageId,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        Ok(self.exec(
-            "UPDATE messages SET state = ?3, state_at_ms = ?4
-             WHERE peer = ?1 AND id = ?2 AND direction = 0 AND state <> ?3",
-            params![
-                peer.as_bytes().as_slice(),
-                id.as_bytes().as_slice(),
-                MessageState::Delivered.code(),
-                now_ms as i64
-            ],
-        )? == 1)
+        self.move_ours(peer, id, MessageState::Delivered, None, now_ms)
     }
 
     /// Marks our message `id` to `peer` `sent` if it is still `queued` (a copy left, and no
@@ -342,15 +333,35 @@ impl Store {
         id: &MessageId,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
+        self.move_ours(
+            peer,
+            id,
+            MessageState::Sent,
+            Some(MessageState::Queued),
+            now_ms,
+        )
+    }
+
+    /// Moves our message `id` to `peer` to state `to` unless it is there already, and only from
+    /// state `from` if one is given; returns whether it changed.
+    fn move_ours(
+        &self,
+        peer: &NodeId,
+        id: &MessageId,
+        to: MessageState,
+        from: Option<MessageState>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         Ok(self.exec(
             "UPDATE messages SET state = ?3, state_at_ms = ?4
-             WHERE peer = ?1 AND id = ?2 AND direction = 0 AND state = ?5",
+             WHERE peer = ?1 AND id = ?2 AND direction = 0 AND state <> ?3
+               AND (?5 IS NULL OR state = ?5)",
             params![
                 peer.as_bytes().as_slice(),
                 id.as_bytes().as_slice(),
-                MessageState::Sent.code(),
+                to.code(),
                 now_ms as i64,
-                MessageState::Queued.code()
+                from.map(MessageState::code)
             ],
         )? == 1)
     }
@@ -742,6 +753,27 @@ impl Default for HistoryQuery<'_> {
 mod tests {
     use super::*;
 
+    /// Records a message with body "x", written and recorded at 1.
+    fn put(
+        store: &Store,
+        peer: &NodeId,
+        id: &MessageId,
+        direction: Direction,
+        state: MessageState,
+        expires_at_ms: Option<u64>,
+    ) {
+        let m = NewMessage {
+            id,
+            peer,
+            direction,
+            body: "x",
+            sent_at_ms: 1,
+            state,
+            expires_at_ms,
+        };
+        assert!(store.insert_message(&m, 1).unwrap());
+    }
+
     /// How many messages the outbox holds.
     fn waiting(store: &Store) -> u64 {
         store
@@ -765,16 +797,7 @@ mod tests {
             (Direction::Outgoing, MessageState::Queued, None),
         ];
         for (id, (direction, state, expires_at_ms)) in ids.iter().zip(cases) {
-            let m = NewMessage {
-                id,
-                peer: &bob,
-                direction,
-                body: "x",
-                sent_at_ms: 1,
-                state,
-                expires_at_ms,
-            };
-            assert!(store.insert_message(&m, 1).unwrap());
+            put(&store, &bob, id, direction, state, expires_at_ms);
         }
         assert_eq!(waiting(&store), 4);
         let expired = store.expire_outgoing(100).unwrap();
@@ -812,16 +835,7 @@ mod tests {
             (&ours, Direction::Outgoing, MessageState::Queued),
             (&theirs, Direction::Incoming, MessageState::Received),
         ] {
-            let m = NewMessage {
-                id,
-                peer: &bob,
-                direction,
-                body: "x",
-                sent_at_ms: 1,
-                state,
-                expires_at_ms: None,
-            };
-            assert!(store.insert_message(&m, 1).unwrap());
+            put(&store, &bob, id, direction, state, None);
         }
         // A message bob sent us, or an id nobody sent, is not ours to mark.
         let unknown = MessageId::from_bytes([3; 16]);
