@@ -2268,4 +2268,52 @@ mod tests {
         assert!(got.is_err_and(|e| e.is_peer_fault()));
         assert!(reply.is_none());
     }
+
+    #[test]
+    fn a_receipt_delivers_only_our_messages_to_that_peer_each_once() {
+        let store = Store::open_in_memory(&[7; 32]).unwrap();
+        let (bob, carol) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        let state = |peer: &NodeId, c: &Chat| store.message_state(peer, &c.id).unwrap();
+        let receipt = |ids: Vec<MessageId>| Receipt { ids }.encode().unwrap();
+        // Two of ours to bob waiting, one of ours to carol, one chat bob sent us.
+        let (ours, also_ours, carols, theirs) =
+            (chat(1, "a"), chat(2, "b"), chat(3, "c"), chat(4, "d"));
+        for (peer, c) in [(&bob, &ours), (&bob, &also_ours), (&carol, &carols)] {
+            insert_outgoing(&store, peer, c, u64::MAX).unwrap();
+        }
+        let (got, _) = inbound(&store, bob, MessageKind::Chat, &theirs.encode().unwrap()).unwrap();
+        assert!(matches!(got.unwrap(), Inbound::Chats(c) if c == vec![(theirs.clone(), true)]));
+        store.mark_sent(&bob, &also_ours.id, 1).unwrap();
+        // Bob's receipt names ours twice, the sent one, carol's, his own chat and an unknown id.
+        let named = vec![
+            ours.id,
+            also_ours.id,
+            carols.id,
+            theirs.id,
+            chat(9, "").id,
+            ours.id,
+        ];
+        let (got, reply) = inbound(&store, bob, MessageKind::Receipt, &receipt(named)).unwrap();
+        assert!(reply.is_none(), "a receipt is not answered");
+        assert!(
+            matches!(got.unwrap(), Inbound::Delivered(ids) if ids == vec![ours.id, also_ours.id]),
+            "each of our messages to bob is reported delivered once"
+        );
+        let delivered = Some((Direction::Outgoing, MessageState::Delivered));
+        assert_eq!(state(&bob, &ours), delivered);
+        assert_eq!(state(&bob, &also_ours), delivered);
+        assert_eq!(
+            state(&carol, &carols),
+            Some((Direction::Outgoing, MessageState::Queued)),
+            "bob cannot deliver what we sent carol"
+        );
+        assert_eq!(
+            state(&bob, &theirs),
+            Some((Direction::Incoming, MessageState::Received))
+        );
+        // The same receipt again changes nothing and reports nothing.
+        let again = receipt(vec![ours.id]);
+        let (got, _) = inbound(&store, bob, MessageKind::Receipt, &again).unwrap();
+        assert!(matches!(got.unwrap(), Inbound::Delivered(ids) if ids.is_empty()));
+    }
 }
