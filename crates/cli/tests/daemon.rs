@@ -272,6 +272,9 @@ fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts() {
     let status = b.json(&["status", "--json"]);
     assert_eq!(status["messages"]["received"], N as u64 + 1);
     assert_eq!(status["connected"][0]["name"], "Alpha");
+    // Both queued for the other at once: two connections at most, one once the other idles.
+    let connections = status["connections"].as_u64().unwrap();
+    assert!((1..=2).contains(&connections), "{status}");
     let inbox = b.run_ok(&["inbox", "--json", "--limit", "3"]);
     let lines: Vec<Value> = String::from_utf8_lossy(&inbox.stdout)
         .lines()

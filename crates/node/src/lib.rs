@@ -26,6 +26,7 @@ mod limits;
 mod mailbox;
 mod node;
 mod outbox;
+mod pool;
 mod prekeys;
 mod sessions;
 mod tasks;

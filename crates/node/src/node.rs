@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::discovery::{DhtStatus, Discovery, LookupReport, PeerEntry};
 use crate::frames::{write_frame, FrameReader};
 use crate::limits::{ConnectionLimiter, ConnectionSlot, TokenBucket};
 use crate::outbox::{InFlight, Outbox};
+use crate::pool::Pool;
 use crate::prekeys::{LearnedBundles, PreKeys};
 use crate::sessions::{blocking, lock, now_ms, Reply, SessionManager, StoreStep};
 use crate::tasks::Tasks;
@@ -110,6 +111,10 @@ pub struct NodeStatus {
     pub uptime: Duration,
     /// Peers with an open, authenticated connection.
     pub connected: Vec<NodeId>,
+    /// Open messaging connections, authenticated: one per connected peer, and for a short while
+    /// two when a peer and this node dialed each other at once (the one not kept closes once it
+    /// is idle, PROTOCOL.md 9.1).
+    pub connections: usize,
     /// Number of contacts.
     pub contacts: usize,
     /// Messages per (direction, state).
@@ -136,7 +141,9 @@ pub(crate) struct Inner {
     pub(crate) endpoint: Endpoint,
     pub(crate) discovery: Discovery,
     /// One pooled connection per authenticated peer (bounded by `max_connections`).
-    pool: Mutex<HashMap<NodeId, Connection>>,
+    pool: Mutex<Pool>,
+    /// Authenticated messaging connections being served, pooled or not.
+    connections: AtomicUsize,
     /// Where the DHT last found a contact (entries only for contacts we send to).
     resolved: Mutex<HashMap<NodeId, SocketAddr>>,
     /// One dial at a time per peer (entries only for contacts we send to).
@@ -251,7 +258,8 @@ impl Node {
             learned_bundles: Mutex::new(HashMap::new()),
             endpoint,
             discovery,
-            pool: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Pool::new(node_id)),
+            connections: AtomicUsize::new(0),
             resolved: Mutex::new(HashMap::new()),
             dial_locks: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
@@ -345,12 +353,7 @@ impl Node {
     /// The addresses, connections, contacts and message counts of this node.
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         let inner = &self.inner;
-        let mut connected: Vec<NodeId> = lock(&inner.pool)
-            .iter()
-            .filter(|(_, c)| c.close_reason().is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        connected.sort();
+        let connected = lock(&inner.pool).connected();
         let store = inner.store.clone();
         let (contacts, messages) = blocking(move || {
             let store = lock(&store);
@@ -362,6 +365,7 @@ impl Node {
             listen: self.local_addr()?,
             uptime: inner.started.elapsed(),
             connected,
+            connections: inner.connections.load(Ordering::Relaxed),
             contacts,
             messages,
             peers_retrying: inner.outbox.backing_off(),
@@ -775,7 +779,7 @@ impl Inner {
         };
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok((conn, peer))) => {
-                lock(&self.pool).insert(peer, conn.clone());
+                lock(&self.pool).adopt(peer, &conn);
                 // It is up: anything queued for it can go now.
                 self.outbox.reachable(peer);
                 self.serve_connection(conn, peer, slot).await;
@@ -792,6 +796,8 @@ impl Inner {
         peer: NodeId,
         _slot: ConnectionSlot,
     ) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        let _counted = Counted(&self.connections);
         let pipelined = pipelined(&conn);
         // A version-1 stream has the time of one request. On a version-2 stream
         // `handle_stream` gives each wait for an envelope that time, and the whole stream at
@@ -801,8 +807,35 @@ impl Inner {
         } else {
             self.config.request_timeout
         };
+        // A connection we dialed that the pool no longer keeps (the peer's dial was preferred,
+        // PROTOCOL.md 9.1) is closed once it has carried no stream data for a whole `check`:
+        // by then every request that took it has been answered or has timed out. Only we keep
+        // it alive, so only we can close it.
+        let dialed = conn.side() == quinn::Side::Client;
+        let check = (self.config.idle_timeout / 3).max(self.config.request_timeout);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Stream frames sent and received, at the last tick at which the pool did not keep it.
+        let mut unkept_at: Option<u64> = None;
         loop {
-            let (send, recv) = match conn.accept_bi().await {
+            let accepted = tokio::select! {
+                accepted = conn.accept_bi() => accepted,
+                _ = tick.tick(), if dialed => {
+                    let stats = conn.stats();
+                    let frames = stats.frame_tx.stream + stats.frame_rx.stream;
+                    if lock(&self.pool).keeps(&peer, &conn) {
+                        unkept_at = None;
+                    } else if unkept_at == Some(frames) {
+                        tracing::debug!(peer = %peer.short(8), "closing a duplicate connection");
+                        conn.close(code(WireErrorCode::NoError), b"duplicate connection");
+                        break;
+                    } else {
+                        unkept_at = Some(frames);
+                    }
+                    continue;
+                }
+            };
+            let (send, recv) = match accepted {
                 Ok(s) => s,
                 Err(_) => break,
             };
@@ -837,15 +870,9 @@ impl Inner {
         self.evict(peer, &conn);
     }
 
-    /// Removes `conn` from the pool if it is still `peer`'s pooled connection.
+    /// Removes `conn` from the pool, if it is `peer`'s pooled connection or its spare.
     fn evict(&self, peer: NodeId, conn: &Connection) {
-        let mut pool = lock(&self.pool);
-        if pool
-            .get(&peer)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
-            pool.remove(&peer);
-        }
+        lock(&self.pool).evict(&peer, conn);
     }
 
     /// Takes one request from `peer`'s token bucket; `false` if it has none left.
@@ -1029,12 +1056,7 @@ impl Inner {
         once: bool,
     ) -> Result<Connection, NodeError> {
         let peer = contact.node_id;
-        let pooled = |this: &Self| {
-            lock(&this.pool)
-                .get(&peer)
-                .filter(|c| c.close_reason().is_none())
-                .cloned()
-        };
+        let pooled = |this: &Self| lock(&this.pool).get(&peer);
         if let Some(c) = pooled(self) {
             return Ok(c);
         }
@@ -1161,7 +1183,7 @@ impl Inner {
         let conn = tokio::time::timeout(self.config.handshake_timeout, dial)
             .await
             .map_err(|_| NodeError::Timeout("dial"))??;
-        lock(&self.pool).insert(contact.node_id, conn.clone());
+        lock(&self.pool).adopt(contact.node_id, &conn);
         self.tasks.spawn(
             self.clone()
                 .serve_connection(conn.clone(), contact.node_id, slot),
@@ -1829,7 +1851,7 @@ impl Inner {
             if self.is_shutting_down() {
                 return Err(NodeError::ShuttingDown);
             }
-            let depth = if lock(&self.pool).get(&peer).is_some_and(pipelined) {
+            let depth = if lock(&self.pool).get(&peer).is_some_and(|c| pipelined(&c)) {
                 PIPELINE_DEPTH
             } else {
                 1
@@ -2020,6 +2042,15 @@ const PIPELINE_DEPTH: usize = 8;
 
 /// Most envelopes one request stream may carry (dp2ptcs/2): the first, then chats.
 pub(crate) const MAX_ENVELOPES_PER_STREAM: usize = 16;
+
+/// Counts down one when dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Whether `conn` speaks dp2ptcs/2 (several chat envelopes per request stream).
 pub(crate) fn pipelined(conn: &Connection) -> bool {

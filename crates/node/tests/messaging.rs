@@ -490,3 +490,58 @@ async fn a_backlog_larger_than_the_outbox_holds_at_once_arrives_in_order() {
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Two nodes that dial each other at the same moment end with one connection between them, the
+/// same one at both ends, and every message still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_dialing_each_other_at_once_keep_one_connection() {
+    // Keep-alives (and the check for a connection left over) every second.
+    let config = || NodeConfig {
+        idle_timeout: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(1),
+        ..test_config([127, 0, 0, 1])
+    };
+    for round in 0..5 {
+        let (da, db) = (tempdir(), tempdir());
+        let (ka, kb) = (new_keys(), new_keys());
+        let a = start(da.path(), &ka, config()).await;
+        let b = start(db.path(), &kb, config()).await;
+        let (a_contact, b_contact) = (contact_of("a", &ka, &a), contact_of("b", &kb, &b));
+        a.put_contact(&b_contact).await.unwrap();
+        b.put_contact(&a_contact).await.unwrap();
+        let (to_b, to_a) = tokio::time::timeout(SAFETY, async {
+            tokio::join!(
+                a.send_chat(&b_contact, "from a"),
+                b.send_chat(&a_contact, "from b")
+            )
+        })
+        .await
+        .unwrap();
+        to_b.unwrap();
+        to_a.unwrap();
+        let mut last = (0, 0);
+        let settled = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (sa, sb) = (a.status().await.unwrap(), b.status().await.unwrap());
+                if sa.connections == 1 && sb.connections == 1 {
+                    return (sa, sb);
+                }
+                last = (sa.connections, sb.connections);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        let (sa, sb) = settled.unwrap_or_else(|_| {
+            panic!("round {round}: connections at a and b after 10 s: {last:?}")
+        });
+        assert_eq!(sa.connected, vec![b.node_id()]);
+        assert_eq!(sb.connected, vec![a.node_id()]);
+        // The connection kept carries messages both ways.
+        a.send_chat(&b_contact, "again from a").await.unwrap();
+        b.send_chat(&a_contact, "again from b").await.unwrap();
+        assert_eq!(a.status().await.unwrap().connections, 1);
+        assert_eq!(b.status().await.unwrap().connections, 1);
+        a.shutdown(Duration::from_secs(5)).await.unwrap();
+        b.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}

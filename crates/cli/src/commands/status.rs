@@ -27,7 +27,13 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
             None => format!("{}…", &p.node_id[..8]),
         })
         .collect();
-    println!("Connected    {}: {}", peers.len(), list(&peers));
+    println!(
+        "Connected    {}: {} ({} connection{})",
+        peers.len(),
+        list(&peers),
+        s.connections,
+        if s.connections == 1 { "" } else { "s" }
+    );
     let m = &s.messages;
     println!(
         "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent, {} held in mailboxes), {} expired, {} cancelled",

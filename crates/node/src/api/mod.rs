@@ -54,6 +54,10 @@ pub struct Status {
     pub uptime_secs: u64,
     /// Peers with an open, authenticated connection.
     pub connected: Vec<Peer>,
+    /// Open messaging connections: one per connected peer, and for a short while two to a peer
+    /// that dialed this node while it dialed the peer.
+    #[serde(default)]
+    pub connections: usize,
     /// Number of contacts.
     pub contacts: usize,
     /// Message counts.

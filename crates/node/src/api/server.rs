@@ -218,6 +218,7 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
                 name: peer_name(&contacts, id),
             })
             .collect(),
+        connections: s.connections,
         contacts: s.contacts,
         messages: counts,
         peers_retrying: s.peers_retrying,
