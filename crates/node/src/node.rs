@@ -140,7 +140,8 @@ pub(crate) struct Inner {
     pub(crate) learned_bundles: LearnedBundles,
     pub(crate) endpoint: Endpoint,
     pub(crate) discovery: Discovery,
-    /// One pooled connection per authenticated peer (bounded by `max_connections`).
+    /// The connection requests to each authenticated peer go on (bounded by
+    /// `max_connections`), and a spare for a while after both dialed each other.
     pool: Mutex<Pool>,
     /// Authenticated messaging connections being served, pooled or not.
     connections: AtomicUsize,
@@ -823,7 +824,13 @@ impl Inner {
                 _ = tick.tick(), if dialed => {
                     let stats = conn.stats();
                     let frames = stats.frame_tx.stream + stats.frame_rx.stream;
-                    if lock(&self.pool).keeps(&peer, &conn) {
+                    let mut pool = lock(&self.pool);
+                    if pool.keeps(&peer, &conn) {
+                        unkept_at = None;
+                    } else if pool.get(&peer).is_none() {
+                        // The one kept instead closed: this one is the peer's now (it may be
+                        // the peer's spare, in use).
+                        pool.adopt(peer, &conn);
                         unkept_at = None;
                     } else if unkept_at == Some(frames) {
                         tracing::debug!(peer = %peer.short(8), "closing a duplicate connection");

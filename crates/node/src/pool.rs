@@ -8,10 +8,10 @@
 //! other one's dialer closes it once it carries nothing (`PROTOCOL.md` section 9.1).
 //!
 //! A peer that crashed and came back dials us too, while the connection we had to it looks
-//! alive until a packet on it meets the peer's stateless reset. When that connection is the one
-//! the rule prefers, the peer's new one is kept beside it as a *spare*: requests go on the spare
-//! until the preferred one is heard from again (a dead one never is, and closes at our next
-//! keep-alive), and it takes the preferred one's place if that closes.
+//! alive until a packet on it meets the peer's stateless reset (`reset.rs`). When that
+//! connection is the one the rule prefers, the peer's new one is kept beside it as a *spare*:
+//! requests go on the spare until the preferred one is heard from again (a dead one never is,
+//! and closes at our next keep-alive), and it takes the preferred one's place if that closes.
 
 use std::collections::HashMap;
 
@@ -32,7 +32,7 @@ struct Pooled {
     /// A connection the peer dialed while `conn`, which we dialed, was the one both ends keep:
     /// `conn` if that one closes, else closed by the peer once idle.
     spare: Option<Connection>,
-    /// UDP datagrams `conn` had received when the spare came.
+    /// What `conn` had received when the spare came ([`received`]).
     heard: u64,
 }
 
@@ -40,9 +40,12 @@ fn live(conn: &Connection) -> bool {
     conn.close_reason().is_none()
 }
 
-/// UDP datagrams `conn` has received.
+/// Authenticated frames `conn` has received that show the peer is there: acknowledgements (of
+/// our keep-alives, for one), pings and stream data. (Datagrams are counted before they are
+/// authenticated: anyone could send one.)
 fn received(conn: &Connection) -> u64 {
-    conn.stats().udp_rx.datagrams
+    let frames = conn.stats().frame_rx;
+    frames.acks + frames.ping + frames.stream
 }
 
 fn same(a: &Connection, b: &Connection) -> bool {
@@ -230,7 +233,7 @@ mod tests {
         pool.peers[peer].conn.clone()
     }
 
-    /// Has the far end of `conn` send it a datagram, and waits until it arrived.
+    /// Has the far end of `conn` send it stream data, and waits until it arrived.
     async fn hear_from(far: &Connection, conn: &Connection) {
         let before = received(conn);
         let (mut send, _recv) = far.open_bi().await.unwrap();
