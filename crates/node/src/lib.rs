@@ -28,6 +28,7 @@ mod node;
 mod outbox;
 mod pool;
 mod prekeys;
+mod reset;
 mod sessions;
 mod tasks;
 pub mod tls;

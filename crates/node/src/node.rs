@@ -232,7 +232,16 @@ impl Node {
                 client.transport_config(transport(keep_alive)?);
                 Ok(client)
             };
-        let mut endpoint = Endpoint::server(server, config.listen)?;
+        // Resets from this node stay valid after it restarts (reset.rs).
+        let endpoint_config = crate::reset::endpoint_config(keys.database_key());
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| NodeError::Internal("no async runtime for QUIC".into()))?;
+        let mut endpoint = Endpoint::new(
+            endpoint_config,
+            Some(server),
+            std::net::UdpSocket::bind(config.listen)?,
+            runtime,
+        )?;
         endpoint.set_default_client_config(client_for(messaging, true)?);
         let discovery = Discovery::new(
             node_id,
