@@ -583,6 +583,20 @@ impl Node {
         })
     }
 
+    /// Test support: holds the store for `hold` (as a slow disk would), from the moment this
+    /// returns: every commit waits meanwhile.
+    #[doc(hidden)]
+    pub async fn hold_store(&self, hold: Duration) {
+        let store = self.inner.store.clone();
+        let (held, taken) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _store = lock(&store);
+            let _ = held.send(());
+            std::thread::sleep(hold);
+        });
+        let _ = taken.await;
+    }
+
     /// Test support: how many request streams this node served that carried more than one
     /// envelope (messaging version 2).
     #[doc(hidden)]
@@ -947,13 +961,22 @@ impl Inner {
             if handled > 0 && !matches!(kind, MessageKind::Chat | MessageKind::Chats) {
                 return Err(NodeError::JunkAfterFrame);
             }
-            let (_, inbound, reply) = self
-                .sessions
-                .decrypt_with(peer, &env, move |store, plaintext| {
-                    inbound(store, peer, kind, &plaintext)
+            // Recorded and announced together, also if this stream's time runs out meanwhile:
+            // a chat recorded without its event would reach the application only through the
+            // history (the sender's retry is a duplicate, not announced again).
+            let this = self.clone();
+            let reply = self
+                .to_the_end(async move {
+                    let (_, inbound, reply) = this
+                        .sessions
+                        .decrypt_with(peer, &env, move |store, plaintext| {
+                            inbound(store, peer, kind, &plaintext)
+                        })
+                        .await?;
+                    this.announce(peer, inbound?);
+                    Ok(reply)
                 })
                 .await?;
-            self.announce(peer, inbound?);
             if let Some(reply) = reply {
                 write_frame(&mut send, &reply.encode()).await?;
             }
@@ -997,6 +1020,17 @@ impl Inner {
         }
         let _ = send.finish();
         Ok(())
+    }
+
+    /// Runs `work` to its end even if the caller stops waiting (see [`Tasks::spawn_to_end`]).
+    async fn to_the_end<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, NodeError>> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        self.tasks
+            .spawn_to_end(work)
+            .await
+            .map_err(|e| NodeError::Internal(format!("a store step failed: {e}")))?
     }
 
     /// Tells the application (every subscriber).
@@ -1441,7 +1475,8 @@ impl Inner {
     }
 
     /// Records the receipt `frame` from `peer`: its session advance and the delivered states in
-    /// one commit. Returns the ids now delivered, and the ids the receipt names.
+    /// one commit, then reports the messages now delivered, to the end even if the caller stops
+    /// waiting. Returns the ids now delivered, and the ids the receipt names.
     async fn record_receipt(
         self: &Arc<Self>,
         peer: NodeId,
@@ -1451,20 +1486,28 @@ impl Inner {
         if reply.sender != peer || reply.kind != MessageKind::Receipt {
             return Err(NodeError::Authentication("reply is not a receipt"));
         }
-        let (_, (delivered, named), _) = self
-            .sessions
-            .decrypt_with(peer, &reply, move |store, plaintext| {
-                let named = Receipt::decode(&plaintext)
-                    .map(|r| r.ids)
-                    .unwrap_or_default();
-                let (delivered, reply) = inbound(store, peer, MessageKind::Receipt, &plaintext)?;
-                Ok(((delivered, named), reply))
-            })
-            .await?;
-        match delivered? {
-            Inbound::Delivered(ids) => Ok((ids, named)),
-            _ => Err(NodeError::Internal("receipt read as another kind".into())),
-        }
+        let this = self.clone();
+        self.to_the_end(async move {
+            let (_, (delivered, named), _) = this
+                .sessions
+                .decrypt_with(peer, &reply, move |store, plaintext| {
+                    let named = Receipt::decode(&plaintext)
+                        .map(|r| r.ids)
+                        .unwrap_or_default();
+                    let (delivered, reply) =
+                        inbound(store, peer, MessageKind::Receipt, &plaintext)?;
+                    Ok(((delivered, named), reply))
+                })
+                .await?;
+            match delivered? {
+                Inbound::Delivered(ids) => {
+                    this.report_delivered(peer, ids.clone());
+                    Ok((ids, named))
+                }
+                _ => Err(NodeError::Internal("receipt read as another kind".into())),
+            }
+        })
+        .await
     }
 
     /// What became of one request carrying `chats` on `conn`: reports those delivered, marks
@@ -1480,9 +1523,9 @@ impl Inner {
     ) -> Result<Vec<MessageId>, NodeError> {
         let peer = contact.node_id;
         match result {
-            Ok((delivered, named)) => {
+            // The ones delivered were reported as they were recorded.
+            Ok((_, named)) => {
                 self.outbox.reachable(peer);
-                self.report_delivered(peer, delivered);
                 let unnamed: Vec<MessageId> = chats
                     .iter()
                     .map(|c| c.id)

@@ -32,6 +32,18 @@ impl Tasks {
         });
     }
 
+    /// Runs `task` in the background to its end, even if the caller stops waiting for the
+    /// returned handle (a timeout, a cancelled request) and even when the node stops (shutdown
+    /// waits for it). For work that must not stop halfway: a commit and the events that report
+    /// it. `task` must end on its own soon (no wait on the network).
+    pub(crate) fn spawn_to_end<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
     /// Waits until `end` for the tasks to end on their own, then cancels those left and waits
     /// until they have been dropped. Returns how many were cancelled.
     pub(crate) async fn stop(&self, end: Instant) -> usize {

@@ -551,3 +551,49 @@ async fn nodes_dialing_each_other_at_once_keep_one_connection() {
     // the test saw the duplicate it is about.
     assert!(most >= 2, "no round had two connections at once");
 }
+
+/// A chat whose recording outlasts its stream's time (a slow disk) is still announced once it
+/// is recorded: the sender's retry finds it recorded and is not announced again, so without
+/// this the application would never hear of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_recorded_after_its_stream_timed_out_is_announced_once() {
+    let pair = pair(NodeConfig {
+        request_timeout: Duration::from_millis(100),
+        ..test_config([127, 0, 0, 1])
+    })
+    .await;
+    let (a, b, b_contact) = (&pair.a, &pair.b, &pair.b_contact);
+    a.send_chat(b_contact, "first").await.unwrap();
+    let mut events = b.subscribe();
+    // B's commits wait 3 s, longer than its streams may last (16 × 100 ms).
+    b.hold_store(Duration::from_secs(3)).await;
+    let id = a.queue_chat(b_contact, "slow").await.unwrap();
+    tokio::time::timeout(SAFETY, async {
+        loop {
+            if let NodeEvent::Message { id: got, body, .. } = events.recv().await.unwrap() {
+                if got == id {
+                    assert_eq!(body, "slow");
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the chat was never announced");
+    // A retries (its request failed with B's stream) and gets the receipt.
+    tokio::time::timeout(SAFETY, async {
+        while a.message(&b.node_id(), &id).await.unwrap().unwrap().state != MessageState::Delivered
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the chat was never delivered");
+    // A retry still on its way would be a duplicate: give it the time to come.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(e) = events.try_recv() {
+        if let NodeEvent::Message { id: got, .. } = e {
+            assert_ne!(got, id, "announced twice");
+        }
+    }
+}
