@@ -1720,11 +1720,13 @@ impl Inner {
                 .collect();
             let store = self.store.clone();
             let ids: Vec<MessageId> = claims.iter().map(|(id, _)| *id).collect();
-            let cancelled: std::collections::HashSet<MessageId> =
-                blocking(move || Ok(lock(&store).cancel_outgoing_of(&peer, &ids, now_ms())?))
-                    .await?
-                    .into_iter()
-                    .collect();
+            let cancelled: std::collections::HashSet<MessageId> = blocking(move || {
+                // All or none: the events below report exactly what was cancelled.
+                lock(&store).transaction(|s| Ok(s.cancel_outgoing_of(&peer, &ids, now_ms())?))
+            })
+            .await?
+            .into_iter()
+            .collect();
             for (id, claim) in &claims {
                 if !cancelled.contains(id) {
                     continue;
@@ -1796,15 +1798,15 @@ impl Inner {
     /// contact's messages itself, a window at a time.
     async fn outbox_pass(self: &Arc<Self>) -> Result<Instant, NodeError> {
         let store = self.store.clone();
-        let (expired, waiting) = blocking(move || {
-            let store = lock(&store);
-            Ok((store.expire_outgoing(now_ms())?, store.outbox_peers()?))
-        })
-        .await?;
+        let expired = blocking(move || Ok(lock(&store).expire_outgoing(now_ms())?)).await?;
+        // Reported before anything else can fail: they are no longer pending, so no later pass
+        // would report them.
         for (to, id) in expired {
             tracing::info!(id = %id, to = %to.short(8), "message expired before delivery");
             let _ = self.events.send(NodeEvent::Expired { id, to });
         }
+        let store = self.store.clone();
+        let waiting = blocking(move || Ok(lock(&store).outbox_peers()?)).await?;
         let now = Instant::now();
         let mut next = now + self.config.outbox_poll;
         // Wake in time to expire the first message that will.

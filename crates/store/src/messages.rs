@@ -680,21 +680,34 @@ impl Store {
     }
 
     /// Marks every outgoing message still in the outbox whose expiry is at or before `now_ms`
-    /// as `expired`, and returns them (peer, id), oldest first.
+    /// as `expired`, and returns them (peer, id), oldest first. One statement: all of them or
+    /// none, and no body is read (after a long time offline they may be many).
     pub fn expire_outgoing(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
         let now = now_ms.min(i64::MAX as u64) as i64;
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM messages
+            "UPDATE messages SET state = ?2, state_at_ms = ?1
              WHERE direction = 0 AND state IN {PENDING}
-               AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1 ORDER BY seq"
+               AND expires_at_ms IS NOT NULL AND expires_at_ms <= ?1
+             RETURNING seq, peer, id"
         ))?;
-        let expired: Vec<MessageRecord> = stmt
-            .query_map(params![now], from_row)?
-            .collect::<Result<_, _>>()?;
-        for m in &expired {
-            self.set_message_state(&m.peer, &m.id, MessageState::Expired, now_ms)?;
+        let rows = stmt.query_map(params![now, MessageState::Expired.code()], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, peer, id) = row?;
+            let bad = |what: &str| StoreError::Corrupt(format!("message {seq} has a bad {what}"));
+            let peer = <[u8; 32]>::try_from(peer.as_slice()).map_err(|_| bad("peer"))?;
+            let id = <[u8; 16]>::try_from(id.as_slice()).map_err(|_| bad("id"))?;
+            out.push((seq, NodeId::from_bytes(peer), MessageId::from_bytes(id)));
         }
-        Ok(expired.into_iter().map(|m| (m.peer, m.id)).collect())
+        // RETURNING gives no order.
+        out.sort_unstable_by_key(|(seq, _, _)| *seq);
+        Ok(out.into_iter().map(|(_, peer, id)| (peer, id)).collect())
     }
 
     /// How many messages are in each (direction, state).
