@@ -55,6 +55,8 @@ pub enum NodeEvent {
         to: NodeId,
     },
     /// A message we sent outlived its time to live without a receipt: the node gave up on it.
+    /// A copy that left before may still be received; its receipt then reports it
+    /// [`NodeEvent::Delivered`] after all.
     Expired {
         /// The message.
         id: MessageId,
