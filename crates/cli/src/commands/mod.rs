@@ -96,15 +96,40 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// A Unix time in milliseconds as `YYYY-MM-DD hh:mm:ssZ` (UTC).
+/// A Unix time in milliseconds as `YYYY-MM-DD hh:mm:ssZ` (UTC). A time past the year 9999 (a
+/// peer's clock, or a peer, may claim any `sent_at_ms`) is shown as the number it is.
 fn utc_time(ms: u64) -> String {
-    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(when)
-        .to_string()
-        .replace('T', " ")
+    use std::fmt::Write;
+    let mut out = String::new();
+    match std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms)) {
+        Some(when) if write!(out, "{}", humantime::format_rfc3339_seconds(when)).is_ok() => {
+            out.replace('T', " ")
+        }
+        _ => format!("{ms} ms after 1970 (UTC)"),
+    }
 }
 
 /// Prints a JSON value on one line.
 fn print_json(value: &serde_json::Value) {
     println!("{value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_shown_in_utc_and_any_time_a_peer_claims_is_shown_without_failing() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc_time(1_764_028_800_123), "2025-11-25 00:00:00Z");
+        // Past the year 9999, which the formatter refuses.
+        assert_eq!(
+            utc_time(300_000_000_000_000),
+            "300000000000000 ms after 1970 (UTC)"
+        );
+        assert_eq!(
+            utc_time(u64::MAX),
+            format!("{} ms after 1970 (UTC)", u64::MAX)
+        );
+    }
 }
