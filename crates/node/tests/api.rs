@@ -268,6 +268,23 @@ async fn a_contact_added_over_the_socket_can_be_messaged_and_removed() {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].peer, b.node_id().to_hex());
     assert_eq!(kept[0].peer_name, None);
+    // And can be asked for by its full node id (a prefix names only contacts).
+    let by_id = ca
+        .history(&HistoryFilter {
+            peer: Some(b.node_id().to_hex()),
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_id, kept);
+    let err = ca
+        .history(&HistoryFilter {
+            peer: Some(prefix.to_owned()),
+            ..HistoryFilter::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(err), (404, "unknown_contact".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -336,6 +353,44 @@ async fn bad_requests_get_typed_errors_and_the_server_keeps_serving() {
         );
     }
     assert_eq!(ca.status().await.unwrap().node_id, a.node_id().to_hex());
+
+    // Every refusal is a typed JSON error, whatever part of the request is wrong.
+    let big = "x".repeat(api::MAX_REQUEST_BODY + 1);
+    for (request, status, code) in [
+        ("PUT /v1/status".to_owned(), 405, "method_not_allowed"),
+        ("DELETE /v1/contacts/%FF".to_owned(), 400, "bad_request"),
+        ("DELETE /v1/outbox/%FF%FE".to_owned(), 400, "bad_request"),
+        // A misspelt field (`ttl` for `ttl_ms`) is not silently dropped.
+        (
+            format!("POST /v1/messages\r\ncontent-type: application/json\r\ncontent-length: 38\r\n\r\n{}", r#"{"to":"a","text":"at 0400","ttl":7200}"#),
+            400,
+            "bad_request",
+        ),
+        (
+            format!("POST /v1/messages\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}", big.len()),
+            413,
+            "too_large",
+        ),
+    ] {
+        let (line, rest) = request.split_once("\r\n").unwrap_or((&request, ""));
+        let raw = format!("{line} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n{}", if rest.is_empty() { "\r\n" } else { rest });
+        let mut s = tokio::net::UnixStream::connect(ca.socket()).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(SAFETY, s.read_to_end(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{line}: {answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body: api::ErrorBody =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{line}: {e}: {answer}"));
+        assert_eq!(body.code, code, "{line}: {answer}");
+    }
 
     // With the node stopped, the client says so.
     a.shutdown(Duration::from_secs(5)).await.unwrap();
@@ -716,4 +771,45 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     let none = ca.cancel_all("Bravo").await.unwrap();
     assert!(none.cancelled.is_empty());
     assert_eq!(none.to, b_contact.node_id.to_hex());
+}
+
+/// A send waiting for its receipt when the node shuts down is answered with the message's id
+/// and state (it stays queued for the next start), instead of a connection that drops without
+/// the id, which could make the user send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_send_waiting_for_its_receipt_is_answered_when_the_node_shuts_down() {
+    let (da, kb) = (tempdir(), new_keys());
+    let ka = new_keys();
+    let a = start(da.path(), &ka, quick_retries()).await;
+    // B is not running: its address is held by a socket that never answers.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut b_contact = contact_of("b", &kb, &a);
+    b_contact.addresses = vec![hole.local_addr().unwrap()];
+    a.put_contact(&b_contact).await.unwrap();
+    let ca = serve(&a, da.path());
+    let waiting = tokio::spawn(async move {
+        ca.send(&SendRequest {
+            timeout_ms: Some(api::MAX_WAIT_MS),
+            ..send("b", "still waiting", true)
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    let answer = tokio::time::timeout(SAFETY, waiting)
+        .await
+        .expect("the send was not answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.to, kb.identity().node_id().to_hex());
+    assert_eq!(answer.state, "queued");
+    // It is in the outbox for the next start.
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let out = a
+        .message(&b_contact.node_id, &answer.id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.body, "still waiting");
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
 }

@@ -268,8 +268,10 @@ pub struct CancelAllResponse {
     pub in_flight: Vec<String>,
 }
 
-/// `POST /v1/messages`.
+/// `POST /v1/messages`. A field it does not know is refused (a misspelt `ttl_ms` must not
+/// send the message with the default time to live).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// A contact's name, or at least 8 hex digits of its node id.
     pub to: String,
@@ -372,8 +374,8 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// A stable, machine-readable code (`unknown_contact`, `unknown_message`, `not_waiting`,
-    /// `bad_request`, `too_large`, `name_taken`, `already_contact`, `contacts_full`,
-    /// `shutting_down`, `internal`, `not_found`).
+    /// `bad_request`, `too_large`, `name_taken`, `already_contact`, `contacts_full`, `busy`,
+    /// `shutting_down`, `internal`, `not_found`, `method_not_allowed`).
     pub code: String,
     /// A sentence for a person.
     pub error: String,

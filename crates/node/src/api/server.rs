@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -118,6 +118,19 @@ impl From<Refusal> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(e: JsonRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a request body is at most {MAX_REQUEST_BODY} bytes"),
+            );
+        }
+        Self::bad_request(e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
         Self::bad_request(e.body_text())
     }
 }
@@ -161,12 +174,21 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
         .route("/v1/peers", get(peers))
         .route("/v1/lookup/{node_id}", get(lookup))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.shutting_down().await })
         .await?;
     Ok(())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method (see the API table in the README)",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -252,8 +274,9 @@ async fn peers(State(st): State<AppState>) -> Json<Vec<DhtPeer>> {
 
 async fn lookup(
     State(st): State<AppState>,
-    UrlPath(node_id): UrlPath<String>,
+    node_id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<Lookup>, ApiError> {
+    let UrlPath(node_id) = node_id?;
     let target: NodeId = node_id
         .parse()
         .map_err(|_| ApiError::bad_request("a node id is 64 hex digits"))?;
@@ -332,8 +355,9 @@ async fn add_contact(
 
 async fn remove_contact(
     State(st): State<AppState>,
-    UrlPath(query): UrlPath<String>,
+    query: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<Contact>, ApiError> {
+    let UrlPath(query) = query?;
     let contacts = st.node.contacts().await?;
     let contact = contact_named(&contacts, &query)?;
     match st.node.remove_contact(&contact.node_id).await? {
@@ -371,7 +395,7 @@ async fn history(
     let Query(p) = params?;
     let contacts = st.node.contacts().await?;
     let peer = match &p.peer {
-        Some(q) => Some(contact_named(&contacts, q)?.node_id),
+        Some(q) => Some(history_peer(&contacts, q)?),
         None => None,
     };
     let direction = match p.direction.as_deref() {
@@ -401,6 +425,18 @@ async fn history(
             .map(|m| Message::from_record(m, &contacts))
             .collect(),
     ))
+}
+
+/// The peer whose history `query` asks for: a contact (as [`contact_named`]), or any node id in
+/// full (64 hex digits), such as a removed contact's, whose history stays.
+fn history_peer(contacts: &[ContactRecord], query: &str) -> Result<NodeId, ApiError> {
+    match contact_named(contacts, query) {
+        Ok(c) => Ok(c.node_id),
+        Err(e) => match query.parse::<NodeId>() {
+            Ok(id) if e.code == "unknown_contact" => Ok(id),
+            _ => Err(e.into()),
+        },
+    }
 }
 
 /// The recipient `query` names (see [`recipient_named`]).
@@ -443,8 +479,9 @@ async fn outbox(
 
 async fn cancel(
     State(st): State<AppState>,
-    UrlPath(id): UrlPath<String>,
+    id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<CancelResponse>, ApiError> {
+    let UrlPath(id) = id?;
     let id = message_id(&id)?;
     let report = st.node.cancel_message(&id).await?;
     let contacts = st.node.contacts().await?;
@@ -507,7 +544,14 @@ async fn send(
         let wait = Duration::from_millis(req.timeout_ms.unwrap_or(30_000).min(MAX_WAIT_MS));
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
+            // The node shutting down ends the wait: the message stays queued, and the answer
+            // says so with its id (else the client would see the connection drop, without the
+            // id, and might send it again).
+            let received = tokio::select! {
+                r = tokio::time::timeout_at(deadline, events.recv()) => r,
+                () = st.node.shutting_down() => break,
+            };
+            match received {
                 Ok(Ok(NodeEvent::Delivered { id: d, to })) if d == id && to == peer => {
                     state = MessageState::Delivered;
                     break;
