@@ -582,7 +582,7 @@ mod tests {
             direction: Some(dp2ptcs_store::Direction::Incoming),
             after_seq: 0,
             limit: 100,
-            newest: false,
+            ..dp2ptcs_store::HistoryQuery::default()
         };
         let got = node.history(&q).await.unwrap();
         got.into_iter().map(|m| m.body).collect()

@@ -425,7 +425,13 @@ impl Node {
     pub async fn history(&self, q: &HistoryQuery<'_>) -> Result<Vec<MessageRecord>, NodeError> {
         let store = self.inner.store.clone();
         let peer = q.peer.copied();
-        let (direction, after_seq, limit, newest) = (q.direction, q.after_seq, q.limit, q.newest);
+        let (direction, after_seq, limit, newest, max_body_bytes) = (
+            q.direction,
+            q.after_seq,
+            q.limit,
+            q.newest,
+            q.max_body_bytes,
+        );
         blocking(move || {
             Ok(lock(&store).history(&HistoryQuery {
                 peer: peer.as_ref(),
@@ -433,6 +439,7 @@ impl Node {
                 after_seq,
                 limit,
                 newest,
+                max_body_bytes,
             })?)
         })
         .await
@@ -2352,7 +2359,7 @@ mod tests {
                 direction: Some(Direction::Incoming),
                 after_seq: 0,
                 limit: 10,
-                newest: false,
+                ..HistoryQuery::default()
             })
             .unwrap();
         let bodies: Vec<&str> = history.iter().map(|m| m.body.as_str()).collect();

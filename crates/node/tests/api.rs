@@ -200,6 +200,7 @@ async fn a_contact_added_over_the_socket_can_be_messaged_and_removed() {
             after_seq: 0,
             limit: 10,
             newest: false,
+            max_body_bytes: usize::MAX,
         })
         .await
         .unwrap();

@@ -204,7 +204,7 @@ async fn received(node: &dp2ptcs_node::Node, peer: &dp2ptcs_types::NodeId) -> Ve
         direction: Some(Direction::Incoming),
         after_seq: 0,
         limit: 1000,
-        newest: false,
+        ..HistoryQuery::default()
     };
     node.history(&q)
         .await

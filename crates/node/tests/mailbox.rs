@@ -165,6 +165,7 @@ async fn states(node: &Node, peer: &ContactRecord) -> Vec<(MessageId, MessageSta
         after_seq: 0,
         limit: 10_000,
         newest: false,
+        max_body_bytes: usize::MAX,
     })
     .await
     .unwrap()
@@ -201,6 +202,7 @@ async fn received(node: &Node, from: &NodeId) -> Vec<String> {
         after_seq: 0,
         limit: 100,
         newest: false,
+        max_body_bytes: usize::MAX,
     })
     .await
     .unwrap()

@@ -309,6 +309,7 @@ async fn chats_being_sent_at_shutdown_wait_in_the_outbox() {
             after_seq: 0,
             limit: 1000,
             newest: false,
+            max_body_bytes: usize::MAX,
         })
         .await
         .unwrap();

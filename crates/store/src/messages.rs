@@ -409,7 +409,8 @@ impl Store {
     }
 
     /// The history matching `q`, oldest first. With `q.newest`, the last `q.limit` matching
-    /// messages (still oldest first); otherwise the first `q.limit` after `q.after_seq`.
+    /// messages (still oldest first); otherwise the first `q.limit` after `q.after_seq`. Fewer
+    /// if their bodies reach `q.max_body_bytes` first (the newest ones, with `q.newest`).
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<MessageRecord>, StoreError> {
         let order = if q.newest { "DESC" } else { "ASC" };
         let mut stmt = self.conn.prepare_cached(&format!(
@@ -426,7 +427,16 @@ impl Store {
             ],
             from_row,
         )?;
-        let mut out: Vec<MessageRecord> = rows.collect::<Result<_, _>>()?;
+        let mut out: Vec<MessageRecord> = Vec::new();
+        let mut bytes = 0usize;
+        for row in rows {
+            let m = row?;
+            bytes = bytes.saturating_add(m.body.len());
+            out.push(m);
+            if bytes >= q.max_body_bytes {
+                break;
+            }
+        }
         if q.newest {
             out.reverse();
         }
@@ -748,6 +758,10 @@ pub struct HistoryQuery<'a> {
     pub limit: u32,
     /// The newest `limit` instead of the oldest.
     pub newest: bool,
+    /// Stop once the bodies read reach this many bytes (the message that reaches it is
+    /// included, so a page is never empty while messages match): a page of long messages
+    /// stays within memory; the caller reads on after the last one.
+    pub max_body_bytes: usize,
 }
 
 impl Default for HistoryQuery<'_> {
@@ -758,6 +772,7 @@ impl Default for HistoryQuery<'_> {
             after_seq: 0,
             limit: 100,
             newest: false,
+            max_body_bytes: usize::MAX,
         }
     }
 }
@@ -795,6 +810,55 @@ mod tests {
             .iter()
             .map(|p| p.waiting)
             .sum()
+    }
+
+    #[test]
+    fn a_history_page_stops_once_its_bodies_reach_the_byte_budget() {
+        let store = Store::open_in_memory(&[1; 32]).unwrap();
+        let bob = NodeId::from_bytes([2; 32]);
+        let bodies: Vec<String> = (0..5u8)
+            .map(|i| char::from(b'a' + i).to_string().repeat(100))
+            .collect();
+        for (i, body) in bodies.iter().enumerate() {
+            let m = NewMessage {
+                id: &MessageId::from_bytes([i as u8; 16]),
+                peer: &bob,
+                direction: Direction::Incoming,
+                body,
+                sent_at_ms: 1,
+                state: MessageState::Received,
+                expires_at_ms: None,
+            };
+            assert!(store.insert_message(&m, 1).unwrap());
+        }
+        let page = |after_seq, newest, max_body_bytes| -> Vec<String> {
+            let q = HistoryQuery {
+                after_seq,
+                newest,
+                max_body_bytes,
+                ..HistoryQuery::default()
+            };
+            store
+                .history(&q)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.body)
+                .collect()
+        };
+        // The message that reaches the budget is included.
+        assert_eq!(page(0, false, 250), bodies[..3]);
+        assert_eq!(page(0, false, 300), bodies[..3]);
+        assert_eq!(page(0, true, 250), bodies[2..]);
+        // Never empty while messages match; the next page goes on after the last one.
+        assert_eq!(page(0, false, 0), bodies[..1]);
+        let first = store
+            .history(&HistoryQuery {
+                max_body_bytes: 250,
+                ..HistoryQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page(first[2].seq, false, 250), bodies[3..]);
+        assert_eq!(page(0, false, usize::MAX), bodies);
     }
 
     #[test]

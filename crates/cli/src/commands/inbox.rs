@@ -64,15 +64,15 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
                     ..filter(args)
                 })
                 .await?;
-            let full = page.len() == 1000;
+            // A page may stop short of 1000 (long bodies): read on until one is empty.
+            if page.is_empty() {
+                break;
+            }
             for m in &page {
                 last_seq = last_seq.max(m.seq);
                 if shown.insert(m.seq) {
                     show(m, args.json)?;
                 }
-            }
-            if !full {
-                break;
             }
         }
     }

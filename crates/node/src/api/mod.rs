@@ -36,6 +36,10 @@ pub const SOCKET_FILE: &str = "api.sock";
 pub const MAX_REQUEST_BODY: usize = 128 * 1024;
 /// Most messages one history request returns.
 pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+/// A page of `GET /v1/messages` stops once its bodies reach this many bytes (the message that
+/// reaches it included): the answer, and what the node holds to make it, stay within memory
+/// however long the messages. A client reads on with `after`.
+pub const MAX_HISTORY_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Longest a `wait`ing send request may wait for its receipt.
 pub const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
 

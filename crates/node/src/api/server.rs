@@ -26,7 +26,7 @@ use super::{
     cancel_answer, contact_named, message_id, peer_name, recipient_named, AddContactRequest,
     AddContactResponse, CancelAllResponse, CancelResponse, Contact, Counts, DhtPeer, DhtPeerRef,
     DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message, Peer, Refusal, SendRequest,
-    SendResponse, Status, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    SendResponse, Status, MAX_HISTORY_BODY_BYTES, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
 
@@ -417,6 +417,7 @@ async fn history(
             after_seq: p.after.unwrap_or(0),
             limit,
             newest: p.newest.unwrap_or(false),
+            max_body_bytes: MAX_HISTORY_BODY_BYTES,
         })
         .await?;
     Ok(Json(
