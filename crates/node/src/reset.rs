@@ -1,4 +1,4 @@
-//! The keys of the node's QUIC stateless resets and connection IDs, the same at every start.
+//! The key of the node's QUIC stateless resets, the same at every start.
 //!
 //! When a node restarts, its peers still hold the connections they had to it. A packet of such a
 //! connection reaches the new endpoint, which knows nothing of it and answers with a *stateless
@@ -6,12 +6,17 @@
 //! endpoint, which the peer learned when the connection was set up. With quinn's default key,
 //! drawn afresh at every start, the restarted node's token is not the one the peer holds: the
 //! peer ignores the reset and keeps sending into the old connection until a request times out
-//! or the idle timeout ends it. Keys derived from the node's database key (`PROTOCOL.md`
-//! section 9.1) make the restarted node's reset valid: the peer learns that the connection is
-//! gone from its first packet after the restart, and dials again. Two keys: the reset key, and
-//! the key with which quinn's connection IDs carry a check value (an endpoint answers a packet
-//! for an unknown connection only if its ID passes the check; with a fresh key at every start,
-//! the restarted node would drop the packet instead).
+//! or the idle timeout ends it. A key derived from the node's database key (`PROTOCOL.md`
+//! section 9.1) makes the restarted node's reset valid: the peer learns that the connection is
+//! gone from its first packet after the restart, and dials again.
+//!
+//! Connection IDs are 8 random bytes. quinn's default IDs carry a check value keyed afresh at
+//! every start, and an endpoint answers only a packet whose ID passes the check: the restarted
+//! node would drop the packet instead of resetting. A check keyed the same at every start would
+//! not do either: its IDs have 3 random bytes and a check an observer can undo, so the tokens
+//! of every ID the node will ever use could be collected from it over a few days. With random
+//! IDs, an unknown ID gets a reset (at most one per 20 ms) whose token is for an ID that no
+//! connection will use.
 //!
 //! The key is never sent; a token only ever travels inside the encrypted connection, and knowing
 //! one lets its holder close that one connection, which the peer at the other end can anyway.
@@ -24,18 +29,15 @@ use zeroize::Zeroizing;
 
 /// `info` of the HKDF that derives the reset key from the database key.
 const INFO: &[u8] = b"DP2PTCS QUIC stateless reset key v1";
-/// `info` of the HKDF that derives the connection ID key from the database key.
-const CID_INFO: &[u8] = b"DP2PTCS QUIC connection ID key v1";
+/// Length of a connection ID, random bytes.
+const CID_LEN: usize = 8;
 
 /// The endpoint configuration of the node whose database key is `database_key`: quinn's
-/// defaults, with the reset key and the connection ID key derived from it.
+/// defaults, with the reset key derived from it and random connection IDs.
 pub(crate) fn endpoint_config(database_key: &[u8; 32]) -> quinn::EndpointConfig {
     let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey::derive(database_key)));
-    let mut cid_key = Zeroizing::new([0u8; 8]);
-    dp2ptcs_crypto::kdf::hkdf_sha256(None, database_key, CID_INFO, cid_key.as_mut());
-    let cid_key = u64::from_le_bytes(*cid_key);
-    config.cid_generator(move || {
-        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    config.cid_generator(|| {
+        Box::new(quinn_proto::RandomConnectionIdGenerator::new(CID_LEN))
             as Box<dyn quinn::ConnectionIdGenerator>
     });
     config
