@@ -1692,16 +1692,20 @@ impl Inner {
         // Claimed while its state changes: every sender claims a message before it checks its
         // state, so none takes it up after this. A claim held elsewhere may be a copy leaving.
         let claim = self.outbox.claim(found.peer, id);
-        let store = self.store.clone();
-        let outcome = blocking(move || Ok(lock(&store).cancel_outgoing(&id, now_ms())?)).await?;
+        let (store, events, to) = (self.store.clone(), self.events.clone(), found.peer);
+        let outcome = blocking(move || {
+            let store = lock(&store);
+            let outcome = store.cancel_outgoing(&id, now_ms())?;
+            // Reported while the store is still held (see `cancel_messages_to`).
+            if matches!(outcome, Cancel::Cancelled { .. }) {
+                let _ = events.send(NodeEvent::Cancelled { id, to });
+            }
+            Ok(outcome)
+        })
+        .await?;
         let cancelled = matches!(outcome, Cancel::Cancelled { .. });
         let in_flight = cancelled && claim.is_none();
         drop(claim);
-        if cancelled {
-            let _ = self
-                .events
-                .send(NodeEvent::Cancelled { id, to: found.peer });
-        }
         Ok(CancelReport { outcome, in_flight })
     }
 
@@ -1729,9 +1733,18 @@ impl Inner {
                 .collect();
             let store = self.store.clone();
             let ids: Vec<MessageId> = claims.iter().map(|(id, _)| *id).collect();
+            let events = self.events.clone();
             let cancelled: std::collections::HashSet<MessageId> = blocking(move || {
-                // All or none: the events below report exactly what was cancelled.
-                lock(&store).transaction(|s| Ok(s.cancel_outgoing_of(&peer, &ids, now_ms())?))
+                // All or none, and reported while the store is still held: a receipt recorded
+                // right after reports Delivered after these (PROTOCOL.md 6.1).
+                let store = lock(&store);
+                let cancelled = store.transaction(|s| {
+                    Ok::<_, NodeError>(s.cancel_outgoing_of(&peer, &ids, now_ms())?)
+                })?;
+                for id in &cancelled {
+                    let _ = events.send(NodeEvent::Cancelled { id: *id, to: peer });
+                }
+                Ok(cancelled)
             })
             .await?
             .into_iter()
@@ -1743,7 +1756,6 @@ impl Inner {
                 if claim.is_none() {
                     report.in_flight.push(*id);
                 }
-                let _ = self.events.send(NodeEvent::Cancelled { id: *id, to: peer });
                 report.cancelled.push(*id);
             }
             drop(claims);
@@ -1806,14 +1818,19 @@ impl Inner {
     /// returns when the next pass is due. Reads no message body: each worker reads its
     /// contact's messages itself, a window at a time.
     async fn outbox_pass(self: &Arc<Self>) -> Result<Instant, NodeError> {
-        let store = self.store.clone();
-        let expired = blocking(move || Ok(lock(&store).expire_outgoing(now_ms())?)).await?;
-        // Reported before anything else can fail: they are no longer pending, so no later pass
-        // would report them.
-        for (to, id) in expired {
-            tracing::info!(id = %id, to = %to.short(8), "message expired before delivery");
-            let _ = self.events.send(NodeEvent::Expired { id, to });
-        }
+        let (store, events) = (self.store.clone(), self.events.clone());
+        blocking(move || {
+            let store = lock(&store);
+            // Reported at once, while the store is still held: before anything else can fail
+            // (they are no longer pending, so no later pass would report them), and before a
+            // receipt recorded right after reports Delivered (PROTOCOL.md 6.1).
+            for (to, id) in store.expire_outgoing(now_ms())? {
+                tracing::info!(id = %id, to = %to.short(8), "message expired before delivery");
+                let _ = events.send(NodeEvent::Expired { id, to });
+            }
+            Ok(())
+        })
+        .await?;
         let store = self.store.clone();
         let waiting = blocking(move || Ok(lock(&store).outbox_peers()?)).await?;
         let now = Instant::now();

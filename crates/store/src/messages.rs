@@ -690,9 +690,14 @@ impl Store {
     }
 
     /// Marks every outgoing message still in the outbox whose expiry is at or before `now_ms`
-    /// as `expired`, and returns them (peer, id), oldest first. One statement: all of them or
-    /// none, and no body is read (after a long time offline they may be many).
+    /// as `expired`, and returns them (peer, id), oldest first. All of them or none (a row
+    /// that does not read back undoes the lot: each must be reported), and no body is read
+    /// (after a long time offline they may be many).
     pub fn expire_outgoing(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
+        self.savepoint(|s| s.expire_outgoing_now(now_ms))?
+    }
+
+    fn expire_outgoing_now(&self, now_ms: u64) -> Result<Vec<(NodeId, MessageId)>, StoreError> {
         let now = now_ms.min(i64::MAX as u64) as i64;
         let mut stmt = self.conn.prepare_cached(&format!(
             "UPDATE messages SET state = ?2, state_at_ms = ?1

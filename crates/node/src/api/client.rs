@@ -59,7 +59,8 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
 /// Which messages [`Client::history`] asks for (see `GET /v1/messages`).
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
-    /// A contact's name or node-id prefix.
+    /// A contact's name or node-id prefix, or any node id in full (64 hex digits), such as a
+    /// removed contact's.
     pub peer: Option<String>,
     /// `incoming` or `outgoing`.
     pub direction: Option<String>,
