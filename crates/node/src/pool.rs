@@ -162,29 +162,19 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use quinn::{ClientConfig, Endpoint, ServerConfig};
+    use quinn::Endpoint;
 
     use super::*;
     use crate::{tls, SERVER_NAME};
 
     /// A QUIC endpoint on loopback with the node's TLS settings.
     fn endpoint() -> Endpoint {
-        let server =
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto().unwrap())
-                .unwrap();
-        let client =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto().unwrap())
-                .unwrap();
-        let mut ep = Endpoint::server(
-            ServerConfig::with_crypto(Arc::new(server)),
-            "127.0.0.1:0".parse().unwrap(),
+        tls::test_endpoint(
+            quinn::EndpointConfig::default(),
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
         )
-        .unwrap();
-        ep.set_default_client_config(ClientConfig::new(Arc::new(client)));
-        ep
     }
 
     /// Real connections between two endpoints, as `us` sees them: one we dialed (client side)

@@ -97,7 +97,7 @@ mod tests {
     use std::time::Duration;
 
     use quinn::crypto::HmacKey;
-    use quinn::{ClientConfig, ConnectionError, Endpoint, ServerConfig};
+    use quinn::{ConnectionError, Endpoint};
 
     use super::*;
     use crate::{tls, SERVER_NAME};
@@ -119,21 +119,7 @@ mod tests {
 
     /// An endpoint on `socket` with the node's TLS settings and this reset key.
     fn endpoint(socket: std::net::UdpSocket, database_key: [u8; 32]) -> Endpoint {
-        let server =
-            quinn::crypto::rustls::QuicServerConfig::try_from(tls::server_crypto().unwrap())
-                .unwrap();
-        let client =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls::client_crypto().unwrap())
-                .unwrap();
-        let mut ep = Endpoint::new(
-            endpoint_config(&database_key),
-            Some(ServerConfig::with_crypto(Arc::new(server))),
-            socket,
-            quinn::default_runtime().unwrap(),
-        )
-        .unwrap();
-        ep.set_default_client_config(ClientConfig::new(Arc::new(client)));
-        ep
+        tls::test_endpoint(endpoint_config(&database_key), socket)
     }
 
     fn udp(addr: SocketAddr) -> std::net::UdpSocket {

@@ -95,6 +95,28 @@ impl ServerCertVerifier for AcceptAnyCertificate {
     }
 }
 
+/// Test support: a QUIC endpoint on `socket` with `config` and the node's TLS settings, as
+/// server and as client.
+#[cfg(test)]
+pub(crate) fn test_endpoint(
+    config: quinn::EndpointConfig,
+    socket: std::net::UdpSocket,
+) -> quinn::Endpoint {
+    let server =
+        quinn::crypto::rustls::QuicServerConfig::try_from(server_crypto().unwrap()).unwrap();
+    let client =
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_crypto().unwrap()).unwrap();
+    let mut ep = quinn::Endpoint::new(
+        config,
+        Some(quinn::ServerConfig::with_crypto(Arc::new(server))),
+        socket,
+        quinn::default_runtime().unwrap(),
+    )
+    .unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(client)));
+    ep
+}
+
 /// The messaging protocols a node speaks, preferred first.
 pub const MESSAGING: [&[u8]; 2] = [ALPN, ALPN_V1];
 
