@@ -814,3 +814,70 @@ async fn a_send_waiting_for_its_receipt_is_answered_when_the_node_shuts_down() {
     assert_eq!(out.body, "still waiting");
     a.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_server_answers_busy_and_closes_connections_that_send_nothing() {
+    let da = tempdir();
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, quick_retries()).await;
+    // B never runs: a message to it stays queued until it is cancelled.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut b_contact = contact_of("b", &kb, &a);
+    b_contact.addresses = vec![hole.local_addr().unwrap()];
+    a.put_contact(&b_contact).await.unwrap();
+    let ca = serve(&a, da.path());
+
+    // An event stream and connections that never send a request fill the server.
+    let mut events = ca.events().await.unwrap();
+    let mut silent = Vec::new();
+    for _ in 1..api::MAX_CONNECTIONS {
+        silent.push(tokio::net::UnixStream::connect(ca.socket()).await.unwrap());
+    }
+    // The server takes connections in order, so the next one is past the limit.
+    let (status, code) = api_code(ca.status().await.unwrap_err());
+    assert_eq!((status, code.as_str()), (503, "busy"));
+    let (status, code) = api_code(ca.events().await.unwrap_err());
+    assert_eq!((status, code.as_str()), (503, "busy"));
+
+    // The silent ones are closed once the header read timeout passes; the server serves again.
+    for s in &mut silent {
+        let mut rest = Vec::new();
+        tokio::time::timeout(SAFETY, s.read_to_end(&mut rest))
+            .await
+            .expect("a connection that sent nothing is still open")
+            .ok();
+        assert!(
+            rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    let sent = tokio::time::timeout(SAFETY, async {
+        loop {
+            match ca.send(&send("b", "queued", false)).await {
+                Ok(sent) => return sent,
+                Err(ClientError::Api { status: 503, .. }) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the server did not serve again");
+    // The event stream, which had its answer, was not closed with them.
+    ca.cancel(&sent.id).await.unwrap();
+    let event = tokio::time::timeout(SAFETY, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event,
+        Event::Cancelled {
+            id: sent.id.clone(),
+            to: b_contact.node_id.to_hex()
+        }
+    );
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -164,14 +164,7 @@ impl Client {
             .map_err(protocol)?
             .to_bytes();
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(e) => ClientError::Api {
-                    status: status.as_u16(),
-                    code: e.code,
-                    message: e.error,
-                },
-                Err(_) => ClientError::Protocol(format!("HTTP {status} without an error body")),
-            });
+            return Err(refusal(status, &bytes));
         }
         let value = serde_json::from_slice(&bytes).map_err(protocol)?;
         Ok((status, value))
@@ -270,17 +263,32 @@ impl Client {
     /// `GET /v1/events`: the stream of events from now on.
     pub async fn events(&self) -> Result<EventStream, ClientError> {
         let response = self.request(Method::GET, "/v1/events", None).await?;
-        if !response.status().is_success() {
-            return Err(ClientError::Protocol(format!(
-                "HTTP {} for the event stream",
-                response.status()
-            )));
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(protocol)?
+                .to_bytes();
+            return Err(refusal(status, &bytes));
         }
         Ok(EventStream {
             body: response.into_body(),
             buf: Vec::new(),
             data: String::new(),
         })
+    }
+}
+
+/// The error an answer with a failure status carries.
+fn refusal(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.error,
+        },
+        Err(_) => ClientError::Protocol(format!("HTTP {status} without an error body")),
     }
 }
 

@@ -18,17 +18,30 @@ use dp2ptcs_crypto::ContactUri;
 use dp2ptcs_store::{AddOutcome, ContactRecord, Direction, HistoryQuery, MessageState, StoreError};
 use dp2ptcs_types::{MessageId, NodeId};
 use futures_util::Stream;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
 
 use super::{
     cancel_answer, contact_named, message_id, peer_name, recipient_named, AddContactRequest,
     AddContactResponse, CancelAllResponse, CancelResponse, Contact, Counts, DhtPeer, DhtPeerRef,
     DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message, Peer, Refusal, SendRequest,
-    SendResponse, Status, MAX_HISTORY_BODY_BYTES, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    SendResponse, Status, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HISTORY_BODY_BYTES,
+    MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
+
+/// Connections past [`MAX_CONNECTIONS`] being answered `busy` at once; past this, they are
+/// closed unanswered.
+const MAX_REFUSING: usize = 16;
+/// Pause after a failed `accept` (out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What the server reports that the node itself does not know.
 #[derive(Debug, Clone, Default)]
@@ -177,10 +190,70 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.shutting_down().await })
-        .await?;
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut refuse = http.clone();
+    refuse.keep_alive(false);
+    let serving = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to be freed rather
+                    // than spin.
+                    tracing::warn!(error = %e, "local API cannot accept a connection");
+                    tokio::select! {
+                        () = tokio::time::sleep(ACCEPT_ERROR_PAUSE) => continue,
+                        () = stop.shutting_down() => break,
+                    }
+                }
+            },
+            () = stop.shutting_down() => break,
+        };
+        let io = TokioIo::new(stream);
+        if let Ok(permit) = Arc::clone(&serving).try_acquire_owned() {
+            let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "local API connection ended");
+                }
+                drop(permit);
+            });
+        } else if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
+            let conn =
+                refuse.serve_connection(io, service_fn(|_| async { Ok::<_, Infallible>(busy()) }));
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+        // Past both, the connection is closed unanswered: a client opening connections that
+        // fast is not reading answers either.
+    }
+    drop(listener);
+    // In-flight requests are answered (a waiting send with its id); event streams end with
+    // the node's shutdown.
+    graceful.shutdown().await;
     Ok(())
+}
+
+/// The answer to a connection past [`MAX_CONNECTIONS`].
+fn busy() -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!(
+            "the local API serves at most {MAX_CONNECTIONS} connections at once (each followed \
+             event stream holds one); close some and try again"
+        ),
+    )
+    .into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
