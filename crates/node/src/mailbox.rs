@@ -434,35 +434,47 @@ impl Inner {
                     .await?
                     .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
                 let kind = init.first_message.kind;
-                // The first message is recorded in the transaction that saves the session.
-                let recorded = self
-                    .sessions
-                    .install_with(peer, session, false, move |tx| {
-                        inbound(tx, peer, kind, &plaintext)
+                // Recorded and announced together, also if the fetch is cancelled meanwhile (a
+                // chat recorded without its event would reach the application only through the
+                // history: the next fetch's copy is a duplicate, not announced).
+                let this = self.clone();
+                return self
+                    .to_the_end(async move {
+                        // The first message is recorded in the transaction that saves the
+                        // session.
+                        let recorded = this
+                            .sessions
+                            .install_with(peer, session, false, move |tx| {
+                                inbound(tx, peer, kind, &plaintext)
+                            })
+                            .await;
+                        let (handle, (result, reply)) = match recorded {
+                            Ok(done) => done,
+                            Err(e) => {
+                                // Neither was saved, and the initial message is used: the
+                                // session is saved as it was before the first message, which
+                                // then opens again at the next fetch like any later one. Until
+                                // then the session cannot send (a responder sends only once it
+                                // has received); any later message of the contact's opens it
+                                // too.
+                                this.sessions.install(peer, start, false).await?;
+                                return Err(e);
+                            }
+                        };
+                        // Announced before the receipt is made: what is recorded is announced
+                        // even if that fails.
+                        this.announce(peer, result?);
+                        let receipt = match reply {
+                            Some((kind, plaintext)) => Some(
+                                this.sessions
+                                    .encrypt(peer, &handle, kind, plaintext)
+                                    .await?,
+                            ),
+                            None => None,
+                        };
+                        Ok((Taken::Done, receipt))
                     })
                     .await;
-                let (handle, (result, reply)) = match recorded {
-                    Ok(done) => done,
-                    Err(e) => {
-                        // Neither was saved, and the initial message is used: the session is
-                        // saved as it was before the first message, which then opens again at
-                        // the next fetch like any later one. Until then the session cannot send
-                        // (a responder sends only once it has received); any later message of
-                        // the contact's opens it too.
-                        self.sessions.install(peer, start, false).await?;
-                        return Err(e);
-                    }
-                };
-                let receipt = match reply {
-                    Some((kind, plaintext)) => Some(
-                        self.sessions
-                            .encrypt(peer, &handle, kind, plaintext)
-                            .await?,
-                    ),
-                    None => None,
-                };
-                self.announce(peer, result?);
-                return Ok((Taken::Done, receipt));
             }
         };
         match self.open(peer, &env).await {
@@ -485,14 +497,20 @@ impl Inner {
             return Err(NodeError::Authentication("unexpected mailbox message"));
         }
         let kind = env.kind;
-        let (_, result, receipt) = self
-            .sessions
-            .decrypt_with(peer, env, move |store, plaintext| {
-                inbound(store, peer, kind, &plaintext)
-            })
-            .await?;
-        self.announce(peer, result?);
-        Ok((Taken::Done, receipt))
+        // Recorded and announced together, as in `take_one`.
+        let this = self.clone();
+        let env = env.clone();
+        self.to_the_end(async move {
+            let (_, result, receipt) = this
+                .sessions
+                .decrypt_with(peer, &env, move |store, plaintext| {
+                    inbound(store, peer, kind, &plaintext)
+                })
+                .await?;
+            this.announce(peer, result?);
+            Ok((Taken::Done, receipt))
+        })
+        .await
     }
 
     /// Sends receipts for messages taken from the mailbox: directly if `contact` answers, else

@@ -1032,7 +1032,7 @@ impl Inner {
     }
 
     /// Runs `work` to its end even if the caller stops waiting (see [`Tasks::spawn_to_end`]).
-    async fn to_the_end<T: Send + 'static>(
+    pub(crate) async fn to_the_end<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = Result<T, NodeError>> + Send + 'static,
     ) -> Result<T, NodeError> {
