@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::frames::write_frame;
-use crate::node::{inbound, Inner};
+use crate::node::{inbound, overdue, Inner};
 use crate::sessions::{blocking, lock, now_ms};
 use crate::NodeError;
 
@@ -214,6 +214,10 @@ impl Inner {
         for m in msgs {
             if self.is_shutting_down() {
                 return Err(NodeError::ShuttingDown);
+            }
+            // Holders refuse an item past its time, which would stop the deposits after it.
+            if overdue(m, now_ms()) {
+                continue;
             }
             let Some(_claim) = self.outbox.claim(peer, m.id) else {
                 continue;

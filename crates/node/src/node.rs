@@ -2029,6 +2029,7 @@ impl Inner {
         next: &mut usize,
     ) -> (Vec<InFlight>, Vec<Chat>) {
         let (mut claims, mut chats, mut len) = (Vec::new(), Vec::new(), 0);
+        let now = now_ms();
         while let Some(m) = msgs.get(*next) {
             let chat = Chat {
                 id: m.id,
@@ -2041,6 +2042,10 @@ impl Inner {
                 break;
             }
             *next += 1;
+            // Past its time to live, it is the outbox pass's to expire, not to send.
+            if overdue(m, now) {
+                continue;
+            }
             let Some(claim) = self.outbox.claim(peer, m.id) else {
                 continue;
             };
@@ -2107,6 +2112,12 @@ impl Inner {
             Err(e) => tracing::debug!(error = %e, to = %peer, "mailbox deposit failed"),
         }
     }
+}
+
+/// Whether outgoing message `m` is past its time to live at `now_ms`: it is neither sent nor
+/// deposited any more (holders would refuse it), only expired by the next outbox pass.
+pub(crate) fn overdue(m: &MessageRecord, now_ms: u64) -> bool {
+    m.expires_at_ms.is_some_and(|at| at <= now_ms)
 }
 
 /// The payload of an envelope carrying `chats`: a lone chat as `Chat`, more as `Chats`.
