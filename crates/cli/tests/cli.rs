@@ -373,7 +373,8 @@ fn interactive_prompt_asks_twice_without_echo() {
                 }
             })
         };
-        // Type each line only once its prompt is shown (and, a moment later, echo is off).
+        // Type each line only once its prompt is shown and, a moment later, echo is off (the
+        // prompt is written before echo is turned off; a second covers a loaded machine).
         let mut stdin = child.stdin.take().unwrap();
         for (line, prompt) in input.lines().zip(PROMPTS) {
             let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -381,7 +382,7 @@ fn interactive_prompt_asks_twice_without_echo() {
                 assert!(std::time::Instant::now() < end, "no prompt {prompt:?}");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(std::time::Duration::from_secs(1));
             writeln!(stdin, "{line}").unwrap();
         }
         drop(stdin);
@@ -823,14 +824,15 @@ fn change_passphrase_re_encrypts_atomically() {
 
 #[test]
 fn nothing_readable_at_rest() {
-    let alice = Node::init("Alice");
+    // Names long enough that ciphertext does not hold them by chance.
+    let alice = Node::init("Alice of Alpha");
     let bob = Node::init("Bravo Six");
     alice.run_ok(&["contact", "add", &bob.uri()]);
     let alice_id = alice.json(&["id", "--json"]);
     let bob_id = bob.json(&["id", "--json"]);
     let secrets = [
         "Bravo Six".to_owned(),
-        "Alice".to_owned(),
+        "Alice of Alpha".to_owned(),
         alice_id["node_id"].as_str().unwrap().to_owned(),
         alice_id["public_key"].as_str().unwrap().to_owned(),
         bob_id["node_id"].as_str().unwrap().to_owned(),

@@ -408,10 +408,9 @@ async fn queued_messages_are_retried_until_the_peer_comes_up_and_survive_a_resta
     let (da, db) = (tempdir(), tempdir());
     let (ka, kb) = (new_keys(), new_keys());
     // B's address is reserved, but B is not running yet.
-    let b_addr = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
+    // Held (unanswered) until B starts, so no other test's node takes it meanwhile.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b_addr = hole.local_addr().unwrap();
     let a = start(da.path(), &ka, quick_retries()).await;
     let mut b_contact = contact_of("b", &kb, &a);
     b_contact.addresses = vec![b_addr];
@@ -444,6 +443,7 @@ async fn queued_messages_are_retried_until_the_peer_comes_up_and_survive_a_resta
     .await
     .unwrap();
 
+    drop(hole);
     let b = start(
         db.path(),
         &kb,
@@ -548,10 +548,9 @@ async fn requests_over_the_peer_rate_are_refused_with_a_typed_error_and_retried_
 async fn a_message_past_its_time_to_live_expires_and_says_so() {
     let (da, ka, kb) = (tempdir(), new_keys(), new_keys());
     // B never runs: its address is a reserved port nobody answers on.
-    let b_addr = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
+    // Held (unanswered) until B starts, so no other test's node takes it meanwhile.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b_addr = hole.local_addr().unwrap();
     let a = start(da.path(), &ka, quick_retries()).await;
     let client = serve(&a, da.path());
     let mut b_contact = contact_of("b", &kb, &a);
@@ -618,10 +617,9 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     let (da, db) = (tempdir(), tempdir());
     let (ka, kb, kc) = (new_keys(), new_keys(), new_keys());
     // B's address is reserved, but B is not running yet; C never runs.
-    let b_addr = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap()
-    };
+    // Held (unanswered) until B starts, so no other test's node takes it meanwhile.
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b_addr = hole.local_addr().unwrap();
     let a = start(da.path(), &ka, quick_retries()).await;
     let mut b_contact = contact_of("Bravo", &kb, &a);
     b_contact.addresses = vec![b_addr];
@@ -724,6 +722,7 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     );
 
     // B comes up: it gets the two messages left, in order, and never the cancelled one.
+    drop(hole);
     let b = start(
         db.path(),
         &kb,
@@ -795,7 +794,14 @@ async fn a_send_waiting_for_its_receipt_is_answered_when_the_node_shuts_down() {
         })
         .await
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once it is recorded, the request is waiting for the receipt.
+    tokio::time::timeout(SAFETY, async {
+        while a.waiting(None, 0, 10).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the send was never recorded");
     a.shutdown(Duration::from_secs(5)).await.unwrap();
     let answer = tokio::time::timeout(SAFETY, waiting)
         .await

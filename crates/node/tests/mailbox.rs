@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{new_keys, start, tempdir, test_config};
@@ -33,7 +34,10 @@ impl Host {
     }
 }
 
-fn config(i: usize, bootstrap: Vec<SocketAddr>, mailbox: MailboxLimits) -> NodeConfig {
+/// Host `i` of network `net` listens on 127.(10 + net).i.1: a /24 of its own (the DHT's
+/// diversity limit), and an address no other test's node binds, so a host restarted on its
+/// port finds it free.
+fn config(net: u8, i: usize, bootstrap: Vec<SocketAddr>, mailbox: MailboxLimits) -> NodeConfig {
     let mut c = NodeConfig {
         bootstrap,
         retry_initial: Duration::from_millis(200),
@@ -43,9 +47,12 @@ fn config(i: usize, bootstrap: Vec<SocketAddr>, mailbox: MailboxLimits) -> NodeC
         dial_attempts: 1,
         handshake_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(3),
-        ..test_config([127, 0, i as u8 + 100, 1])
+        ..test_config([127, 10 + net, i as u8, 1])
     };
     c.dht.mailbox = mailbox;
+    // Above the 2 s default: many nodes share two loaded cores here, and a deposit a holder
+    // answered late is one it holds without the sender counting it.
+    c.dht.request_timeout_ms = 5_000;
     c.dht.mailbox_replicate_interval_ms = 3_000;
     c.dht.maintenance_interval_ms = 1_000;
     c
@@ -76,13 +83,15 @@ async fn network_with(
     mailbox: MailboxLimits,
     adjust: impl Fn(&mut NodeConfig),
 ) -> (Vec<Host>, SocketAddr) {
+    static NETWORKS: AtomicU8 = AtomicU8::new(0);
+    let net = NETWORKS.fetch_add(1, Ordering::Relaxed);
     let mut hosts = Vec::new();
     let mut seed = None;
     for i in 0..n {
         let keys = new_keys();
         let dir = tempdir();
         let boot = seed.into_iter().collect();
-        let mut config = config(i, boot, mailbox);
+        let mut config = config(net, i, boot, mailbox);
         adjust(&mut config);
         let node = start(dir.path(), &keys, config).await;
         let addr = node.local_addr().unwrap();
@@ -141,7 +150,7 @@ async fn take_offline(h: &mut Host) {
 async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
     let config = NodeConfig {
         listen: h.addr,
-        ..config(h.index, vec![seed], mailbox)
+        ..config(0, h.index, vec![seed], mailbox)
     };
     let started = Instant::now();
     let node = loop {
@@ -350,23 +359,32 @@ async fn a_sender_flooding_a_mailbox_is_refused_past_its_quota_others_still_acce
     let to_b = contact("b", &hosts[b]);
     queue(&hosts[a], &to_b, "flood", 10).await;
     let alpha = hosts[a].node().clone();
+    let held = |s: &[(MessageId, MessageState)]| {
+        s.iter().filter(|(_, st)| *st == MessageState::Held).count()
+    };
     wait_states("the flood is held up to the quota", &alpha, &to_b, |s| {
-        s.iter().filter(|(_, st)| *st == MessageState::Held).count() == 3
+        held(s) >= 3
     })
     .await;
-    // Past the quota, nothing more is held: the rest stays in Alpha's outbox.
+    // Past the quota, nothing more is held: the rest stays in Alpha's outbox. (A holder that
+    // missed one of the first three, too slow to answer, takes a later one: the quota is each
+    // holder's, so the test counts what the holders hold.)
     tokio::time::sleep(Duration::from_secs(3)).await;
+    for h in hosts.iter().filter(|h| h.node.is_some()) {
+        let items = h.node().status().await.unwrap().dht.mailbox_items;
+        assert!(
+            items <= 3,
+            "host {} holds {items} items of the flood",
+            h.index
+        );
+    }
     let s = states(&alpha, &to_b).await;
-    assert_eq!(
-        s.iter().filter(|(_, st)| *st == MessageState::Held).count(),
-        3
-    );
-    assert_eq!(
-        s.iter()
-            .filter(|(_, st)| *st == MessageState::Queued)
-            .count(),
-        7
-    );
+    let queued = s
+        .iter()
+        .filter(|(_, st)| *st == MessageState::Queued)
+        .count();
+    assert_eq!(held(&s) + queued, 10, "{s:?}");
+    assert!(queued >= 5, "the flood was not refused: {s:?}");
     // Charlie's messages to the same mailbox are still accepted.
     let charlie = hosts[c].node().clone();
     charlie.queue_chat(&to_b, "not a flood").await.unwrap();
@@ -393,13 +411,14 @@ async fn what_a_holder_holds_survives_its_restart_and_is_still_delivered() {
     // Every holder other than the sender restarts: what each held is back after the restart.
     let mut holders = Vec::new();
     for h in hosts.iter().filter(|h| h.index != a && h.node.is_some()) {
-        let n = h.node().status().await.unwrap().dht.mailbox_items;
-        if n > 0 {
-            holders.push((h.index, n));
+        if h.node().status().await.unwrap().dht.mailbox_items > 0 {
+            holders.push(h.index);
         }
     }
     assert!(!holders.is_empty());
-    for &(i, n) in &holders {
+    for &i in &holders {
+        // Counted just before the stop: replication may still be filling in a missed copy.
+        let n = hosts[i].node().status().await.unwrap().dht.mailbox_items;
         hosts[i]
             .node()
             .shutdown(Duration::from_secs(2))
@@ -407,7 +426,11 @@ async fn what_a_holder_holds_survives_its_restart_and_is_still_delivered() {
             .unwrap();
         hosts[i].node = None;
         bring_back(&mut hosts[i], seed, limits).await;
-        assert_eq!(hosts[i].node().status().await.unwrap().dht.mailbox_items, n);
+        let after = hosts[i].node().status().await.unwrap().dht.mailbox_items;
+        assert!(
+            after >= n,
+            "host {i} held {n} items and {after} after its restart"
+        );
     }
     // The sender goes away too: only the restarted holders can deliver.
     take_offline(&mut hosts[a]).await;
