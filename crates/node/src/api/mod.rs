@@ -43,7 +43,8 @@ pub const MAX_HISTORY_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Longest a `wait`ing send request may wait for its receipt.
 pub const MAX_WAIT_MS: u64 = 10 * 60 * 1000;
 /// Most connections the server serves at once (an event stream holds one for as long as it is
-/// followed). A connection past it is answered `503 busy` and closed.
+/// followed, a send waiting for its receipt until it is answered). A connection past it is
+/// answered `503 busy` and closed.
 pub const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's whole header within this time of connecting, or of its
 /// previous answer on a kept-alive connection; otherwise the connection is closed.

@@ -41,7 +41,9 @@ use crate::{Node, NodeError, NodeEvent};
 /// closed unanswered.
 const MAX_REFUSING: usize = 16;
 /// Pause after a failed `accept` (out of file descriptors).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// Longest wait at shutdown for the answers still being written.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// What the server reports that the node itself does not know.
 #[derive(Debug, Clone, Default)]
@@ -202,6 +204,13 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // The client gave up before it was accepted: nothing to wait for.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => continue,
                 Err(e) => {
                     // Out of file descriptors, most likely: wait for some to be freed rather
                     // than spin.
@@ -238,8 +247,13 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
     }
     drop(listener);
     // In-flight requests are answered (a waiting send with its id); event streams end with
-    // the node's shutdown.
-    graceful.shutdown().await;
+    // the node's shutdown. A client that does not read its answer is not waited for long.
+    if tokio::time::timeout(SHUTDOWN_WAIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("local API connections left open at shutdown");
+    }
     Ok(())
 }
 
@@ -250,7 +264,8 @@ fn busy() -> Response {
         "busy",
         format!(
             "the local API serves at most {MAX_CONNECTIONS} connections at once (each followed \
-             event stream holds one); close some and try again"
+             event stream and each send waiting for its receipt holds one); close some and try \
+             again"
         ),
     )
     .into_response()
