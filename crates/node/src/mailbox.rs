@@ -263,6 +263,10 @@ impl Inner {
                 .deposit_payload(peer, item_id(&m.id), expires, payload)
                 .await?;
             if accepted == 0 {
+                // It ran out of time while being deposited: refused for that, it stops nothing.
+                if overdue(m, now_ms()) {
+                    continue;
+                }
                 return Err(NodeError::Connect(
                     "no mailbox holder accepted the message".into(),
                 ));
@@ -433,17 +437,20 @@ impl Inner {
                     init.signed_prekey_id,
                     init.one_time_prekey_id,
                 );
-                let (session, start, plaintext) = self
-                    .respond_x3dh_with_start(initial, &init.first_message)
-                    .await?
-                    .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
                 let kind = init.first_message.kind;
-                // Recorded and announced together, also if the fetch is cancelled meanwhile (a
-                // chat recorded without its event would reach the application only through the
-                // history: the next fetch's copy is a duplicate, not announced).
+                // The X3DH (which uses up a one-time prekey), the record and the event run to
+                // their end together, also if the fetch is cancelled meanwhile: a session lost
+                // after its prekey was used would not open the item again, and a chat recorded
+                // without its event would reach the application only through the history (the
+                // next fetch's copy is a duplicate, not announced).
                 let this = self.clone();
+                let first = init.first_message;
                 return self
                     .to_the_end(async move {
+                        let (session, start, plaintext) = this
+                            .respond_x3dh_with_start(initial, &first)
+                            .await?
+                            .map_err(|_| NodeError::Authentication("mailbox X3DH failed"))?;
                         // The first message is recorded in the transaction that saves the
                         // session.
                         let recorded = this
