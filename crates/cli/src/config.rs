@@ -69,6 +69,7 @@ pub(crate) struct Limits {
     pub(crate) message_ttl_ms: Option<u64>,
     pub(crate) max_message_ttl_ms: Option<u64>,
     pub(crate) mailbox_poll_ms: Option<u64>,
+    pub(crate) mailbox_redeposit_ms: Option<u64>,
     pub(crate) dial_attempts: Option<u32>,
     pub(crate) handshake_timeout_ms: Option<u64>,
     pub(crate) dht_timeout_ms: Option<u64>,
@@ -146,6 +147,9 @@ pub(crate) fn merge(
     }
     if let Some(ms) = l.mailbox_poll_ms {
         node.mailbox_poll = Duration::from_millis(ms.max(100));
+    }
+    if let Some(ms) = l.mailbox_redeposit_ms {
+        node.mailbox_redeposit = Duration::from_millis(ms.max(1000));
     }
     if let Some(n) = l.dial_attempts {
         if n == 0 || n > 20 {
@@ -303,6 +307,7 @@ mod tests {
             dial_attempts = 2
             handshake_timeout_ms = 30000
             dht_timeout_ms = 8000
+            mailbox_redeposit_ms = 600000
             "#,
         )
         .unwrap();
@@ -314,6 +319,7 @@ mod tests {
         assert_eq!(c.node.dial_attempts, 2);
         assert_eq!(c.node.handshake_timeout, Duration::from_secs(30));
         assert_eq!(c.node.dht.request_timeout_ms, 8000);
+        assert_eq!(c.node.mailbox_redeposit, Duration::from_secs(600));
         assert_eq!(c.log, DEFAULT_LOG);
         assert!(
             c.node.pipelining,

@@ -50,6 +50,10 @@ pub struct NodeConfig {
     pub max_message_ttl: Duration,
     /// Our mailbox is checked this often (and right after joining the DHT; default 60 s).
     pub mailbox_poll: Duration,
+    /// A message held in a contact's mailbox is deposited again once this long has passed since
+    /// its last deposit, if the contact is still out of reach (default 1 h): its holders may all
+    /// have left, taking their copies with them. Holders that still have it just acknowledge it.
+    pub mailbox_redeposit: Duration,
     /// Addresses of DHT nodes to join through (node ids unknown; each proves its own).
     pub bootstrap: Vec<SocketAddr>,
     /// Addresses our DHT peer record advertises (empty: the bound address if it is a specific
@@ -85,6 +89,7 @@ impl Default for NodeConfig {
             message_ttl: Duration::from_secs(7 * 24 * 60 * 60),
             max_message_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             mailbox_poll: Duration::from_secs(60),
+            mailbox_redeposit: Duration::from_secs(60 * 60),
             bootstrap: Vec::new(),
             advertise: Vec::new(),
             dht: dp2ptcs_dht::DhtConfig::default(),

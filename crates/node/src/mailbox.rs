@@ -25,7 +25,7 @@ use std::sync::Arc;
 use dp2ptcs_crypto::x3dh::InitialMessage;
 use dp2ptcs_crypto::{PublicIdentity, Session};
 use dp2ptcs_dht::{MailboxItem, MAX_MAILBOX_TTL_MS};
-use dp2ptcs_store::{ContactRecord, MessageState};
+use dp2ptcs_store::{ContactRecord, Direction, MessageState};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{Envelope, HandshakeInit, Hello, HelloBody, MessageKind};
 use rand::rngs::OsRng;
@@ -203,13 +203,24 @@ impl Inner {
     }
 
     /// Deposits the undelivered messages `msgs` (oldest first) in `contact`'s mailbox; each one
-    /// a holder accepted becomes `held`. Stops at the first failure.
+    /// a holder accepted becomes `held`. Stops at the first failure. A message `held` already
+    /// is deposited again only if that was longer than [`NodeConfig::mailbox_redeposit`] ago
+    /// (and its refusal stops nothing: a holder may refuse it because the contact took it).
+    ///
+    /// [`NodeConfig::mailbox_redeposit`]: crate::NodeConfig::mailbox_redeposit
     pub(crate) async fn deposit_outgoing(
         self: &Arc<Self>,
         contact: &ContactRecord,
         msgs: &[dp2ptcs_store::MessageRecord],
     ) -> Result<usize, NodeError> {
         let peer = contact.node_id;
+        let held_before_ms = self.held_before_ms();
+        // Whether a message in `state` (read now) is to be deposited: `again` if it is held.
+        let wanted = |state: Option<(Direction, MessageState)>, again: bool| match state {
+            Some((_, MessageState::Queued | MessageState::Sent)) => true,
+            Some((_, MessageState::Held)) => again,
+            _ => false,
+        };
         let mut held = 0;
         for m in msgs {
             if self.is_shutting_down() {
@@ -219,13 +230,15 @@ impl Inner {
             if overdue(m, now_ms()) {
                 continue;
             }
+            // Held already: deposited again once its last deposit is old enough.
+            let again = m.state == MessageState::Held && m.state_at_ms <= held_before_ms;
             let Some(_claim) = self.outbox.claim(peer, m.id) else {
                 continue;
             };
             // Its state now (a receipt may have come in since it was read), without its body.
             let (store, id) = (self.store.clone(), m.id);
             let state = blocking(move || Ok(lock(&store).message_state(&peer, &id)?)).await?;
-            if !matches!(state, Some((_, MessageState::Queued | MessageState::Sent))) {
+            if !wanted(state, again) {
                 continue;
             }
             // Sealed once: depositing again (another pass, a refusal) reuses it, so a contact
@@ -255,14 +268,14 @@ impl Inner {
             // have come in meanwhile, or the message been cancelled.
             let store = self.store.clone();
             let state = blocking(move || Ok(lock(&store).message_state(&peer, &id)?)).await?;
-            if !matches!(state, Some((_, MessageState::Queued | MessageState::Sent))) {
+            if !wanted(state, again) {
                 continue;
             }
             let expires = m.expires_at_ms.unwrap_or(u64::MAX);
             let accepted = self
                 .deposit_payload(peer, item_id(&m.id), expires, payload)
                 .await?;
-            if accepted == 0 {
+            if accepted == 0 && !again {
                 // It ran out of time while being deposited: refused for that, it stops nothing.
                 if overdue(m, now_ms()) {
                     continue;
@@ -274,17 +287,20 @@ impl Inner {
             let store = self.store.clone();
             blocking(move || {
                 let store = lock(&store);
-                // A receipt may have come in meanwhile, or its time to live run out.
-                if matches!(
-                    store.message_state(&peer, &id)?,
-                    Some((_, MessageState::Queued | MessageState::Sent))
-                ) {
+                // A receipt may have come in meanwhile, or its time to live run out. A message
+                // deposited again is held from now (if no holder took it, it is tried again as
+                // late).
+                if wanted(store.message_state(&peer, &id)?, again) {
                     store.set_message_state(&peer, &id, MessageState::Held, now_ms())?;
                 }
                 Ok(())
             })
             .await?;
-            tracing::debug!(id = %m.id, to = %peer.short(8), accepted, "message held in the mailbox");
+            if accepted == 0 {
+                tracing::debug!(id = %m.id, to = %peer.short(8), "no holder took a held message again");
+                continue;
+            }
+            tracing::debug!(id = %m.id, to = %peer.short(8), accepted, again, "message held in the mailbox");
             held += 1;
         }
         Ok(held)

@@ -2081,9 +2081,17 @@ impl Inner {
         .await
     }
 
+    /// A message held since this time or earlier is deposited again
+    /// ([`NodeConfig::mailbox_redeposit`]).
+    pub(crate) fn held_before_ms(&self) -> u64 {
+        let redeposit =
+            u64::try_from(self.config.mailbox_redeposit.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_sub(redeposit)
+    }
+
     /// Deposits in `contact`'s mailbox those of `msgs`, then of its messages waiting after
-    /// position `after_seq` (a window at a time), that are not held there yet. Messages held
-    /// already are not read again.
+    /// position `after_seq` (a window at a time), that are not held there yet, or were deposited
+    /// longer than [`NodeConfig::mailbox_redeposit`] ago. Messages held since are not read again.
     async fn hold_in_mailbox(
         self: &Arc<Self>,
         contact: &ContactRecord,
@@ -2095,8 +2103,11 @@ impl Inner {
             let mut held = self.deposit_outgoing(contact, msgs).await?;
             let mut after_seq = after_seq;
             loop {
+                let which = Undelivered::ToDeposit {
+                    held_before_ms: self.held_before_ms(),
+                };
                 let window = self
-                    .outbox_window(contact.node_id, Undelivered::NotHeld, after_seq)
+                    .outbox_window(contact.node_id, which, after_seq)
                     .await?;
                 let Some(last) = window.last() else {
                     return Ok::<_, NodeError>(held);

@@ -74,14 +74,14 @@ where
 
 /// `n` running hosts joined through host 0, every one holding mailboxes with `mailbox`.
 async fn network(n: usize, mailbox: MailboxLimits) -> (Vec<Host>, SocketAddr) {
-    network_with(n, mailbox, |_| {}).await
+    network_with(n, mailbox, |_, _| {}).await
 }
 
-/// [`network`], with `adjust` applied to every host's configuration.
+/// [`network`], with `adjust` applied to each host's configuration (with its index).
 async fn network_with(
     n: usize,
     mailbox: MailboxLimits,
-    adjust: impl Fn(&mut NodeConfig),
+    adjust: impl Fn(usize, &mut NodeConfig),
 ) -> (Vec<Host>, SocketAddr) {
     static NETWORKS: AtomicU8 = AtomicU8::new(0);
     let net = NETWORKS.fetch_add(1, Ordering::Relaxed);
@@ -92,7 +92,7 @@ async fn network_with(
         let dir = tempdir();
         let boot = seed.into_iter().collect();
         let mut config = config(net, i, boot, mailbox);
-        adjust(&mut config);
+        adjust(i, &mut config);
         let node = start(dir.path(), &keys, config).await;
         let addr = node.local_addr().unwrap();
         seed.get_or_insert(addr);
@@ -150,6 +150,7 @@ async fn take_offline(h: &mut Host) {
 async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
     let config = NodeConfig {
         listen: h.addr,
+        // `listen` above: the network number only picks an address.
         ..config(0, h.index, vec![seed], mailbox)
     };
     let started = Instant::now();
@@ -351,7 +352,7 @@ async fn a_sender_flooding_a_mailbox_is_refused_past_its_quota_others_still_acce
     };
     // Every running node is a holder: a lookup that misses a slow one cannot pick another
     // node, which would hold a fourth item of the flood under its own quota.
-    let (mut hosts, _seed) = network_with(8, limits, |c| c.dht.mailbox_replicas = 8).await;
+    let (mut hosts, _seed) = network_with(8, limits, |_, c| c.dht.mailbox_replicas = 8).await;
     let (a, b, c) = (1, 2, 3);
     introduce(&hosts[a], &hosts[b]).await;
     introduce(&hosts[c], &hosts[b]).await;
@@ -442,4 +443,75 @@ async fn what_a_holder_holds_survives_its_restart_and_is_still_delivered() {
         async move { received(&bravo, &from_a).await.len() == 5 }
     })
     .await;
+}
+
+/// Every node holding a sender's messages leaves for good while the recipient is away: the
+/// sender, still running, deposits them again (after `mailbox_redeposit`) with the nodes now
+/// closest to the mailbox, and the recipient gets them from those after the sender left too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_whose_holders_all_left_are_deposited_again() {
+    let limits = MailboxLimits::default();
+    let (a, b) = (1, 2);
+    let (mut hosts, _seed) = network_with(10, limits, |i, c| {
+        c.dht.mailbox_replicas = 3;
+        c.mailbox_redeposit = Duration::from_secs(2);
+        // The sender holds no mailboxes: it cannot hand its own copies on.
+        if i == a {
+            c.dht.mailbox.total_bytes = 0;
+        }
+    })
+    .await;
+    introduce(&hosts[a], &hosts[b]).await;
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    let sent = queue(&hosts[a], &to_b, "kept safe", 3).await;
+    let alpha = hosts[a].node().clone();
+    wait_states("all 3 held", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(3))
+    })
+    .await;
+    // Every holder but the sender leaves, taking its copies: until no other node holds one
+    // (one may have handed a copy on meanwhile).
+    let mut left = Vec::new();
+    loop {
+        let mut holders = Vec::new();
+        for h in hosts.iter().filter(|h| h.index != a && h.node.is_some()) {
+            if h.node().status().await.unwrap().dht.mailbox_items > 0 {
+                holders.push(h.index);
+            }
+        }
+        if holders.is_empty() {
+            break;
+        }
+        for i in holders {
+            take_offline(&mut hosts[i]).await;
+            left.push(i);
+        }
+    }
+    assert!(!left.is_empty(), "no node but the sender held a copy");
+    // The sender deposits them again, with nodes that never held them.
+    let hosts_ref = &hosts;
+    eventually("new holders have the 3 messages", || async move {
+        let mut n = 0;
+        for h in hosts_ref
+            .iter()
+            .filter(|h| h.index != a && h.node.is_some())
+        {
+            n += h.node().status().await.unwrap().dht.mailbox_items;
+        }
+        n >= 3
+    })
+    .await;
+    // The sender leaves too; the recipient comes back (through a node still up) and gets them.
+    take_offline(&mut hosts[a]).await;
+    let through = hosts.iter().find(|h| h.node.is_some()).unwrap().addr;
+    bring_back(&mut hosts[b], through, limits).await;
+    let bravo = hosts[b].node().clone();
+    let from_a = hosts[a].keys.identity().public().node_id();
+    eventually("Bravo has the 3 messages from the new holders", || {
+        let bravo = bravo.clone();
+        async move { received(&bravo, &from_a).await.len() >= 3 }
+    })
+    .await;
+    assert_eq!(received(&bravo, &from_a).await, sent);
 }

@@ -195,15 +195,29 @@ pub enum Cancel {
 pub enum Undelivered {
     /// Every one (`queued`, `sent`, `held`): to send them directly.
     All,
-    /// Those not in its mailbox yet (`queued`, `sent`): to deposit them there.
-    NotHeld,
+    /// Those to deposit in its mailbox: the ones not there yet (`queued`, `sent`), and the
+    /// `held` ones last deposited at or before `held_before_ms` (deposited again: their holders
+    /// may all have left).
+    ToDeposit {
+        /// A `held` message whose state dates from this time or earlier is taken.
+        held_before_ms: u64,
+    },
 }
 
 impl Undelivered {
     fn states(self) -> &'static [MessageState] {
-        match self {
-            Undelivered::All => &[MessageState::Queued, MessageState::Sent, MessageState::Held],
-            Undelivered::NotHeld => &[MessageState::Queued, MessageState::Sent],
+        &[MessageState::Queued, MessageState::Sent, MessageState::Held]
+    }
+
+    /// Whether `m`, one of the contact's outgoing messages, is of this kind.
+    fn takes(self, m: &MessageRecord) -> bool {
+        match (self, m.state) {
+            (_, MessageState::Queued | MessageState::Sent) => true,
+            (Undelivered::All, MessageState::Held) => true,
+            (Undelivered::ToDeposit { held_before_ms }, MessageState::Held) => {
+                m.state_at_ms <= held_before_ms
+            }
+            _ => false,
         }
     }
 }
@@ -213,6 +227,12 @@ impl Undelivered {
 /// order asked: no row of the history is read, and nothing is sorted.
 const WINDOW_SQL: &str = "SELECT seq FROM messages INDEXED BY messages_outbox
      WHERE direction = 0 AND state = ?4 AND peer = ?1 AND seq > ?2
+     ORDER BY seq LIMIT ?3";
+
+/// [`WINDOW_SQL`] for those in state `?4` since `?5` or earlier (the rows are read for their
+/// state's time, not their bodies).
+const WINDOW_SINCE_SQL: &str = "SELECT seq FROM messages INDEXED BY messages_outbox
+     WHERE direction = 0 AND state = ?4 AND peer = ?1 AND seq > ?2 AND state_at_ms <= ?5
      ORDER BY seq LIMIT ?3";
 
 /// Per contact with waiting messages: the first position, earliest expiry and count. The index
@@ -480,20 +500,27 @@ impl Store {
     ) -> Result<Vec<MessageRecord>, StoreError> {
         // The first `max_messages` of each state, merged: the first `max_messages` of all.
         let mut seqs: Vec<i64> = Vec::new();
-        let mut stmt = self.conn.prepare_cached(WINDOW_SQL)?;
-        for state in which.states() {
-            let rows = stmt.query_map(
-                params![
-                    peer.as_bytes().as_slice(),
-                    after_seq,
-                    i64::from(max_messages),
-                    state.code()
-                ],
-                |r| r.get(0),
-            )?;
-            for seq in rows {
-                seqs.push(seq?);
-            }
+        for &state in which.states() {
+            let peer = peer.as_bytes().as_slice();
+            let limit = i64::from(max_messages);
+            let found: Vec<i64> = match (which, state) {
+                (Undelivered::ToDeposit { held_before_ms }, MessageState::Held) => {
+                    let since = i64::try_from(held_before_ms).unwrap_or(i64::MAX);
+                    let mut stmt = self.conn.prepare_cached(WINDOW_SINCE_SQL)?;
+                    let rows = stmt
+                        .query_map(params![peer, after_seq, limit, state.code(), since], |r| {
+                            r.get(0)
+                        })?;
+                    rows.collect::<Result<_, _>>()?
+                }
+                _ => {
+                    let mut stmt = self.conn.prepare_cached(WINDOW_SQL)?;
+                    let rows = stmt
+                        .query_map(params![peer, after_seq, limit, state.code()], |r| r.get(0))?;
+                    rows.collect::<Result<_, _>>()?
+                }
+            };
+            seqs.extend(found);
         }
         seqs.sort_unstable();
         seqs.truncate(max_messages as usize);
@@ -509,7 +536,7 @@ impl Store {
             let Some(m) = stmt.query_row(params![seq], from_row).optional()? else {
                 continue;
             };
-            if m.direction != Direction::Outgoing || !which.states().contains(&m.state) {
+            if m.direction != Direction::Outgoing || !which.takes(&m) {
                 continue;
             }
             bytes += m.body.len();
@@ -594,7 +621,7 @@ impl Store {
         let Some(m) = self.outgoing(id)? else {
             return Ok(Cancel::Unknown);
         };
-        if !Undelivered::All.states().contains(&m.state) {
+        if !Undelivered::All.takes(&m) {
             return Ok(Cancel::NotWaiting(m));
         }
         self.exec(
@@ -1185,16 +1212,27 @@ mod outbox_tests {
             ),
             [2]
         );
-        // Those not in the mailbox yet.
-        let not_held = |peer| {
+        // Those not in the mailbox yet, and held ones deposited at or before a time (all held
+        // here at 1; seq 7 again at 50).
+        let to_deposit = |peer, held_before_ms| {
             seqs(
                 store
-                    .outbox_window(peer, Undelivered::NotHeld, 0, 10, all)
+                    .outbox_window(peer, Undelivered::ToDeposit { held_before_ms }, 0, 10, all)
                     .unwrap(),
             )
         };
-        assert_eq!(not_held(&bob), [2, 5]);
-        assert_eq!(not_held(&carol), [8]);
+        assert_eq!(to_deposit(&bob, 0), [2, 5]);
+        assert_eq!(to_deposit(&carol, 0), [8]);
+        assert_eq!(to_deposit(&bob, 1), [2, 5, 7]);
+        assert_eq!(to_deposit(&carol, 1), [3, 8]);
+        let mut id = [0u8; 16];
+        id[..2].copy_from_slice(&7u16.to_be_bytes());
+        store
+            .set_message_state(&bob, &MessageId::from_bytes(id), Held, 50)
+            .unwrap();
+        assert_eq!(to_deposit(&bob, 49), [2, 5]);
+        assert_eq!(to_deposit(&bob, 50), [2, 5, 7]);
+        assert_eq!(to_deposit(&bob, u64::MAX), [2, 5, 7]);
         let w = store
             .outbox_window(&bob, Undelivered::All, 0, 1, all)
             .unwrap();
