@@ -126,6 +126,12 @@ impl Outbox {
         }
     }
 
+    /// Forgets the backoff of every peer with nothing waiting any more (its messages expired,
+    /// were cancelled, or were delivered through another path).
+    pub(crate) fn forget_all_but(&self, waiting: &HashSet<NodeId>) {
+        lock(&self.backoff).retain(|peer, _| waiting.contains(peer));
+    }
+
     /// The number of peers currently backing off.
     pub(crate) fn backing_off(&self) -> usize {
         lock(&self.backoff).len()

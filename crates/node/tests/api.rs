@@ -548,7 +548,6 @@ async fn requests_over_the_peer_rate_are_refused_with_a_typed_error_and_retried_
 async fn a_message_past_its_time_to_live_expires_and_says_so() {
     let (da, ka, kb) = (tempdir(), new_keys(), new_keys());
     // B never runs: its address is a reserved port nobody answers on.
-    // Held (unanswered) until B starts, so no other test's node takes it meanwhile.
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let b_addr = hole.local_addr().unwrap();
     let a = start(da.path(), &ka, quick_retries()).await;
@@ -695,6 +694,14 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     let for_c = ca.outbox(Some(&c_hex[..12]), 0, 100).await.unwrap();
     assert_eq!(ids_of(&for_c), [ids[1].clone(), ids[3].clone()]);
     assert_eq!(for_c[0].peer_name, None);
+    // Neither B nor C answered: both are retried.
+    tokio::time::timeout(SAFETY, async {
+        while ca.status().await.unwrap().peers_retrying != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("B and C are not both retried");
     let all = ca.cancel_all(&c_hex[..12]).await.unwrap();
     assert_eq!(
         (all.to.as_str(), all.cancelled.as_slice()),
@@ -750,6 +757,14 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     assert_eq!(received, ["one", "three"]);
     let counts = ca.status().await.unwrap().messages;
     assert_eq!((counts.delivered, counts.cancelled), (2, 3));
+    // Nothing waits for anyone: nobody is retried, C (who never answered) included.
+    tokio::time::timeout(SAFETY, async {
+        while ca.status().await.unwrap().peers_retrying != 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a peer with nothing waiting is still retried");
     let states: Vec<String> = ca
         .history(&HistoryFilter::default())
         .await
