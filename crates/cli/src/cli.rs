@@ -152,7 +152,8 @@ pub(crate) struct InboxArgs {
     /// Include the messages you sent (with their delivery state).
     #[arg(long)]
     pub(crate) all: bool,
-    /// Keep running and print new messages as they arrive.
+    /// Keep running and print new messages as they arrive, through restarts of the node, until
+    /// Ctrl-C.
     #[arg(long)]
     pub(crate) follow: bool,
     /// One JSON object per message per line.

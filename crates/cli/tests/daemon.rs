@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -308,6 +308,33 @@ fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts() {
 #[test]
 fn kill_9_mid_stream_and_restart_loses_nothing_and_reuses_no_key() {
     let (a, mut b) = pair();
+    a.queue("Bravo", "warm-up");
+    wait_until("B to receive the first", || {
+        b.status().messages.received == 1
+    });
+    // B's user follows the inbox, from the first message to after the crash.
+    let mut follow = b
+        .cmd(&["inbox", "--follow", "--json", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = follow.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if tx.send(v["body"].as_str().unwrap().to_owned()).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    };
+    // It shows the latest message once it is subscribed.
+    assert_eq!(followed.recv_timeout(SAFETY).unwrap(), "warm-up");
     let before: Vec<String> = (0..300).map(|i| format!("before #{i}")).collect();
     for text in &before {
         a.queue("Bravo", text);
@@ -323,7 +350,8 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_reuses_no_key() {
     wait_until("A to back off from B", || a.status().peers_retrying == 1);
     b.start();
 
-    let mut expected = before;
+    let mut expected = vec!["warm-up".to_owned()];
+    expected.extend(before);
     expected.extend(during);
     wait_until("every message to reach B", || {
         a.status().messages.delivered == expected.len() as u64
@@ -331,6 +359,32 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_reuses_no_key() {
     // Sessions and history survived the crash: what B had received before is still there,
     // nothing twice, in order.
     assert_exactly_once_in_order(&b.history("incoming"), &expected);
+    // The inbox followed on after the restart: it showed every message, each once, in order.
+    let mut shown: Vec<String> = Vec::new();
+    while shown.last() != expected.last() {
+        let body = followed
+            .recv_timeout(SAFETY)
+            .expect("inbox --follow stopped showing messages");
+        shown.push(body);
+    }
+    assert_eq!(
+        shown,
+        expected[1..],
+        "inbox --follow lost, repeated or reordered messages"
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    let mut said = String::new();
+    follow
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(
+        said.contains("the node stopped") && said.contains("runs again"),
+        "{said}"
+    );
 
     // After the restart B's sending chain continues from its saved state: A decrypts all.
     let replies: Vec<String> = (0..100).map(|i| format!("after restart #{i}")).collect();

@@ -1,13 +1,17 @@
 //! `dp2ptcs inbox`: a client of the running node's API.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use anyhow::Result;
-use dp2ptcs_node::api::client::{Client, HistoryFilter};
+use dp2ptcs_node::api::client::{Client, ClientError, EventStream, HistoryFilter};
 use dp2ptcs_node::api::{Event, Message};
 
 use super::{api_client, block_on, print_json, utc_time};
 use crate::cli::{Global, InboxArgs};
+
+/// How often `--follow` tries to subscribe again while the node is not running.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_secs(1);
 
 pub(super) fn run(global: &Global, args: &InboxArgs) -> Result<()> {
     let client = api_client(global)?;
@@ -24,7 +28,7 @@ fn filter(args: &InboxArgs) -> HistoryFilter {
 
 async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
     // Subscribe before reading the history, so nothing falls between the two.
-    let mut events = if args.follow {
+    let events = if args.follow {
         Some(client.events().await?)
     } else {
         None
@@ -43,40 +47,93 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
         last_seq = last_seq.max(m.seq);
         shown.insert(m.seq);
     }
-    let Some(events) = events.as_mut() else {
+    let Some(mut events) = events else {
         return Ok(());
     };
-    while let Some(event) = events.next().await {
-        match event? {
-            Event::Message { .. } | Event::Lagged { .. } => {}
-            Event::Delivered { .. }
-            | Event::Expired { .. }
-            | Event::Cancelled { .. }
-            | Event::Other => continue,
-        }
-        // Read what is new from the history: the same shape as above, and nothing is lost
-        // even if this subscriber lagged.
-        loop {
-            let page = client
-                .history(&HistoryFilter {
-                    after: Some(last_seq),
-                    limit: Some(1000),
-                    ..filter(args)
-                })
-                .await?;
-            // A page may stop short of 1000 (long bodies): read on until one is empty.
-            if page.is_empty() {
+    loop {
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Message { .. } | Event::Lagged { .. }) => {}
+                Ok(
+                    Event::Delivered { .. }
+                    | Event::Expired { .. }
+                    | Event::Cancelled { .. }
+                    | Event::Other,
+                ) => continue,
+                // The connection broke (the node was killed): as if the stream ended.
+                Err(_) => break,
+            }
+            if !catch_up(client, args, &mut last_seq, &mut shown).await? {
                 break;
             }
-            for m in &page {
-                last_seq = last_seq.max(m.seq);
-                if shown.insert(m.seq) {
-                    show(m, args.json)?;
-                }
+        }
+        // The node stopped. Following goes on once it runs again, from where it was: what it
+        // received meanwhile (at its start, from mailboxes) is shown first.
+        loop {
+            eprintln!("dp2ptcs: the node stopped; waiting for it to run again (Ctrl-C to quit)");
+            events = resubscribe(client).await?;
+            eprintln!("dp2ptcs: the node runs again");
+            if catch_up(client, args, &mut last_seq, &mut shown).await? {
+                break;
             }
         }
     }
-    Ok(())
+}
+
+/// Shows what is new in the history after `last_seq`: the same shape as the first page, and
+/// nothing is lost even if the event subscriber lagged. `false` if the node stopped meanwhile.
+async fn catch_up(
+    client: &Client,
+    args: &InboxArgs,
+    last_seq: &mut i64,
+    shown: &mut HashSet<i64>,
+) -> Result<bool> {
+    loop {
+        let page = client
+            .history(&HistoryFilter {
+                after: Some(*last_seq),
+                limit: Some(1000),
+                ..filter(args)
+            })
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if node_away(&e) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        // A page may stop short of 1000 (long bodies): read on until one is empty.
+        if page.is_empty() {
+            return Ok(true);
+        }
+        for m in &page {
+            *last_seq = (*last_seq).max(m.seq);
+            if shown.insert(m.seq) {
+                show(m, args.json)?;
+            }
+        }
+    }
+}
+
+/// Subscribes to the events again once the node answers. Waits while nothing answers or the
+/// node is starting or stopping; a refusal that waiting will not change is an error.
+async fn resubscribe(client: &Client) -> Result<EventStream> {
+    loop {
+        match client.events().await {
+            Ok(events) => return Ok(events),
+            Err(e) if node_away(&e) => tokio::time::sleep(RESUBSCRIBE_EVERY).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `e` says the node is not running, or is starting or stopping, rather than refusing
+/// the request.
+fn node_away(e: &ClientError) -> bool {
+    match e {
+        ClientError::Api { status, .. } => *status == 503,
+        ClientError::NotRunning(_) | ClientError::Io(_) | ClientError::Protocol(_) => true,
+        _ => false,
+    }
 }
 
 fn show(m: &Message, json: bool) -> Result<()> {
