@@ -27,6 +27,26 @@ fn serve(node: &Node, dir: &Path) -> Client {
     Client::new(path)
 }
 
+/// The next event of `events` (within [`SAFETY`]).
+async fn next_event(events: &mut api::client::EventStream) -> Event {
+    tokio::time::timeout(SAFETY, events.next())
+        .await
+        .expect("no event")
+        .expect("the event stream ended")
+        .unwrap()
+}
+
+/// Whether the node behind `client` comes to retry `n` peers (within [`SAFETY`]).
+async fn retrying(client: &Client, n: usize) -> bool {
+    tokio::time::timeout(SAFETY, async {
+        while client.status().await.unwrap().peers_retrying != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 fn quick_retries() -> NodeConfig {
     NodeConfig {
         retry_initial: Duration::from_millis(50),
@@ -660,11 +680,7 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     assert_eq!(cancelled.was, "queued", "nothing can have left: B is down");
     assert_eq!(cancelled.message.state, "cancelled");
     assert_eq!(cancelled.message.body, "two");
-    let event = tokio::time::timeout(SAFETY, events.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let event = next_event(&mut events).await;
     assert_eq!(
         event,
         Event::Cancelled {
@@ -695,13 +711,7 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     assert_eq!(ids_of(&for_c), [ids[1].clone(), ids[3].clone()]);
     assert_eq!(for_c[0].peer_name, None);
     // Neither B nor C answered: both are retried.
-    tokio::time::timeout(SAFETY, async {
-        while ca.status().await.unwrap().peers_retrying != 2 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("B and C are not both retried");
+    assert!(retrying(&ca, 2).await, "B and C are not both retried");
     let all = ca.cancel_all(&c_hex[..12]).await.unwrap();
     assert_eq!(
         (all.to.as_str(), all.cancelled.as_slice()),
@@ -758,13 +768,10 @@ async fn a_message_cancelled_before_its_contact_comes_up_never_arrives() {
     let counts = ca.status().await.unwrap().messages;
     assert_eq!((counts.delivered, counts.cancelled), (2, 3));
     // Nothing waits for anyone: nobody is retried, C (who never answered) included.
-    tokio::time::timeout(SAFETY, async {
-        while ca.status().await.unwrap().peers_retrying != 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("a peer with nothing waiting is still retried");
+    assert!(
+        retrying(&ca, 0).await,
+        "a peer with nothing waiting is still retried"
+    );
     let states: Vec<String> = ca
         .history(&HistoryFilter::default())
         .await
@@ -888,11 +895,7 @@ async fn a_full_server_answers_busy_and_closes_connections_that_send_nothing() {
     .expect("the server did not serve again");
     // The event stream, which had its answer, was not closed with them.
     ca.cancel(&sent.id).await.unwrap();
-    let event = tokio::time::timeout(SAFETY, events.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let event = next_event(&mut events).await;
     assert_eq!(
         event,
         Event::Cancelled {
