@@ -1,13 +1,13 @@
 //! `dp2ptcs inbox`: a client of the running node's API.
 
-use std::collections::HashSet;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
 use dp2ptcs_node::api::client::{Client, ClientError, EventStream, HistoryFilter};
 use dp2ptcs_node::api::{Event, Message};
 
-use super::{api_client, block_on, print_json, utc_time};
+use super::{api_client, block_on, utc_time};
 use crate::cli::{Global, InboxArgs};
 
 /// How often `--follow` tries to subscribe again while the node is not running.
@@ -27,8 +27,21 @@ fn filter(args: &InboxArgs) -> HistoryFilter {
 }
 
 async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
+    match show_and_follow(client, args).await {
+        // The reader went away (`| head`): done, as other tools are.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
     // Subscribe before reading the history, so nothing falls between the two.
-    let events = if args.follow {
+    let mut events = if args.follow {
         Some(client.events().await?)
     } else {
         None
@@ -40,18 +53,20 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
             ..filter(args)
         })
         .await?;
+    // What is shown next comes after this position in the history (which never reuses one).
     let mut last_seq = 0;
-    let mut shown = HashSet::new();
     for m in &latest {
         show(m, args.json)?;
         last_seq = last_seq.max(m.seq);
-        shown.insert(m.seq);
     }
-    let Some(mut events) = events else {
+    if !args.follow {
         return Ok(());
-    };
+    }
     loop {
-        while let Some(event) = events.next().await {
+        while let Some(event) = match events.as_mut() {
+            Some(events) => events.next().await,
+            None => None,
+        } {
             match event {
                 Ok(Event::Message { .. } | Event::Lagged { .. }) => {}
                 Ok(
@@ -63,31 +78,31 @@ async fn inbox(client: &Client, args: &InboxArgs) -> Result<()> {
                 // The connection broke (the node was killed): as if the stream ended.
                 Err(_) => break,
             }
-            if !catch_up(client, args, &mut last_seq, &mut shown).await? {
+            if !catch_up(client, args, &mut last_seq).await? {
                 break;
             }
         }
         // The node stopped. Following goes on once it runs again, from where it was: what it
         // received meanwhile (at its start, from mailboxes) is shown first.
+        drop(events.take());
+        eprintln!("dp2ptcs: the node stopped; waiting for it to run again (Ctrl-C to quit)");
         loop {
-            eprintln!("dp2ptcs: the node stopped; waiting for it to run again (Ctrl-C to quit)");
-            events = resubscribe(client).await?;
+            let subscribed = resubscribe(client).await?;
             eprintln!("dp2ptcs: the node runs again");
-            if catch_up(client, args, &mut last_seq, &mut shown).await? {
+            if catch_up(client, args, &mut last_seq).await? {
+                events = Some(subscribed);
                 break;
             }
+            // Gone again at once: not in a busy loop.
+            drop(subscribed);
+            tokio::time::sleep(RESUBSCRIBE_EVERY).await;
         }
     }
 }
 
 /// Shows what is new in the history after `last_seq`: the same shape as the first page, and
 /// nothing is lost even if the event subscriber lagged. `false` if the node stopped meanwhile.
-async fn catch_up(
-    client: &Client,
-    args: &InboxArgs,
-    last_seq: &mut i64,
-    shown: &mut HashSet<i64>,
-) -> Result<bool> {
+async fn catch_up(client: &Client, args: &InboxArgs, last_seq: &mut i64) -> Result<bool> {
     loop {
         let page = client
             .history(&HistoryFilter {
@@ -107,9 +122,7 @@ async fn catch_up(
         }
         for m in &page {
             *last_seq = (*last_seq).max(m.seq);
-            if shown.insert(m.seq) {
-                show(m, args.json)?;
-            }
+            show(m, args.json)?;
         }
     }
 }
@@ -126,20 +139,32 @@ async fn resubscribe(client: &Client) -> Result<EventStream> {
     }
 }
 
-/// Whether `e` says the node is not running, or is starting or stopping, rather than refusing
-/// the request.
+/// Whether `e` says the node is not running, or is starting or stopping (or its connection
+/// broke), rather than refusing the request.
 fn node_away(e: &ClientError) -> bool {
+    use std::io::ErrorKind;
     match e {
         ClientError::Api { status, .. } => *status == 503,
-        ClientError::NotRunning(_) | ClientError::Io(_) | ClientError::Protocol(_) => true,
+        ClientError::NotRunning(_) | ClientError::Protocol(_) => true,
+        ClientError::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::NotFound
+                | ErrorKind::UnexpectedEof
+        ),
         _ => false,
     }
 }
 
+/// Prints `m` on one line (one JSON object with `json`); an error if standard output is gone.
 fn show(m: &Message, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     if json {
-        print_json(&serde_json::to_value(m)?);
-        return Ok(());
+        writeln!(out, "{}", serde_json::to_value(m)?)?;
+        return Ok(out.flush()?);
     }
     let when = utc_time(m.sent_at_ms);
     let who = m
@@ -148,11 +173,11 @@ fn show(m: &Message, json: bool) -> Result<()> {
         .unwrap_or_else(|| format!("{}…", &m.peer[..8.min(m.peer.len())]));
     let body = printable(&m.body);
     if m.direction == "incoming" {
-        println!("[{when}] {who}: {body}");
+        writeln!(out, "[{when}] {who}: {body}")?;
     } else {
-        println!("[{when}] → {who}: {body} ({})", m.state);
+        writeln!(out, "[{when}] → {who}: {body} ({})", m.state)?;
     }
-    Ok(())
+    Ok(out.flush()?)
 }
 
 /// The text with control characters (other than newline and tab) escaped, so a message cannot
