@@ -203,7 +203,7 @@ impl Inner {
     }
 
     /// Deposits the undelivered messages `msgs` (oldest first) in `contact`'s mailbox; each one
-    /// a holder accepted becomes `held`. Stops at the first failure. A message `held` already
+    /// a holder accepted becomes `held`; returns how many became so. Stops at the first failure. A message `held` already
     /// is deposited again only if that was longer than [`NodeConfig::mailbox_redeposit`] ago
     /// (and its refusal stops nothing: a holder may refuse it because the contact took it).
     ///
@@ -215,6 +215,9 @@ impl Inner {
     ) -> Result<usize, NodeError> {
         let peer = contact.node_id;
         let held_before_ms = self.held_before_ms();
+        // Not while this node knows no DHT peer (its own network is down): the redeposit would
+        // reach no holder and wait another interval.
+        let may_redeposit = self.dht_status().peers > 0;
         // Whether a message in `state` (read now) is to be deposited: `again` if it is held.
         let wanted = |state: Option<(Direction, MessageState)>, again: bool| match state {
             Some((_, MessageState::Queued | MessageState::Sent)) => true,
@@ -231,7 +234,8 @@ impl Inner {
                 continue;
             }
             // Held already: deposited again once its last deposit is old enough.
-            let again = m.state == MessageState::Held && m.state_at_ms <= held_before_ms;
+            let again =
+                may_redeposit && m.state == MessageState::Held && m.state_at_ms <= held_before_ms;
             let Some(_claim) = self.outbox.claim(peer, m.id) else {
                 continue;
             };
@@ -301,7 +305,7 @@ impl Inner {
                 continue;
             }
             tracing::debug!(id = %m.id, to = %peer.short(8), accepted, again, "message held in the mailbox");
-            held += 1;
+            held += usize::from(!again);
         }
         Ok(held)
     }

@@ -1833,9 +1833,9 @@ impl Inner {
         .await?;
         let store = self.store.clone();
         let waiting = blocking(move || Ok(lock(&store).outbox_peers()?)).await?;
-        self.outbox
-            .forget_all_but(&waiting.iter().map(|p| p.peer).collect());
         let now = Instant::now();
+        self.outbox
+            .forget_all_but(&waiting.iter().map(|p| p.peer).collect(), now);
         let mut next = now + self.config.outbox_poll;
         // Wake in time to expire the first message that will.
         let wall = now_ms();

@@ -127,9 +127,10 @@ impl Outbox {
     }
 
     /// Forgets the backoff of every peer with nothing waiting any more (its messages expired,
-    /// were cancelled, or were delivered through another path).
-    pub(crate) fn forget_all_but(&self, waiting: &HashSet<NodeId>) {
-        lock(&self.backoff).retain(|peer, _| waiting.contains(peer));
+    /// were cancelled, or were delivered through another path) once it has passed: a peer
+    /// whose attempt failed after `waiting` was read keeps its own.
+    pub(crate) fn forget_all_but(&self, waiting: &HashSet<NodeId>, now: Instant) {
+        lock(&self.backoff).retain(|peer, b| waiting.contains(peer) || b.next_at > now);
     }
 
     /// The number of peers currently backing off.
@@ -182,5 +183,23 @@ mod tests {
         outbox.reachable(peer);
         assert_eq!(outbox.claim_peer(peer, now), Ok(()));
         assert_eq!(outbox.backing_off(), 0);
+    }
+
+    #[test]
+    fn the_backoff_of_a_peer_with_nothing_waiting_goes_once_it_has_passed() {
+        let outbox = Outbox::default();
+        let (waits, idle) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        outbox.failed(waits, now, second, second);
+        outbox.failed(idle, now, second, second);
+        let waiting = HashSet::from([waits]);
+        // Its attempt may have failed after `waiting` was read: kept until its backoff passed.
+        outbox.forget_all_but(&waiting, now);
+        assert_eq!(outbox.backing_off(), 2);
+        outbox.forget_all_but(&waiting, now + 2 * second);
+        assert_eq!(outbox.backing_off(), 1);
+        assert!(outbox.claim_peer(idle, now).is_ok(), "no backoff left");
+        assert!(outbox.claim_peer(waits, now).is_err(), "still backing off");
     }
 }

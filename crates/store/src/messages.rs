@@ -122,7 +122,8 @@ pub struct MessageRecord {
     pub sent_at_ms: u64,
     /// Delivery state.
     pub state: MessageState,
-    /// When the state last changed, Unix milliseconds.
+    /// When the state last changed, Unix milliseconds (set again, in the same state, by
+    /// [`Store::set_message_state`]: a `held` message deposited again).
     pub state_at_ms: u64,
     /// Outgoing: when the sender gives up on it, Unix milliseconds (`None`: never).
     pub expires_at_ms: Option<u64>,

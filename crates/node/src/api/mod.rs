@@ -245,7 +245,8 @@ pub struct Message {
     /// `queued`, `sent`, `held`, `delivered`, `expired`, `cancelled` (outgoing) or `received`
     /// (incoming).
     pub state: String,
-    /// When the state last changed, Unix milliseconds.
+    /// When the state last changed (for a `held` message, when it was last deposited: it is
+    /// deposited again while its contact stays out of reach), Unix milliseconds.
     pub state_at_ms: u64,
     /// Outgoing: when the node gives up on it without a receipt, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
