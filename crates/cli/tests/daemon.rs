@@ -158,6 +158,15 @@ impl Person {
         }
     }
 
+    /// `inbox --follow --json --limit 1`, its output piped.
+    fn follow_inbox(&self) -> Child {
+        self.cmd(&["inbox", "--follow", "--json", "--limit", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn client(&self) -> Client {
         Client::new(self.dir.join("api.sock"))
     }
@@ -289,12 +298,7 @@ fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts() {
     assert!(human.contains("Alpha: a->b #999"), "{human}");
 
     // `inbox --follow` prints a message that arrives while it runs.
-    let mut follow = b
-        .cmd(&["inbox", "--follow", "--json", "--limit", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follow = b.follow_inbox();
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     let old: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(old["body"], expected_b[N].as_str());
@@ -320,12 +324,7 @@ fn kill_9_mid_stream_and_restart_loses_nothing_and_reuses_no_key() {
         b.status().messages.received == 1
     });
     // B's user follows the inbox, from the first message to after the crash.
-    let mut follow = b
-        .cmd(&["inbox", "--follow", "--json", "--limit", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follow = b.follow_inbox();
     let followed = {
         let (tx, rx) = std::sync::mpsc::channel();
         let out = follow.stdout.take().unwrap();

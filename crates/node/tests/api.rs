@@ -27,6 +27,19 @@ fn serve(node: &Node, dir: &Path) -> Client {
     Client::new(path)
 }
 
+/// Adds `b` to `node`'s contacts as "b", at an address held by the socket returned, which
+/// never answers.
+async fn unreachable_contact(
+    node: &Node,
+    b: &dp2ptcs_crypto::UnlockedKeystore,
+) -> (dp2ptcs_store::ContactRecord, std::net::UdpSocket) {
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut contact = contact_of("b", b, node);
+    contact.addresses = vec![hole.local_addr().unwrap()];
+    node.put_contact(&contact).await.unwrap();
+    (contact, hole)
+}
+
 /// The next event of `events` (within [`SAFETY`]).
 async fn next_event(events: &mut api::client::EventStream) -> Event {
     tokio::time::timeout(SAFETY, events.next())
@@ -804,10 +817,7 @@ async fn a_send_waiting_for_its_receipt_is_answered_when_the_node_shuts_down() {
     let ka = new_keys();
     let a = start(da.path(), &ka, quick_retries()).await;
     // B is not running: its address is held by a socket that never answers.
-    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut b_contact = contact_of("b", &kb, &a);
-    b_contact.addresses = vec![hole.local_addr().unwrap()];
-    a.put_contact(&b_contact).await.unwrap();
+    let (b_contact, _hole) = unreachable_contact(&a, &kb).await;
     let ca = serve(&a, da.path());
     let waiting = tokio::spawn(async move {
         ca.send(&SendRequest {
@@ -849,10 +859,7 @@ async fn a_full_server_answers_busy_and_closes_connections_that_send_nothing() {
     let (ka, kb) = (new_keys(), new_keys());
     let a = start(da.path(), &ka, quick_retries()).await;
     // B never runs: a message to it stays queued until it is cancelled.
-    let hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut b_contact = contact_of("b", &kb, &a);
-    b_contact.addresses = vec![hole.local_addr().unwrap()];
-    a.put_contact(&b_contact).await.unwrap();
+    let (b_contact, _hole) = unreachable_contact(&a, &kb).await;
     let ca = serve(&a, da.path());
 
     // An event stream and connections that never send a request fill the server.
