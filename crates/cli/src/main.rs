@@ -3,6 +3,24 @@
 //! A thin layer: argument parsing, reading passphrases, files and images, and printing. All
 //! cryptography lives in `dp2ptcs-crypto`.
 
+/// Writes a line to standard output, as `println!` does, but ends the program quietly (exit 0)
+/// when its reader has gone away (`dp2ptcs outbox | head`), as other command-line tools do.
+macro_rules! outln {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`outln!`] without the line end.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod cli;
 mod commands;
 mod config;
@@ -30,6 +48,19 @@ pub(crate) const EXIT_NOT_FOUND: u8 = 5;
 pub(crate) struct ExitError {
     pub(crate) code: u8,
     pub(crate) message: String,
+}
+
+/// What [`outln!`] and [`out!`] do: a closed pipe ends the program with exit 0, any other
+/// failure to write (a full disk) with a message and exit 1, never a panic.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() -> ExitCode {

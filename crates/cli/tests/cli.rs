@@ -967,3 +967,26 @@ fn a_bad_time_to_live_is_a_usage_error_that_says_how_to_write_one() {
         assert!(err.contains("--ttl"), "{err}");
     }
 }
+
+#[test]
+fn output_to_a_reader_that_went_away_ends_quietly() {
+    let node = Node::init("Alpha");
+    // The reader is gone before the command writes (as in `dp2ptcs id | true`).
+    for args in [&["id"][..], &["id", "--json"][..], &["contact", "list"][..]] {
+        let mut child = node
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_no_panic(&out);
+        assert!(
+            out.status.success(),
+            "{args:?}: {:?}: {}",
+            out.status,
+            stderr(&out)
+        );
+    }
+}

@@ -19,17 +19,17 @@ pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
         if args.json {
             print_json(&serde_json::to_value(&r)?);
         } else if r.cancelled.is_empty() {
-            println!("Nothing was waiting for {to}.");
+            outln!("Nothing was waiting for {to}.");
         } else {
-            println!(
+            outln!(
                 "Cancelled {} message(s) waiting for {to}:",
                 r.cancelled.len()
             );
             for id in &r.cancelled {
                 if r.in_flight.contains(id) {
-                    println!("{id} (a copy was leaving at that moment: it may still arrive)");
+                    outln!("{id} (a copy was leaving at that moment: it may still arrive)");
                 } else {
-                    println!("{id}");
+                    outln!("{id}");
                 }
             }
         }
@@ -39,7 +39,7 @@ pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
     for id in &args.ids {
         match access.cancel(id.trim())? {
             Ok(r) if args.json => print_json(&serde_json::to_value(&r)?),
-            Ok(r) => println!("{}", describe(&r)),
+            Ok(r) => outln!("{}", describe(&r)),
             // Several: a refusal of one is said, and the others are still cancelled.
             Err(why) if args.ids.len() > 1 => {
                 eprintln!("error: {why}");

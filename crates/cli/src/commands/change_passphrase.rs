@@ -31,7 +31,7 @@ pub(super) fn run(global: &Global, args: &ChangePassphraseArgs) -> Result<()> {
     if args.json {
         print_json(&json!({ "key_file": path, "changed": true }));
     } else {
-        println!("Passphrase changed; {} re-encrypted.", path.display());
+        outln!("Passphrase changed; {} re-encrypted.", path.display());
     }
     Ok(())
 }

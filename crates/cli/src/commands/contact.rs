@@ -81,14 +81,14 @@ fn add(global: &Global, args: &ContactAddArgs) -> Result<()> {
         return Ok(());
     }
     match outcome {
-        AddOutcome::Added => println!("Added {name} (node id {})", contact.node_id),
+        AddOutcome::Added => outln!("Added {name} (node id {})", contact.node_id),
         AddOutcome::AddressesUpdated => {
-            println!("{name} was already a contact; address hints updated")
+            outln!("{name} was already a contact; address hints updated")
         }
-        AddOutcome::Unchanged => println!("{name} was already a contact; nothing changed"),
+        AddOutcome::Unchanged => outln!("{name} was already a contact; nothing changed"),
     }
     if !contact.verified {
-        println!(
+        outln!(
             "Not verified yet: meet {name} and run `dp2ptcs verify {}` together to compare safety numbers.",
             shell_word(&name)
         );
@@ -106,7 +106,7 @@ fn list(global: &Global, json_out: bool) -> Result<()> {
         return Ok(());
     }
     if book.contacts.is_empty() {
-        println!("No contacts yet. Add one with `dp2ptcs contact add URI` or `--qr-image FILE`.");
+        outln!("No contacts yet. Add one with `dp2ptcs contact add URI` or `--qr-image FILE`.");
         return Ok(());
     }
     let width = book
@@ -116,13 +116,15 @@ fn list(global: &Global, json_out: bool) -> Result<()> {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    outln!(
         "{:<width$}  {:<16}  {:<8}  ADDRESSES",
-        "NAME", "NODE ID", "VERIFIED"
+        "NAME",
+        "NODE ID",
+        "VERIFIED"
     );
     for c in &book.contacts {
         let addrs: Vec<String> = c.addresses.iter().map(ToString::to_string).collect();
-        println!(
+        outln!(
             "{:<width$}  {:<16}  {:<8}  {}",
             c.name,
             &c.node_id[..16],
@@ -145,12 +147,12 @@ fn show(global: &Global, args: &ContactRefArgs) -> Result<()> {
         print_json(&contact_json(c));
         return Ok(());
     }
-    println!("Name         {}", c.name);
-    println!("Node ID      {}", c.node_id);
-    println!("Public key   {}", c.public_key);
-    println!("Verified     {}", if c.verified { "yes" } else { "no" });
+    outln!("Name         {}", c.name);
+    outln!("Node ID      {}", c.node_id);
+    outln!("Public key   {}", c.public_key);
+    outln!("Verified     {}", if c.verified { "yes" } else { "no" });
     for a in &c.addresses {
-        println!("Address      {a}");
+        outln!("Address      {a}");
     }
     Ok(())
 }
@@ -168,9 +170,9 @@ fn remove(global: &Global, args: &ContactRefArgs) -> Result<()> {
         print_json(&v);
         return Ok(());
     }
-    println!("Removed {} (node id {})", removed.name, removed.node_id);
+    outln!("Removed {} (node id {})", removed.name, removed.node_id);
     if waiting > 0 {
-        println!(
+        outln!(
             "{waiting} message(s) to {} still wait in the outbox: they go out if you add {} again \
              before they expire. To drop them: dp2ptcs cancel --to {}",
             removed.name,

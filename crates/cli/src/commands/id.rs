@@ -37,21 +37,21 @@ pub(super) fn run(global: &Global, args: &IdArgs) -> Result<()> {
         }));
         return Ok(());
     }
-    println!("Node ID      {}", identity.node_id());
-    println!("Public key   {}", hex::encode(identity.public().to_bytes()));
+    outln!("Node ID      {}", identity.node_id());
+    outln!("Public key   {}", hex::encode(identity.public().to_bytes()));
     if let Some(name) = name {
-        println!("Name         {name}");
+        outln!("Name         {name}");
     }
-    println!("Contact URI  {uri_text}");
+    outln!("Contact URI  {uri_text}");
     if !args.no_qr {
-        println!();
-        print!("{}", qr::to_terminal(&uri_text)?);
-        println!();
+        outln!();
+        out!("{}", qr::to_terminal(&uri_text)?);
+        outln!();
     }
     if let Some(path) = &args.qr_png {
-        println!("QR code written to {}", path.display());
+        outln!("QR code written to {}", path.display());
     }
-    println!(
+    outln!(
         "Others add you with `dp2ptcs contact add --qr-image PHOTO` or `dp2ptcs contact add URI`."
     );
     Ok(())

@@ -105,14 +105,14 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
             "backups": backups,
         }));
     } else {
-        println!("Created a new identity in {}", dir.display());
-        println!("Node ID  {}", identity.node_id());
+        outln!("Created a new identity in {}", dir.display());
+        outln!("Node ID  {}", identity.node_id());
         for b in &backups {
-            println!("Backup   {}", b.display());
+            outln!("Backup   {}", b.display());
         }
-        println!();
-        println!("Next: `dp2ptcs id` shows your contact URI and QR code for others to scan.");
-        println!("Keep your passphrase safe: without it this identity cannot be recovered.");
+        outln!();
+        outln!("Next: `dp2ptcs id` shows your contact URI and QR code for others to scan.");
+        outln!("Keep your passphrase safe: without it this identity cannot be recovered.");
     }
     Ok(())
 }

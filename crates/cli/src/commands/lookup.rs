@@ -22,16 +22,18 @@ pub(super) fn run(global: &Global, args: &LookupArgs) -> Result<()> {
         print_json(&serde_json::to_value(&r)?);
     } else {
         match &r.addr {
-            Some(addr) => println!("Found {} at {addr}", r.target),
-            None => println!("Not found: {}", r.target),
+            Some(addr) => outln!("Found {} at {addr}", r.target),
+            None => outln!("Not found: {}", r.target),
         }
-        println!(
+        outln!(
             "{} requests in {} rounds, {} ms",
-            r.requests, r.rounds, r.elapsed_ms
+            r.requests,
+            r.rounds,
+            r.elapsed_ms
         );
-        println!("Path (every peer asked, in order):");
+        outln!("Path (every peer asked, in order):");
         for h in &r.path {
-            println!(
+            outln!(
                 "  hop {:<2} {}…  {:<22} {}",
                 h.hop,
                 &h.node_id[..16],

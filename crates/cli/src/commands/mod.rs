@@ -111,7 +111,7 @@ fn utc_time(ms: u64) -> String {
 
 /// Prints a JSON value on one line.
 fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 #[cfg(test)]

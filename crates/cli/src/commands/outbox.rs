@@ -66,7 +66,7 @@ fn show(m: &Message, json: bool) -> Result<()> {
         )
     });
     let expires = m.expires_at_ms.map_or_else(|| "never".to_owned(), utc_time);
-    println!(
+    outln!(
         "{}  → {who}  {}  since {}  expires {expires}  {}",
         m.id,
         m.state,

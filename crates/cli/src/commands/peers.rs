@@ -13,17 +13,21 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         return Ok(());
     }
     if peers.is_empty() {
-        println!("The routing table is empty: no DHT peer is known yet (see `--bootstrap`).");
+        outln!("The routing table is empty: no DHT peer is known yet (see `--bootstrap`).");
         return Ok(());
     }
     let now = super::now_unix_ms();
-    println!(
+    outln!(
         "{:<6} {:<64}  {:<22} {:>10}  {:>5}  conn",
-        "bucket", "node id", "address", "last seen", "fails"
+        "bucket",
+        "node id",
+        "address",
+        "last seen",
+        "fails"
     );
     for p in &peers {
         let ago = std::time::Duration::from_secs(now.saturating_sub(p.last_seen_ms) / 1000);
-        println!(
+        outln!(
             "{:<6} {:<64}  {:<22} {:>10}  {:>5}  {}",
             p.bucket,
             p.node_id,
@@ -33,6 +37,6 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
             if p.connected { "yes" } else { "-" }
         );
     }
-    println!("{} peers", peers.len());
+    outln!("{} peers", peers.len());
     Ok(())
 }

@@ -53,7 +53,7 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
             "state": response.state,
         }));
     } else {
-        println!("{}", response.id);
+        outln!("{}", response.id);
     }
     if args.wait && response.state != "delivered" {
         let message = match response.state.as_str() {

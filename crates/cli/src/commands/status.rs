@@ -13,12 +13,12 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         return Ok(());
     }
     let up = std::time::Duration::from_secs(s.uptime_secs);
-    println!("Node ID      {}", s.node_id);
-    println!("Version      {}", s.version);
-    println!("Listening    {} (UDP)", s.listen);
-    println!("Addresses    {}", list(&s.addresses));
-    println!("Uptime       {}", humantime::format_duration(up));
-    println!("Contacts     {}", s.contacts);
+    outln!("Node ID      {}", s.node_id);
+    outln!("Version      {}", s.version);
+    outln!("Listening    {} (UDP)", s.listen);
+    outln!("Addresses    {}", list(&s.addresses));
+    outln!("Uptime       {}", humantime::format_duration(up));
+    outln!("Contacts     {}", s.contacts);
     let peers: Vec<String> = s
         .connected
         .iter()
@@ -27,7 +27,7 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
             None => format!("{}…", &p.node_id[..8]),
         })
         .collect();
-    println!(
+    outln!(
         "Connected    {}: {} ({} connection{})",
         peers.len(),
         list(&peers),
@@ -35,7 +35,7 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         if s.connections == 1 { "" } else { "s" }
     );
     let m = &s.messages;
-    println!(
+    outln!(
         "Messages     received {}; sent {} delivered, {} waiting for a receipt ({} queued, {} sent, {} held in mailboxes), {} expired, {} cancelled",
         m.received,
         m.delivered,
@@ -46,16 +46,19 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         m.expired,
         m.cancelled
     );
-    println!(
+    outln!(
         "DHT          {} peers in the routing table, {} records held, {} connections",
-        s.dht.peers, s.dht.records, s.dht.connections
+        s.dht.peers,
+        s.dht.records,
+        s.dht.connections
     );
-    println!(
+    outln!(
         "Holding      {} message(s), {} bytes, in mailboxes for others",
-        s.dht.mailbox_items, s.dht.mailbox_bytes
+        s.dht.mailbox_items,
+        s.dht.mailbox_bytes
     );
     if s.peers_retrying > 0 {
-        println!(
+        outln!(
             "Retrying     {} peer(s) unreachable at their last attempt",
             s.peers_retrying
         );

@@ -50,24 +50,24 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
                 }));
                 return Ok(());
             }
-            println!("Safety number with {name}:\n");
+            outln!("Safety number with {name}:\n");
             let grouped = sn.grouped();
             let words: Vec<&str> = grouped.split(' ').collect();
             for line in words.chunks(4) {
-                println!("    {}", line.join(" "));
+                outln!("    {}", line.join(" "));
             }
             if !args.no_qr {
-                println!();
-                print!("{}", qr::to_terminal(&sn.qr_text())?);
+                outln!();
+                out!("{}", qr::to_terminal(&sn.qr_text())?);
             }
-            println!();
-            println!(
+            outln!();
+            outln!(
                 "Compare these digits with {name}'s screen, in person or over a trusted voice line. \
                  Then mark them verified with `dp2ptcs verify {} --scan PHOTO` (a picture of the code \
                  on their screen) or `--digits \"...\"`.",
                 super::contact::shell_word(&name)
             );
-            println!(
+            outln!(
                 "Status: {}",
                 if c.verified {
                     "verified"
@@ -82,7 +82,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             if args.json {
                 print_json(&json!({ "contact": name, "match": true, "verified": true }));
             } else {
-                println!("Safety numbers match: {name} is now verified.");
+                outln!("Safety numbers match: {name} is now verified.");
             }
             Ok(())
         }
