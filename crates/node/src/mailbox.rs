@@ -527,21 +527,8 @@ impl Inner {
         if env.sender != peer || !in_mailbox(env.kind) {
             return Err(NodeError::Authentication("unexpected mailbox message"));
         }
-        let kind = env.kind;
-        // Recorded and announced together, as in `take_one`.
-        let this = self.clone();
-        let env = env.clone();
-        self.to_the_end(async move {
-            let (_, result, receipt) = this
-                .sessions
-                .decrypt_with(peer, &env, move |store, plaintext| {
-                    inbound(store, peer, kind, &plaintext)
-                })
-                .await?;
-            this.announce(peer, result?);
-            Ok((Taken::Done, receipt))
-        })
-        .await
+        let receipt = self.open_and_announce(peer, env.clone()).await?;
+        Ok((Taken::Done, receipt))
     }
 
     /// Sends receipts for messages taken from the mailbox: directly if `contact` answers, else

@@ -970,22 +970,7 @@ impl Inner {
             if handled > 0 && !matches!(kind, MessageKind::Chat | MessageKind::Chats) {
                 return Err(NodeError::JunkAfterFrame);
             }
-            // Recorded and announced together, also if this stream's time runs out meanwhile:
-            // a chat recorded without its event would reach the application only through the
-            // history (the sender's retry is a duplicate, not announced again).
-            let this = self.clone();
-            let reply = self
-                .to_the_end(async move {
-                    let (_, inbound, reply) = this
-                        .sessions
-                        .decrypt_with(peer, &env, move |store, plaintext| {
-                            inbound(store, peer, kind, &plaintext)
-                        })
-                        .await?;
-                    this.announce(peer, inbound?);
-                    Ok(reply)
-                })
-                .await?;
+            let reply = self.open_and_announce(peer, env).await?;
             if let Some(reply) = reply {
                 write_frame(&mut send, &reply.encode()).await?;
             }
@@ -1029,6 +1014,31 @@ impl Inner {
         }
         let _ = send.finish();
         Ok(())
+    }
+
+    /// Decrypts `env` from `peer` under its session, records what it carries and announces it,
+    /// as one task that runs to its end even if the caller stops waiting (a stream's time runs
+    /// out, a mailbox fetch is cancelled): a chat recorded without its event would reach the
+    /// application only through the history (a later copy is a duplicate, not announced).
+    /// Returns the reply to send back (a receipt).
+    pub(crate) async fn open_and_announce(
+        self: &Arc<Self>,
+        peer: NodeId,
+        env: Envelope,
+    ) -> Result<Option<Envelope>, NodeError> {
+        let this = self.clone();
+        self.to_the_end(async move {
+            let kind = env.kind;
+            let (_, inbound, reply) = this
+                .sessions
+                .decrypt_with(peer, &env, move |store, plaintext| {
+                    inbound(store, peer, kind, &plaintext)
+                })
+                .await?;
+            this.announce(peer, inbound?);
+            Ok(reply)
+        })
+        .await
     }
 
     /// Runs `work` to its end even if the caller stops waiting (see [`Tasks::spawn_to_end`]).
