@@ -10,20 +10,25 @@ use std::time::Duration;
 use common::*;
 use dp2ptcs_crypto::ContactUri;
 use dp2ptcs_node::api::client::{Client, ClientError, HistoryFilter};
-use dp2ptcs_node::api::{self, AddContactRequest, ApiInfo, Event, SendRequest};
+use dp2ptcs_node::api::{self, AddContactRequest, ApiInfo, ApiLimits, Event, SendRequest};
 use dp2ptcs_node::{Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SAFETY: Duration = Duration::from_secs(60);
 
 fn serve(node: &Node, dir: &Path) -> Client {
+    serve_within(node, dir, ApiLimits::default())
+}
+
+/// Serves `node`'s API in `dir` within `limits`.
+fn serve_within(node: &Node, dir: &Path, limits: ApiLimits) -> Client {
     let path = dir.join(api::SOCKET_FILE);
     let listener = api::bind(&path).unwrap();
     let info = ApiInfo {
         addresses: vec![node.local_addr().unwrap()],
         version: "test".into(),
     };
-    tokio::spawn(api::serve(listener, node.clone(), info));
+    tokio::spawn(api::serve_with(listener, node.clone(), info, limits));
     Client::new(path)
 }
 
@@ -910,5 +915,118 @@ async fn a_full_server_answers_busy_and_closes_connections_that_send_nothing() {
             to: b_contact.node_id.to_hex()
         }
     );
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// The declared length of the answer's body in `answer` (status line and headers included), and
+/// how much of that body it holds.
+fn body_received(answer: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(answer);
+    let end = text.find("\r\n\r\n").expect("no whole answer header") + 4;
+    let length = text[..end]
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .expect("no content-length");
+    (length, answer.len() - end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_its_answer_is_disconnected() {
+    let da = tempdir();
+    let (ka, kb) = (new_keys(), new_keys());
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let (_b_contact, _hole) = unreachable_contact(&a, &kb).await;
+    let limits = ApiLimits {
+        write_stall_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(3),
+        ..ApiLimits::default()
+    };
+    let ca = serve_within(&a, da.path(), limits);
+    // About 2 MiB of history: more than the socket's buffers hold.
+    let text = "x".repeat(dp2ptcs_wire::MAX_CHAT_BODY_LEN);
+    for _ in 0..64 {
+        ca.send(&send("b", &text, false)).await.unwrap();
+    }
+
+    let mut stalled = tokio::net::UnixStream::connect(ca.socket()).await.unwrap();
+    stalled
+        .write_all(b"GET /v1/messages?limit=100 HTTP/1.1\r\nHost: dp2ptcs\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing for longer than the limit: the server gives up on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(SAFETY, stalled.read_to_end(&mut answer))
+        .await
+        .expect("the stalled connection is still open")
+        .ok();
+    let (length, received) = body_received(&answer);
+    assert!(
+        received < length,
+        "the whole answer ({length} bytes) was written to a client that did not read"
+    );
+
+    // A client that reads gets the same answer whole, and the server goes on serving.
+    let mut reader = tokio::net::UnixStream::connect(ca.socket()).await.unwrap();
+    reader
+        .write_all(
+            b"GET /v1/messages?limit=100 HTTP/1.1\r\nHost: dp2ptcs\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(SAFETY, reader.read_to_end(&mut answer))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let (length, received) = body_received(&answer);
+    assert_eq!(received, length);
+    assert!(length > 64 * dp2ptcs_wire::MAX_CHAT_BODY_LEN);
+    assert_eq!(ca.status().await.unwrap().messages.queued, 64);
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_body_that_trickles_in_is_answered_timeout_and_closed() {
+    let da = tempdir();
+    let ka = new_keys();
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let limits = ApiLimits {
+        body_read_timeout: Duration::from_secs(1),
+        ..ApiLimits::default()
+    };
+    let ca = serve_within(&a, da.path(), limits);
+
+    let stream = tokio::net::UnixStream::connect(ca.socket()).await.unwrap();
+    let (mut from_server, mut to_server) = stream.into_split();
+    to_server
+        .write_all(
+            b"POST /v1/contacts HTTP/1.1\r\nHost: dp2ptcs\r\nContent-Type: application/json\r\n\
+              Content-Length: 4000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    // One byte every 100 ms: always something, never the whole body in time.
+    let trickle = tokio::spawn(async move {
+        while to_server.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(SAFETY, from_server.read_to_end(&mut answer))
+        .await
+        .expect("the trickling connection is still open")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"timeout""#), "{answer}");
+    trickle.abort();
+
+    // Nothing was added, and the server goes on serving.
+    assert!(ca.contacts().await.unwrap().is_empty());
     a.shutdown(Duration::from_secs(5)).await.unwrap();
 }

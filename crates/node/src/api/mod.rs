@@ -22,13 +22,14 @@
 mod answers;
 pub mod client;
 mod server;
+mod stall;
 
 use serde::{Deserialize, Serialize};
 
 pub use answers::{
     cancel_answer, contact_named, message_id, peer_name, recipient_named, Refusal, MIN_ID_PREFIX,
 };
-pub use server::{bind, serve, ApiInfo};
+pub use server::{bind, serve, serve_with, ApiInfo};
 
 /// The socket file's name in the data directory.
 pub const SOCKET_FILE: &str = "api.sock";
@@ -49,6 +50,36 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// A client must send a request's whole header within this time of connecting, or of its
 /// previous answer on a kept-alive connection; otherwise the connection is closed.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A client must send a request's whole body within this time of its header; otherwise it is
+/// answered `408 timeout` and the connection is closed.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A connection whose client reads nothing of its answer (or of its event stream) for this long,
+/// while the socket's buffer is full, is closed.
+pub const WRITE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The bounds the server keeps on its clients; [`Default`] gives the constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Most connections served at once ([`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: std::time::Duration,
+    /// [`BODY_READ_TIMEOUT`].
+    pub body_read_timeout: std::time::Duration,
+    /// [`WRITE_STALL_TIMEOUT`].
+    pub write_stall_timeout: std::time::Duration,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            body_read_timeout: BODY_READ_TIMEOUT,
+            write_stall_timeout: WRITE_STALL_TIMEOUT,
+        }
+    }
+}
 
 /// `GET /v1/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,16 +28,17 @@ use tokio::net::UnixListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::Semaphore;
 
+use super::stall::WriteStall;
+use super::ApiLimits;
 use super::{
     cancel_answer, contact_named, message_id, peer_name, recipient_named, AddContactRequest,
     AddContactResponse, CancelAllResponse, CancelResponse, Contact, Counts, DhtPeer, DhtPeerRef,
     DhtSummary, ErrorBody, Event, Lookup, LookupHop, Message, Peer, Refusal, SendRequest,
-    SendResponse, Status, HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_HISTORY_BODY_BYTES,
-    MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
+    SendResponse, Status, MAX_HISTORY_BODY_BYTES, MAX_HISTORY_LIMIT, MAX_REQUEST_BODY, MAX_WAIT_MS,
 };
 use crate::{Node, NodeError, NodeEvent};
 
-/// Connections past [`MAX_CONNECTIONS`] being answered `busy` at once; past this, they are
+/// Connections past [`super::MAX_CONNECTIONS`] being answered `busy` at once; past this, they are
 /// closed unanswered.
 const MAX_REFUSING: usize = 16;
 /// Pause after a failed `accept` (out of file descriptors).
@@ -171,8 +172,19 @@ pub fn bind(path: &Path) -> Result<UnixListener, NodeError> {
     Ok(listener)
 }
 
-/// Serves the API on `listener` until the node begins shutting down.
+/// Serves the API on `listener` until the node begins shutting down, with the default
+/// [`ApiLimits`].
 pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<(), NodeError> {
+    serve_with(listener, node, info, ApiLimits::default()).await
+}
+
+/// Serves the API on `listener` until the node begins shutting down, within `limits`.
+pub async fn serve_with(
+    listener: UnixListener,
+    node: Node,
+    info: ApiInfo,
+    limits: ApiLimits,
+) -> Result<(), NodeError> {
     let stop = node.clone();
     let state = AppState {
         node,
@@ -191,13 +203,16 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            whole_body_within(limits.body_read_timeout, request, next)
+        }))
         .with_state(state);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout);
     let mut refuse = http.clone();
     refuse.keep_alive(false);
-    let serving = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let serving = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = GracefulShutdown::new();
     loop {
@@ -223,7 +238,7 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
             },
             () = stop.shutting_down() => break,
         };
-        let io = TokioIo::new(stream);
+        let io = TokioIo::new(WriteStall::new(stream, limits.write_stall_timeout));
         if let Ok(permit) = Arc::clone(&serving).try_acquire_owned() {
             let conn = http.serve_connection(io, TowerToHyperService::new(app.clone()));
             let conn = graceful.watch(conn);
@@ -234,8 +249,11 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
                 drop(permit);
             });
         } else if let Ok(permit) = Arc::clone(&refusing).try_acquire_owned() {
-            let conn =
-                refuse.serve_connection(io, service_fn(|_| async { Ok::<_, Infallible>(busy()) }));
+            let max = limits.max_connections;
+            let conn = refuse.serve_connection(
+                io,
+                service_fn(move |_| async move { Ok::<_, Infallible>(busy(max)) }),
+            );
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 let _ = conn.await;
@@ -257,18 +275,64 @@ pub async fn serve(listener: UnixListener, node: Node, info: ApiInfo) -> Result<
     Ok(())
 }
 
-/// The answer to a connection past [`MAX_CONNECTIONS`].
-fn busy() -> Response {
+/// The answer to a connection past the `max` served at once.
+fn busy(max: usize) -> Response {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "busy",
         format!(
-            "the local API serves at most {MAX_CONNECTIONS} connections at once (each followed \
-             event stream and each send waiting for its receipt holds one); close some and try \
-             again"
+            "the local API serves at most {max} connections at once (each followed event stream \
+             and each send waiting for its receipt holds one); close some and try again"
         ),
     )
     .into_response()
+}
+
+/// Reads the request's whole body (at most [`MAX_REQUEST_BODY`] bytes) within `limit` before
+/// the handler runs: a client that trickles its body, or stops sending it, is answered
+/// `408 timeout` and its connection closed, instead of holding the connection for good.
+async fn whole_body_within(
+    limit: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read =
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_REQUEST_BODY));
+    let body = match tokio::time::timeout(limit, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a request body is at most {MAX_REQUEST_BODY} bytes"),
+            )
+            .into_response();
+        }
+        // The client went away while sending: nobody reads an answer.
+        Ok(Err(e)) => {
+            return ApiError::bad_request(format!("cannot read the request body: {e}"))
+                .into_response()
+        }
+        Err(_) => {
+            let mut answer = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the request body did not arrive within {limit:?} of its header"),
+            )
+            .into_response();
+            answer.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return answer;
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(body),
+    ))
+    .await
 }
 
 async fn method_not_allowed() -> ApiError {
