@@ -82,9 +82,17 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
                 break;
             }
         }
+        drop(events.take());
+        // The node closed a stream this side did not read in time (its output was not read):
+        // it goes on where it was, without a word.
+        if let Ok(subscribed) = client.events().await {
+            if catch_up(client, args, &mut last_seq).await? {
+                events = Some(subscribed);
+                continue;
+            }
+        }
         // The node stopped. Following goes on once it runs again, from where it was: what it
         // received meanwhile (at its start, from mailboxes) is shown first.
-        drop(events.take());
         eprintln!("dp2ptcs: the node stopped; waiting for it to run again (Ctrl-C to quit)");
         loop {
             let subscribed = resubscribe(client).await?;
