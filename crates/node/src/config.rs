@@ -97,3 +97,67 @@ impl Default for NodeConfig {
         }
     }
 }
+
+impl NodeConfig {
+    /// Checks the settings whose range the node relies on; [`Node::start`](crate::Node::start)
+    /// refuses a configuration that fails:
+    /// - `max_message_ttl` above zero and at most 30 days (the longest a mailbox holder keeps an
+    ///   item: a message's expiry must be the same in every copy deposited);
+    /// - `message_ttl` above zero and at most `max_message_ttl`;
+    /// - the timeouts and intervals above zero, and `retry_initial` at most `retry_max`.
+    pub fn check(&self) -> Result<(), crate::NodeError> {
+        let invalid = |what: String| Err(crate::NodeError::InvalidConfig(what));
+        let longest = Duration::from_millis(dp2ptcs_dht::MAX_MAILBOX_TTL_MS);
+        if self.max_message_ttl.is_zero() || self.max_message_ttl > longest {
+            return invalid(format!(
+                "max_message_ttl must be above zero and at most {longest:?} (30 days)"
+            ));
+        }
+        if self.message_ttl.is_zero() || self.message_ttl > self.max_message_ttl {
+            return invalid("message_ttl must be above zero and at most max_message_ttl".into());
+        }
+        for (name, value) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("request_timeout", self.request_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("retry_initial", self.retry_initial),
+            ("outbox_poll", self.outbox_poll),
+            ("mailbox_poll", self.mailbox_poll),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{name} must be above zero"));
+            }
+        }
+        if self.retry_initial > self.retry_max {
+            return invalid("retry_initial must be at most retry_max".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_settings_out_of_range_are_refused() {
+        assert!(NodeConfig::default().check().is_ok());
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        type Change = fn(&mut NodeConfig);
+        let refused: [(&str, Change); 6] = [
+            ("max_message_ttl", |c| c.max_message_ttl = 31 * DAY),
+            ("max_message_ttl", |c| c.max_message_ttl = Duration::ZERO),
+            ("message_ttl", |c| c.message_ttl = Duration::ZERO),
+            ("message_ttl", |c| c.max_message_ttl = DAY),
+            ("outbox_poll", |c| c.outbox_poll = Duration::ZERO),
+            ("retry_initial", |c| c.retry_initial = c.retry_max * 2),
+        ];
+        for (name, change) in refused {
+            let mut config = NodeConfig::default();
+            change(&mut config);
+            let err = config.check().unwrap_err().to_string();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+    }
+}

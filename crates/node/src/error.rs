@@ -59,6 +59,9 @@ pub enum NodeError {
     /// A contact to add was refused: its name is not a valid display name, or it is this node.
     #[error("invalid contact: {0}")]
     InvalidContact(String),
+    /// A [`NodeConfig`](crate::NodeConfig) setting is out of its range.
+    #[error("invalid node configuration: {0}")]
+    InvalidConfig(String),
     /// The peer's receipt did not name the message: the peer did not record it.
     #[error("the receipt did not acknowledge the message")]
     Unacknowledged,
@@ -113,6 +116,7 @@ impl NodeError {
             },
             Self::InvalidTtl { max } => Self::InvalidTtl { max: *max },
             Self::InvalidContact(s) => Self::InvalidContact(s.clone()),
+            Self::InvalidConfig(s) => Self::InvalidConfig(s.clone()),
             Self::Unacknowledged => Self::Unacknowledged,
             Self::Limit(s) => Self::Limit(s),
             Self::Timeout(s) => Self::Timeout(s),

@@ -191,12 +191,15 @@ impl Node {
 
 impl Node {
     /// Binds the endpoint and starts serving. `keys` gives the identity and the database key
-    /// (from which the session pickle key is derived); `store` is the node database.
+    /// (from which the session pickle key is derived); `store` is the node database. A
+    /// `config` out of range ([`NodeConfig::check`]) is refused with
+    /// [`NodeError::InvalidConfig`].
     pub async fn start(
         config: NodeConfig,
         keys: &UnlockedKeystore,
         store: Store,
     ) -> Result<Node, NodeError> {
+        config.check()?;
         let identity = keys.identity().clone();
         let node_id = identity.node_id();
         let store = Arc::new(Mutex::new(store));
