@@ -132,6 +132,13 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX messages_by_peer_id ON messages (peer, id);
      CREATE INDEX messages_by_peer ON messages (peer, seq);
      CREATE INDEX messages_outbox ON messages (direction, state, peer, seq, expires_at_ms);",
+    // 7: outgoing messages still waiting since before version 3 have no expiry: they were
+    // retried for good, and each deposit of one in a mailbox carried another expiry. They get
+    // the longest a message may have, 30 days, from this upgrade.
+    "UPDATE messages
+        SET expires_at_ms =
+            CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) + 2592000000
+        WHERE direction = 0 AND state IN (2, 3, 4) AND expires_at_ms IS NULL;",
 ];
 
 /// The schema version this program writes.
@@ -195,6 +202,77 @@ mod tests {
         ));
     }
 
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    /// `expiry` is 30 days after `from_ms` (give or take the time the test took).
+    fn assert_thirty_days_from(expiry: Option<u64>, from_ms: u64) {
+        const THIRTY_DAYS_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+        let expiry = expiry.expect("no expiry");
+        let late = expiry.saturating_sub(from_ms + THIRTY_DAYS_MS);
+        assert!(
+            expiry + 1000 >= from_ms + THIRTY_DAYS_MS && late < 60_000,
+            "{expiry} is not 30 days after {from_ms}"
+        );
+    }
+
+    #[test]
+    fn waiting_messages_without_an_expiry_get_thirty_days_from_the_upgrade() {
+        use crate::{Direction, HistoryQuery, MessageState, NewMessage};
+        use dp2ptcs_types::{MessageId, NodeId};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let key = [7u8; 32];
+        let peer = NodeId::from_bytes([9; 32]);
+        let rows = [
+            (Direction::Outgoing, MessageState::Queued, None),
+            (Direction::Outgoing, MessageState::Held, None),
+            (Direction::Outgoing, MessageState::Queued, Some(500)),
+            (Direction::Outgoing, MessageState::Delivered, None),
+            (Direction::Incoming, MessageState::Received, None),
+        ];
+        {
+            let store = crate::Store::open(&path, &key).unwrap();
+            for (i, (direction, state, expires_at_ms)) in rows.into_iter().enumerate() {
+                let id = MessageId::from_bytes([i as u8; 16]);
+                let message = NewMessage {
+                    id: &id,
+                    peer: &peer,
+                    direction,
+                    body: "b",
+                    sent_at_ms: 1,
+                    state,
+                    expires_at_ms,
+                };
+                store.insert_message(&message, 1).unwrap();
+            }
+        }
+        {
+            // Back to the version before.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
+                .unwrap();
+            conn.execute_batch(crate::PageFormat::NEW.pragmas())
+                .unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {};", CURRENT - 1))
+                .unwrap();
+        }
+        let upgraded_ms = now_ms();
+        let store = crate::Store::open(&path, &key).unwrap();
+        assert_eq!(store.schema_version().unwrap(), CURRENT);
+        let all = store.history(&HistoryQuery::default()).unwrap();
+        assert_eq!(all.len(), rows.len());
+        assert_thirty_days_from(all[0].expires_at_ms, upgraded_ms);
+        assert_thirty_days_from(all[1].expires_at_ms, upgraded_ms);
+        assert_eq!(all[2].expires_at_ms, Some(500));
+        assert_eq!(all[3].expires_at_ms, None);
+        assert_eq!(all[4].expires_at_ms, None);
+    }
+
     #[test]
     fn the_table_rebuilds_keep_every_message_its_state_and_its_sequence_number() {
         use crate::{Direction, HistoryQuery, MessageState, NewMessage};
@@ -237,6 +315,7 @@ mod tests {
             conn.execute("DELETE FROM messages WHERE body = 'gone'", [])
                 .unwrap();
         }
+        let upgraded_ms = now_ms();
         let store = crate::Store::open(&path, &key).unwrap();
         assert_eq!(store.schema_version().unwrap(), CURRENT);
         let all = store.history(&HistoryQuery::default()).unwrap();
@@ -250,7 +329,12 @@ mod tests {
                 (m.sent_at_ms, m.state_at_ms),
                 (100 + i as u64, 200 + i as u64)
             );
-            assert_eq!(m.expires_at_ms, (i == 0).then_some(300));
+            // Those still waiting get an expiry, 30 days from the upgrade.
+            match i {
+                0 => assert_eq!(m.expires_at_ms, Some(300)),
+                1 | 2 => assert_thirty_days_from(m.expires_at_ms, upgraded_ms),
+                _ => assert_eq!(m.expires_at_ms, None),
+            }
         }
         assert_eq!(
             store
