@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 /// `dp2ptcs id`, add people with `dp2ptcs contact add`, compare safety numbers with
 /// `dp2ptcs verify`, then `dp2ptcs send` and `dp2ptcs inbox`.
 #[derive(Debug, Parser)]
-#[command(name = "dp2ptcs", version, about, long_about = None, propagate_version = true)]
+#[command(name = "dp2ptcs", version, propagate_version = true)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: Global,
