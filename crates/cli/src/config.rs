@@ -234,6 +234,8 @@ pub(crate) fn merge(
         .unwrap_or_else(|| DEFAULT_LOG.to_owned());
     node.bootstrap = bootstrap.clone();
     node.advertise = advertise.clone();
+    // What the node itself would refuse at its start, said before the keystore is unlocked.
+    node.check().context("the configuration")?;
     Ok(RunConfig {
         node,
         advertise,
