@@ -941,7 +941,7 @@ async fn a_client_that_stops_reading_its_answer_is_disconnected() {
     let a = start(da.path(), &ka, quick_retries()).await;
     let (_b_contact, _hole) = unreachable_contact(&a, &kb).await;
     let limits = ApiLimits {
-        write_stall_timeout: Duration::from_secs(1),
+        write_stall_timeout: Duration::from_secs(2),
         header_read_timeout: Duration::from_secs(3),
         ..ApiLimits::default()
     };
@@ -958,7 +958,7 @@ async fn a_client_that_stops_reading_its_answer_is_disconnected() {
         .await
         .unwrap();
     // The client reads nothing for longer than the limit: the server gives up on it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let mut answer = Vec::new();
     tokio::time::timeout(SAFETY, stalled.read_to_end(&mut answer))
         .await
@@ -1017,10 +1017,13 @@ async fn a_request_body_that_trickles_in_is_answered_timeout_and_closed() {
         }
     });
     let mut answer = Vec::new();
-    tokio::time::timeout(SAFETY, from_server.read_to_end(&mut answer))
+    let read = tokio::time::timeout(SAFETY, from_server.read_to_end(&mut answer))
         .await
-        .expect("the trickling connection is still open")
-        .unwrap();
+        .expect("the trickling connection is still open");
+    // A byte that arrives as the server closes makes the close a reset, after the answer.
+    if let Err(e) = read {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+    }
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains(r#""code":"timeout""#), "{answer}");

@@ -70,6 +70,30 @@ pub struct ApiLimits {
     pub write_stall_timeout: std::time::Duration,
 }
 
+impl ApiLimits {
+    /// Refuses limits under which the server could serve nothing: no connection, or a timeout
+    /// of zero.
+    pub fn check(&self) -> Result<(), crate::NodeError> {
+        if self.max_connections == 0 {
+            return Err(crate::NodeError::InvalidConfig(
+                "the API's max_connections must be at least 1".into(),
+            ));
+        }
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(crate::NodeError::InvalidConfig(format!(
+                    "the API's {name} must be above zero"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for ApiLimits {
     fn default() -> Self {
         Self {

@@ -185,6 +185,7 @@ pub async fn serve_with(
     info: ApiInfo,
     limits: ApiLimits,
 ) -> Result<(), NodeError> {
+    limits.check()?;
     let stop = node.clone();
     let state = AppState {
         node,
