@@ -1,7 +1,7 @@
 //! `dp2ptcs inbox`: a client of the running node's API.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use dp2ptcs_node::api::client::{Client, ClientError, EventStream, HistoryFilter};
@@ -46,6 +46,7 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
     } else {
         None
     };
+    let mut subscribed_at = Instant::now();
     let latest = client
         .history(&HistoryFilter {
             limit: Some(args.limit),
@@ -84,11 +85,15 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
         }
         drop(events.take());
         // The node closed a stream this side did not read in time (its output was not read):
-        // it goes on where it was, without a word.
-        if let Ok(subscribed) = client.events().await {
-            if catch_up(client, args, &mut last_seq).await? {
-                events = Some(subscribed);
-                continue;
+        // it goes on where it was, without a word. Not again at once for a stream that ended
+        // as soon as it began.
+        if subscribed_at.elapsed() >= RESUBSCRIBE_EVERY {
+            if let Ok(subscribed) = client.events().await {
+                if catch_up(client, args, &mut last_seq).await? {
+                    events = Some(subscribed);
+                    subscribed_at = Instant::now();
+                    continue;
+                }
             }
         }
         // The node stopped. Following goes on once it runs again, from where it was: what it
@@ -99,6 +104,7 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
             eprintln!("dp2ptcs: the node runs again");
             if catch_up(client, args, &mut last_seq).await? {
                 events = Some(subscribed);
+                subscribed_at = Instant::now();
                 break;
             }
             // Gone again at once: not in a busy loop.
