@@ -4,6 +4,7 @@ use anyhow::{anyhow, bail, Result};
 use dp2ptcs_crypto::{ContactUri, ContactUriError};
 use serde_json::{json, Value};
 
+use super::inbox::printable;
 use super::{now_unix, print_json};
 use crate::cli::{ContactAddArgs, ContactCommand, ContactRefArgs, Global};
 use dp2ptcs_store::AddOutcome;
@@ -112,7 +113,7 @@ fn list(global: &Global, json_out: bool) -> Result<()> {
     let width = book
         .contacts
         .iter()
-        .map(|c| c.name.chars().count())
+        .map(|c| printable(&c.name).chars().count())
         .max()
         .unwrap_or(4)
         .max(4);
@@ -126,7 +127,7 @@ fn list(global: &Global, json_out: bool) -> Result<()> {
         let addrs: Vec<String> = c.addresses.iter().map(ToString::to_string).collect();
         outln!(
             "{:<width$}  {:<16}  {:<8}  {}",
-            c.name,
+            printable(&c.name),
             &c.node_id[..16],
             if c.verified { "yes" } else { "no" },
             if addrs.is_empty() {
@@ -147,7 +148,7 @@ fn show(global: &Global, args: &ContactRefArgs) -> Result<()> {
         print_json(&contact_json(c));
         return Ok(());
     }
-    outln!("Name         {}", c.name);
+    outln!("Name         {}", printable(&c.name));
     outln!("Node ID      {}", c.node_id);
     outln!("Public key   {}", c.public_key);
     outln!("Verified     {}", if c.verified { "yes" } else { "no" });

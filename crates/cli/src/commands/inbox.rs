@@ -183,9 +183,9 @@ fn show(m: &Message, json: bool) -> Result<()> {
     let when = utc_time(m.sent_at_ms);
     let who = m
         .peer_name
-        .clone()
-        .unwrap_or_else(|| format!("{}…", &m.peer[..8.min(m.peer.len())]));
-    let body = printable(&m.body);
+        .as_deref()
+        .map_or_else(|| format!("{}…", &m.peer[..8.min(m.peer.len())]), printable);
+    let body = body_lines(&m.body);
     if m.direction == "incoming" {
         writeln!(out, "[{when}] {who}: {body}")?;
     } else {
@@ -194,12 +194,41 @@ fn show(m: &Message, json: bool) -> Result<()> {
     Ok(out.flush()?)
 }
 
-/// The text with control characters (other than newline and tab) escaped, so a message cannot
-/// drive the terminal.
+/// What starts each line of a message body after its first: a message shown in the inbox can
+/// then not pass for another one, whose line starts with `[`.
+const CONTINUED: &str = "    │ ";
+
+/// A message body for the inbox: [`printable`], each line after the first starting with
+/// [`CONTINUED`].
+fn body_lines(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join(&format!("\n{CONTINUED}"))
+}
+
+/// Whether `c` is invisible and changes how the text around it is shown: the bidirectional
+/// controls (which can show a text reversed, U+202E) and zero-width characters.
+fn is_format_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
+/// `text` with control characters other than tab (newlines and carriage returns included) and
+/// invisible format characters escaped as `\u{..}`, so a text from a peer can neither drive the
+/// terminal nor pass for other output.
 pub(super) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if (c.is_control() && c != '\t') || is_format_control(c) {
             out.push_str(&c.escape_unicode().to_string());
         } else {
             out.push(c);
@@ -210,11 +239,30 @@ pub(super) fn printable(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{body_lines, printable, CONTINUED};
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(printable("hi\u{1b}[2J there\n"), "hi\\u{1b}[2J there\n");
+        assert_eq!(printable("hi\u{1b}[2J there\t"), "hi\\u{1b}[2J there\t");
         assert_eq!(printable("\u{9b}x"), "\\u{9b}x");
+        assert_eq!(printable("a\nb\r"), "a\\u{a}b\\u{d}");
+        // Shown reversed, this would read "exe.txt".
+        assert_eq!(printable("\u{202e}txt.exe"), "\\u{202e}txt.exe");
+        assert_eq!(printable("zero\u{200b}width"), "zero\\u{200b}width");
+        assert_eq!(printable("Grüße, 東京 ✓"), "Grüße, 東京 ✓");
+    }
+
+    #[test]
+    fn a_message_cannot_pass_for_two() {
+        let forged = "ok\n[2026-11-25 09:59:00Z] Charlie (HQ): abort\r\n[x] y";
+        let shown = body_lines(forged);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "ok");
+        for line in &lines[1..] {
+            assert!(line.starts_with(CONTINUED), "{line}");
+        }
+        assert_eq!(lines[2], format!("{CONTINUED}[x] y"));
+        assert!(lines[1].ends_with("abort\\u{d}"));
     }
 }

@@ -59,7 +59,7 @@ fn show(m: &Message, json: bool) -> Result<()> {
         print_json(&serde_json::to_value(m)?);
         return Ok(());
     }
-    let who = m.peer_name.clone().unwrap_or_else(|| {
+    let who = m.peer_name.as_deref().map(printable).unwrap_or_else(|| {
         format!(
             "{}… (not a contact)",
             m.peer.chars().take(8).collect::<String>()
@@ -78,7 +78,7 @@ fn show(m: &Message, json: bool) -> Result<()> {
 
 /// The first `max` characters of `text` on one line, escaped as for the inbox, with `…` if cut.
 fn one_line(text: &str, max: usize) -> String {
-    let flat = printable(text).replace('\n', "\\n").replace('\t', " ");
+    let flat = printable(text).replace("\\u{a}", "\\n").replace('\t', " ");
     let mut out: String = flat.chars().take(max).collect();
     if out.len() < flat.len() {
         out.push('…');
