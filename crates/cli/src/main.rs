@@ -21,6 +21,16 @@ macro_rules! out {
     };
 }
 
+/// Writes a line to standard error, as `eprintln!` does, but never panics: a message nobody can
+/// read any more (its reader went away, `dp2ptcs run 2>&1 | head`) is dropped, and the program
+/// goes on; its exit code still tells how it ended.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 mod config;
@@ -58,7 +68,7 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("error: cannot write to standard output: {e}");
+        errln!("error: cannot write to standard output: {e}");
         std::process::exit(1);
     }
 }
@@ -69,10 +79,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if let Some(exit) = err.downcast_ref::<ExitError>() {
-                eprintln!("{}", exit.message);
+                errln!("{}", exit.message);
                 return ExitCode::from(exit.code);
             }
-            eprintln!("error: {err:#}");
+            errln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -106,7 +106,7 @@ pub(crate) fn require_strong(pass: &str, allow_weak: bool) -> Result<()> {
         return Ok(());
     }
     if allow_weak {
-        eprintln!("warning: weak passphrase (strength {score} of 4) accepted because of --allow-weak-passphrase");
+        errln!("warning: weak passphrase (strength {score} of 4) accepted because of --allow-weak-passphrase");
         return Ok(());
     }
     bail!(

@@ -490,6 +490,37 @@ fn clients_explain_errors_and_sigterm_stops_the_node_cleanly() {
 }
 
 #[test]
+fn a_node_whose_log_reader_went_away_keeps_running_and_stops_cleanly() {
+    let mut a = Person::init("Alpha");
+    let listen = format!("127.0.0.1:{}", a.port);
+    drop(a.reserved.take());
+    // `dp2ptcs run 2>&1 | head -1`: the reader takes one line and goes.
+    let mut child = a
+        .cmd(&["run", "--listen", &listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    logs.read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    drop(logs);
+    a.child = Some(child);
+    wait_until("the node to answer", || {
+        assert!(
+            a.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "the node died when its log reader went away"
+        );
+        a.runtime.block_on(a.client().status()).is_ok()
+    });
+    // Its shutdown logs too, into the closed pipe.
+    let status = a.sigterm();
+    assert!(status.success(), "{status}");
+    assert!(!a.dir.join("api.sock").exists());
+}
+
+#[test]
 fn the_outbox_lists_what_waits_and_a_cancelled_message_never_arrives() {
     let (mut a, mut b) = pair();
     assert!(b.sigterm().success());

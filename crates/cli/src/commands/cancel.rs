@@ -42,7 +42,7 @@ pub(super) fn run(global: &Global, args: &CancelArgs) -> Result<()> {
             Ok(r) => outln!("{}", describe(&r)),
             // Several: a refusal of one is said, and the others are still cancelled.
             Err(why) if args.ids.len() > 1 => {
-                eprintln!("error: {why}");
+                errln!("error: {why}");
                 failed += 1;
             }
             Err(why) => bail!("{why}"),

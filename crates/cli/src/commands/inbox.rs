@@ -98,10 +98,10 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
         }
         // The node stopped. Following goes on once it runs again, from where it was: what it
         // received meanwhile (at its start, from mailboxes) is shown first.
-        eprintln!("dp2ptcs: the node stopped; waiting for it to run again (Ctrl-C to quit)");
+        errln!("dp2ptcs: the node stopped; waiting for it to run again (Ctrl-C to quit)");
         loop {
             let subscribed = resubscribe(client).await?;
-            eprintln!("dp2ptcs: the node runs again");
+            errln!("dp2ptcs: the node runs again");
             if catch_up(client, args, &mut last_seq).await? {
                 events = Some(subscribed);
                 subscribed_at = Instant::now();

@@ -72,7 +72,7 @@ fn kdf_params(args: &KdfArgs, base: KdfParams) -> Result<KdfParams> {
         )
     })?;
     if !params.is_at_least_default() {
-        eprintln!(
+        errln!(
             "warning: key-derivation parameters below the default (64 MiB, 3 passes) make a \
              stolen key file faster to attack"
         );

@@ -37,15 +37,15 @@ pub(super) fn run(global: &Global, args: &OutboxArgs) -> Result<()> {
         show(m, args.json)?;
     }
     if offline && !all.is_empty() && !args.json {
-        eprintln!(
+        errln!(
             "No node is running: these go out when it starts (`dp2ptcs run`), those to removed \
              contacts once they are added again."
         );
     }
     if all.is_empty() && !args.json {
         match &args.contact {
-            Some(c) => eprintln!("Nothing waits for {c}."),
-            None => eprintln!(
+            Some(c) => errln!("Nothing waits for {c}."),
+            None => errln!(
                 "Nothing waits in the outbox: every message sent has its receipt, expired or was \
                  cancelled."
             ),

@@ -125,7 +125,10 @@ fn init_logging(format: LogFormat, filter: &str) -> Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (its reader went away) is dropped: the default
+        // reports it with `eprintln!`, which panics on that same closed pipe.
+        .log_internal_errors(false);
     let result = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
