@@ -2195,7 +2195,8 @@ pub(crate) enum Inbound {
 /// Applies the decrypted `plaintext` of a `kind` envelope from `peer` to `store` (inside the
 /// transaction that saves the session's advance): a chat is recorded and asks for a receipt as
 /// the reply; a receipt marks messages delivered. The peer's faults are in the inner result
-/// (nothing written then); the outer one is the store's failures.
+/// (nothing written then); the outer one is the store's failures, and a chat from a peer that
+/// is no longer a contact ([`NodeError::NotAContact`], which closes its connection).
 pub(crate) fn inbound(
     store: &Store,
     peer: NodeId,
@@ -2213,6 +2214,12 @@ pub(crate) fn inbound(
                 Ok(c) => c,
                 Err(e) => return fault(e.into()),
             };
+            // A contact removed while its connection stayed open (or by a command, in the
+            // database) is refused here as at the handshake. As a store failure, it undoes the
+            // session's step: the message opens if the contact is added again and sends it again.
+            if store.contact(&peer)?.is_none() {
+                return Err(NodeError::NotAContact);
+            }
             // One receipt for all; a duplicate is acknowledged again: the sender may have
             // missed the receipt.
             let ids = chats.iter().map(|c| c.id).collect();

@@ -184,6 +184,71 @@ async fn session_survives_a_restart() {
     b.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// A contact removed while its connection is open can no longer send on it: its messages wait
+/// (queued, retried) and arrive, once each, when it is added again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_contact_cannot_send_on_its_open_connection_until_added_again() {
+    let (da, db) = (tempdir(), tempdir());
+    let (ka, kb) = (new_keys(), new_keys());
+    let config = NodeConfig {
+        retry_initial: Duration::from_millis(100),
+        retry_max: Duration::from_millis(300),
+        ..test_config([127, 0, 0, 1])
+    };
+    let a = start(da.path(), &ka, config.clone()).await;
+    let b = start(db.path(), &kb, config).await;
+    let (a_contact, b_contact) = (contact_of("a", &ka, &a), contact_of("b", &kb, &b));
+    a.put_contact(&b_contact).await.unwrap();
+    b.put_contact(&a_contact).await.unwrap();
+    let mut a_events = a.subscribe();
+    b.send_chat(&a_contact, "before").await.unwrap();
+    assert_eq!(next_bodies(&mut a_events, 1).await, ["before"]);
+
+    a.remove_contact(&b.node_id()).await.unwrap();
+    let refused = b.send_chat(&a_contact, "refused").await;
+    assert!(refused.is_err(), "{refused:?}");
+    let queued = b.queue_chat(&a_contact, "after removal").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from_b = |m: &dp2ptcs_store::MessageRecord| m.body.clone();
+    let history = |node: &dp2ptcs_node::Node, peer| {
+        let node = node.clone();
+        async move {
+            let q = dp2ptcs_store::HistoryQuery {
+                peer: Some(&peer),
+                direction: Some(dp2ptcs_store::Direction::Incoming),
+                limit: 100,
+                ..dp2ptcs_store::HistoryQuery::default()
+            };
+            node.history(&q).await.unwrap()
+        }
+    };
+    let got: Vec<String> = history(&a, b.node_id()).await.iter().map(from_b).collect();
+    assert_eq!(got, ["before"], "a removed contact's message was taken");
+
+    // Added again: what it sent meanwhile (the refused one stayed in its outbox) arrives, in
+    // order, once each.
+    a.put_contact(&b_contact).await.unwrap();
+    assert_eq!(
+        next_bodies(&mut a_events, 2).await,
+        ["refused", "after removal"]
+    );
+    let got: Vec<String> = history(&a, b.node_id()).await.iter().map(from_b).collect();
+    assert_eq!(got, ["before", "refused", "after removal"]);
+    let delivered = tokio::time::timeout(SAFETY, async {
+        loop {
+            let m = b.message(&a.node_id(), &queued).await.unwrap().unwrap();
+            if m.state == MessageState::Delivered {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "the sender never heard of the delivery");
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+    b.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 /// Shutdown stops every task of the node, even one in the middle of a dial that would hang for
 /// two minutes and then turns to the DHT to deposit in the mailbox, so the port can be bound
 /// again once the node is dropped, as a node restarted in the same process needs. A DHT

@@ -175,7 +175,8 @@ fn remove(global: &Global, args: &ContactRefArgs) -> Result<()> {
     if waiting > 0 {
         outln!(
             "{waiting} message(s) to {} still wait in the outbox: they go out if you add {} again \
-             before they expire. To drop them: dp2ptcs cancel --to {}",
+             before they expire (one already sent or held in a mailbox may still reach them). \
+             To drop them: dp2ptcs cancel --to {}",
             removed.name,
             removed.name,
             &removed.node_id[..16]
