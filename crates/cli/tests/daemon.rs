@@ -308,6 +308,32 @@ fn two_nodes_exchange_1000_messages_both_ways_exactly_once_with_receipts() {
     assert_eq!(live["peer_name"], "Alpha");
     // Its reader goes away (as `| head -2` would): at the next message it ends quietly.
     drop(lines);
+    // With --all, what B sends shows as it is sent, without waiting for a message to come in.
+    let mut all = b
+        .cmd(&["inbox", "--all", "--follow", "--json", "--limit", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, shown) = std::sync::mpsc::channel();
+    let all_out = all.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(all_out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    shown.recv_timeout(SAFETY).unwrap();
+    b.run_ok(&["send", "Alpha", "b sends this"]);
+    let sent = shown
+        .recv_timeout(SAFETY)
+        .expect("the message sent was not shown");
+    let sent: Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(sent["body"], "b sends this");
+    assert_eq!(sent["direction"], "outgoing");
+    all.kill().unwrap();
+    all.wait().unwrap();
     a.run_ok(&["send", "Bravo", "nobody reads this"]);
     wait_until("inbox --follow to end with its reader", || {
         follow.try_wait().unwrap().is_some()

@@ -70,6 +70,14 @@ pub enum NodeEvent {
         /// Its recipient.
         to: NodeId,
     },
+    /// A message was put in the outbox ([`Node::queue_chat`]): the history has it, `queued`.
+    /// ([`Node::send_chat`] reports none: its caller has the outcome.)
+    Queued {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: NodeId,
+    },
 }
 
 /// What [`Node::cancel_message`] did.
@@ -1353,6 +1361,10 @@ impl Inner {
         let expires_at_ms = self.expiry(ttl)?;
         self.record_outgoing(contact.node_id, &chat, expires_at_ms)
             .await?;
+        self.emit(NodeEvent::Queued {
+            id: chat.id,
+            to: contact.node_id,
+        });
         self.outbox.wake();
         Ok(chat.id)
     }

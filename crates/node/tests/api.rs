@@ -905,7 +905,15 @@ async fn a_full_server_answers_busy_and_closes_connections_that_send_nothing() {
     })
     .await
     .expect("the server did not serve again");
-    // The event stream, which had its answer, was not closed with them.
+    // The event stream, which had its answer, was not closed with them: it reports the message
+    // put in the outbox, then its cancellation.
+    assert_eq!(
+        next_event(&mut events).await,
+        Event::Queued {
+            id: sent.id.clone(),
+            to: b_contact.node_id.to_hex()
+        }
+    );
     ca.cancel(&sent.id).await.unwrap();
     let event = next_event(&mut events).await;
     assert_eq!(

@@ -70,8 +70,11 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
         } {
             match event {
                 Ok(Event::Message { .. } | Event::Lagged { .. }) => {}
+                // A message sent (from here or any other client) is shown with --all.
+                Ok(Event::Queued { .. }) if args.all => {}
                 Ok(
-                    Event::Delivered { .. }
+                    Event::Queued { .. }
+                    | Event::Delivered { .. }
                     | Event::Expired { .. }
                     | Event::Cancelled { .. }
                     | Event::Other,

@@ -405,6 +405,14 @@ pub enum Event {
         /// The recipient's node id.
         to: String,
     },
+    /// A message was put in the outbox (`POST /v1/messages`, by this client or another): the
+    /// history has it, `queued`.
+    Queued {
+        /// The message id.
+        id: String,
+        /// The recipient's node id.
+        to: String,
+    },
     /// This subscriber fell behind and missed `missed` events; read the history to catch up.
     Lagged {
         /// How many events were dropped.

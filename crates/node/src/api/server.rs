@@ -790,6 +790,10 @@ async fn events(
                     id: id.to_hex(),
                     to: to.to_hex(),
                 },
+                Ok(NodeEvent::Queued { id, to }) => Event::Queued {
+                    id: id.to_hex(),
+                    to: to.to_hex(),
+                },
                 Err(RecvError::Lagged(missed)) => Event::Lagged { missed },
                 Err(RecvError::Closed) => return None,
             };
@@ -798,6 +802,7 @@ async fn events(
                 Event::Delivered { .. } => "delivered",
                 Event::Expired { .. } => "expired",
                 Event::Cancelled { .. } => "cancelled",
+                Event::Queued { .. } => "queued",
                 Event::Lagged { .. } => "lagged",
                 Event::Other => "other",
             };
