@@ -136,20 +136,40 @@ pub(crate) fn merge(
     set!(max_streams_per_connection);
     set!(peer_rate_per_sec);
     set!(peer_burst);
-    if let Some(ms) = l.retry_initial_ms {
-        node.retry_initial = Duration::from_millis(ms.max(1));
+    for (name, value) in [
+        (
+            "max_streams_per_connection",
+            u64::from(node.max_streams_per_connection),
+        ),
+        ("peer_rate_per_sec", u64::from(node.peer_rate_per_sec)),
+        ("peer_burst", u64::from(node.peer_burst)),
+    ] {
+        if value == 0 {
+            bail!("[limits] {name} must be at least 1");
+        }
     }
-    if let Some(ms) = l.retry_max_ms {
-        node.retry_max = Duration::from_millis(ms.max(1));
+    // A duration in milliseconds of at least `min`: refused below, not raised in silence.
+    let millis = |name: &str, ms: Option<u64>, min: u64| -> Result<Option<Duration>> {
+        match ms {
+            Some(ms) if ms < min => bail!("[limits] {name} must be at least {min}"),
+            Some(ms) => Ok(Some(Duration::from_millis(ms))),
+            None => Ok(None),
+        }
+    };
+    if let Some(d) = millis("retry_initial_ms", l.retry_initial_ms, 1)? {
+        node.retry_initial = d;
     }
-    if let Some(ms) = l.outbox_poll_ms {
-        node.outbox_poll = Duration::from_millis(ms.max(10));
+    if let Some(d) = millis("retry_max_ms", l.retry_max_ms, 1)? {
+        node.retry_max = d;
     }
-    if let Some(ms) = l.mailbox_poll_ms {
-        node.mailbox_poll = Duration::from_millis(ms.max(100));
+    if let Some(d) = millis("outbox_poll_ms", l.outbox_poll_ms, 10)? {
+        node.outbox_poll = d;
     }
-    if let Some(ms) = l.mailbox_redeposit_ms {
-        node.mailbox_redeposit = Duration::from_millis(ms.max(1000));
+    if let Some(d) = millis("mailbox_poll_ms", l.mailbox_poll_ms, 100)? {
+        node.mailbox_poll = d;
+    }
+    if let Some(d) = millis("mailbox_redeposit_ms", l.mailbox_redeposit_ms, 1000)? {
+        node.mailbox_redeposit = d;
     }
     if let Some(n) = l.dial_attempts {
         if n == 0 || n > 20 {
@@ -365,6 +385,28 @@ mod tests {
             let e = merge(Some(file), None, &args(&[])).unwrap_err().to_string();
             assert!(e.contains("must be between"), "{bad}: {e}");
         }
+        // Below its least value, a setting is refused with its name, not raised in silence.
+        for bad in [
+            "mailbox_redeposit_ms = 999",
+            "mailbox_poll_ms = 0",
+            "outbox_poll_ms = 9",
+            "retry_initial_ms = 0",
+            "retry_max_ms = 0",
+            "peer_rate_per_sec = 0",
+            "peer_burst = 0",
+            "max_streams_per_connection = 0",
+        ] {
+            let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
+            let e = merge(Some(file), None, &args(&[])).unwrap_err().to_string();
+            let name = bad.split(' ').next().unwrap();
+            assert!(
+                e.contains(&format!("[limits] {name} must be at least")),
+                "{bad}: {e}"
+            );
+        }
+        // A retry_initial_ms above retry_max_ms is capped by it, as before.
+        let file: FileConfig = toml::from_str("[limits]\nretry_max_ms = 500").unwrap();
+        assert!(merge(Some(file), None, &args(&[])).is_ok());
     }
 
     #[test]
