@@ -205,7 +205,7 @@ pub(crate) fn add(
     name: &str,
     now: u64,
 ) -> Result<(Contact, AddOutcome)> {
-    validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    dp2ptcs_node::api::check_new_contact_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let record = dp2ptcs_node::contact_from_uri(uri, name, now);
     let mut store = open_address_book(dir, key)?;
     match store.add_contact(&record) {

@@ -597,6 +597,33 @@ fn a_different_key_under_a_known_name_never_replaces_it() {
 }
 
 #[test]
+fn a_name_that_could_pass_for_another_contact_is_refused() {
+    let alice = Node::init("Alice");
+    let bob = Node::init("Bob");
+    let carol = Node::init("Carol");
+    alice.run_ok(&["contact", "add", &bob.uri()]);
+    let bob_id = bob.json(&["id", "--json"])["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Named as the start of Bob's node id, Carol would get what is meant for Bob.
+    let err = alice.run_err(&["contact", "add", &carol.uri(), "--name", &bob_id[..8]]);
+    assert!(err.contains("node id prefix"), "{err}");
+    // Shown reversed, a name could read as another.
+    let err = alice.run_err(&["contact", "add", &carol.uri(), "--name", "Carol\u{202e}boB"]);
+    assert!(err.contains("invisible"), "{err}");
+    assert_eq!(
+        alice
+            .json(&["contact", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    alice.run_ok(&["contact", "add", &carol.uri(), "--name", "Carol 7"]);
+}
+
+#[test]
 fn bad_contact_input_gets_clear_errors() {
     let alice = Node::init("Alice");
     let bob = Node::init("Bob");

@@ -635,8 +635,7 @@ impl Node {
         uri: &dp2ptcs_crypto::ContactUri,
         name: &str,
     ) -> Result<(ContactRecord, AddOutcome), NodeError> {
-        dp2ptcs_crypto::contact_uri::validate_display_name(name)
-            .map_err(|e| NodeError::InvalidContact(e.to_string()))?;
+        crate::api::check_new_contact_name(name).map_err(NodeError::InvalidContact)?;
         let identity = uri.public_identity();
         if identity.node_id() == self.node_id() {
             return Err(NodeError::InvalidContact(

@@ -210,28 +210,13 @@ fn body_lines(text: &str) -> String {
         .join(&format!("\n{CONTINUED}"))
 }
 
-/// Whether `c` is invisible and changes how the text around it is shown: the bidirectional
-/// controls (which can show a text reversed, U+202E) and zero-width characters.
-fn is_format_control(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061c}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206f}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-    )
-}
-
 /// `text` with control characters other than tab (newlines and carriage returns included) and
 /// invisible format characters escaped as `\u{..}`, so a text from a peer can neither drive the
 /// terminal nor pass for other output.
 pub(super) fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if (c.is_control() && c != '\t') || is_format_control(c) {
+        if (c.is_control() && c != '\t') || dp2ptcs_node::api::is_format_control(c) {
             out.push_str(&c.escape_unicode().to_string());
         } else {
             out.push(c);

@@ -61,6 +61,45 @@ pub fn peer_name(contacts: &[ContactRecord], id: &NodeId) -> Option<String> {
         .map(|c| c.name.clone())
 }
 
+/// Refuses a name for a new contact that [`validate_display_name`] refuses, that would read as
+/// a node-id prefix (8 or more hex digits: a command naming it could mean another contact), or
+/// that holds invisible characters changing how text is shown (bidirectional controls,
+/// zero-width characters: a name could look like another).
+///
+/// [`validate_display_name`]: dp2ptcs_crypto::contact_uri::validate_display_name
+pub fn check_new_contact_name(name: &str) -> Result<(), String> {
+    dp2ptcs_crypto::contact_uri::validate_display_name(name).map_err(|e| e.to_string())?;
+    if id_prefix(name).is_some() {
+        return Err(format!(
+            "{name:?} would read as a node id prefix ({MIN_ID_PREFIX} or more hex digits): \
+             choose another name"
+        ));
+    }
+    if name.chars().any(is_format_control) {
+        return Err(
+            "the name holds invisible characters that change how text is shown (bidirectional \
+             controls or zero-width characters): choose another name"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether `c` is invisible and changes how the text around it is shown: the bidirectional
+/// controls (which can show a text reversed, U+202E) and zero-width characters.
+pub fn is_format_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+    )
+}
+
 /// `query` lowercased, if it can be a node-id prefix: 8 to 64 hex digits.
 fn id_prefix(query: &str) -> Option<String> {
     let q = query.to_ascii_lowercase();
@@ -190,6 +229,30 @@ pub fn cancel_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_contact_names_that_could_mislead_are_refused() {
+        for ok in [
+            "Bravo",
+            "Team 2",
+            "deadbee",
+            "Grüße",
+            "0123456789abcdefg",
+            "cafe babe",
+        ] {
+            assert!(check_new_contact_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "deadbeef",
+            "DEADBEEF00",
+            "0123456789",
+            "Al\u{202e}ice",
+            "Bo\u{200b}b",
+            "",
+        ] {
+            assert!(check_new_contact_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn contact(name: &str, first: u8) -> ContactRecord {
         let mut id = [0x11u8; 32];

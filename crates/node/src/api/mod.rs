@@ -27,7 +27,8 @@ mod stall;
 use serde::{Deserialize, Serialize};
 
 pub use answers::{
-    cancel_answer, contact_named, message_id, peer_name, recipient_named, Refusal, MIN_ID_PREFIX,
+    cancel_answer, check_new_contact_name, contact_named, is_format_control, message_id, peer_name,
+    recipient_named, Refusal, MIN_ID_PREFIX,
 };
 pub use server::{bind, serve, serve_with, ApiInfo};
 
