@@ -757,6 +757,21 @@ fn safety_numbers_match_on_both_sides_and_scanning_verifies() {
         bob.json(&["contact", "list", "--json"])[0]["verified"],
         true
     );
+    // Digits typed wrong later: loud, and true about what stays (the key verified is the one
+    // Bob still holds).
+    let first = if spaced.starts_with('1') { "2" } else { "1" };
+    let wrong = format!("{first}{}", &spaced[1..]);
+    let out = bob.run(&["verify", "Alice", "--digits", &wrong]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("Alice stays marked verified"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        bob.json(&["contact", "list", "--json"])[0]["verified"],
+        true
+    );
 }
 
 #[test]

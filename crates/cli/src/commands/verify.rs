@@ -63,8 +63,13 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             outln!();
             outln!(
                 "Compare these digits with {name}'s screen, in person or over a trusted voice line. \
-                 Then mark them verified with `dp2ptcs verify {} --scan PHOTO` (a picture of the code \
-                 on their screen) or `--digits \"...\"`.",
+                 Then {} with `dp2ptcs verify {} --scan PHOTO` (a picture of the code on their \
+                 screen) or `--digits \"...\"`.",
+                if c.verified {
+                    "check them again"
+                } else {
+                    "mark them verified"
+                },
                 super::contact::shell_word(&name)
             );
             outln!(
@@ -87,11 +92,21 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             Ok(())
         }
         Some(Err(SafetyNumberError::Mismatch)) => {
+            let verified = book.contacts[idx].verified;
             if args.json {
-                print_json(
-                    &json!({ "contact": name, "match": false, "verified": book.contacts[idx].verified }),
-                );
+                print_json(&json!({ "contact": name, "match": false, "verified": verified }));
             }
+            // The key held for the contact has not changed: a verification of it made before
+            // stands, and saying otherwise would be false.
+            let outcome = if verified {
+                format!(
+                    "{name} stays marked verified: that was done earlier, for the key you still \
+                     hold. If you typed their digits right, the device you compared with holds \
+                     another key."
+                )
+            } else {
+                format!("{name} was NOT marked verified.")
+            };
             Err(ExitError {
                 code: EXIT_MISMATCH,
                 message: format!(
@@ -99,7 +114,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
                      The key you hold for {name} is not the key their device holds. Someone may be \
                      intercepting your communication, or one of you has a new identity.\n\
                      Do not trust this contact until you have re-added their contact URI in person and \
-                     compared again. {name} was NOT marked verified."
+                     compared again. {outcome}"
                 ),
             }
             .into())
