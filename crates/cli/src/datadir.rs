@@ -38,6 +38,7 @@ pub(crate) fn current_passphrase(global: &Global) -> Result<Passphrase> {
     passphrase::read(
         passphrase::Source {
             file: global.passphrase_file.as_deref(),
+            flag: "--passphrase-file",
             env_var: passphrase::ENV_PASSPHRASE,
             prompt: "Passphrase",
         },

@@ -82,8 +82,43 @@ fn main() -> ExitCode {
                 errln!("{}", exit.message);
                 return ExitCode::from(exit.code);
             }
-            errln!("error: {err:#}");
+            errln!("error: {}", causes(&err));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `err` and its causes, as `{:#}` prints them, less a cause whose text the ones before it
+/// already hold (an error that shows its source in its own text: "io: X: X").
+fn causes(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_already_shown_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        #[derive(Debug, thiserror::Error)]
+        #[error("io: {0}")]
+        struct Wrapper(#[from] std::io::Error);
+        let err = anyhow::Error::from(Wrapper(io)).context("cannot start the node on 127.0.0.1:1");
+        assert_eq!(
+            super::causes(&err),
+            "cannot start the node on 127.0.0.1:1: io: Address already in use"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::causes(&plain), "outer: inner");
     }
 }

@@ -28,6 +28,8 @@ pub(crate) type Passphrase = Zeroizing<String>;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Source<'a> {
     pub(crate) file: Option<&'a Path>,
+    /// The flag that gives `file`, for messages.
+    pub(crate) flag: &'static str,
     pub(crate) env_var: &'static str,
     /// Prompt text, e.g. "Passphrase".
     pub(crate) prompt: &'static str,
@@ -69,7 +71,8 @@ fn prompt(text: &str, source: Source<'_>) -> Result<Passphrase> {
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot ask for the passphrase ({e}): there is no terminal. \
-             Give --passphrase-file FILE or set {}",
+             Give {} FILE or set {}",
+                source.flag,
                 source.env_var
             )
         })
@@ -135,6 +138,7 @@ mod tests {
         std::fs::write(&path, "secret words here\r\n").unwrap();
         let src = Source {
             file: Some(&path),
+            flag: "--passphrase-file",
             env_var: "DP2PTCS_TEST_UNUSED",
             prompt: "x",
         };

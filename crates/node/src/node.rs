@@ -302,7 +302,10 @@ impl Node {
         inner.tasks.spawn(inner.clone().maintain());
         inner.tasks.spawn(inner.clone().mailbox_loop());
         inner.tasks.spawn(inner.clone().persist_held());
-        tracing::info!(node = %node_id.short(8), addr = ?inner.endpoint.local_addr().ok(), "node started");
+        match inner.endpoint.local_addr() {
+            Ok(addr) => tracing::info!(node = %node_id.short(8), %addr, "node started"),
+            Err(e) => tracing::info!(node = %node_id.short(8), error = %e, "node started"),
+        }
         Ok(Node { inner })
     }
 

@@ -15,6 +15,7 @@ pub(super) fn run(global: &Global, args: &ChangePassphraseArgs) -> Result<()> {
     let new = passphrase::read(
         passphrase::Source {
             file: args.new_passphrase_file.as_deref(),
+            flag: "--new-passphrase-file",
             env_var: passphrase::ENV_NEW_PASSPHRASE,
             prompt: "New passphrase",
         },

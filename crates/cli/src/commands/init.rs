@@ -41,6 +41,7 @@ pub(super) fn run(global: &Global, args: &InitArgs) -> Result<()> {
     let pass = passphrase::read(
         passphrase::Source {
             file: global.passphrase_file.as_deref(),
+            flag: "--passphrase-file",
             env_var: passphrase::ENV_PASSPHRASE,
             prompt: "New passphrase",
         },

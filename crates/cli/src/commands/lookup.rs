@@ -17,6 +17,9 @@ pub(super) fn run(global: &Global, args: &LookupArgs) -> Result<()> {
         );
     }
     let client = api_client(global)?;
+    if block_on(client.status())??.node_id == target.to_ascii_lowercase() {
+        bail!("{target} is this node's own id: look up another node's");
+    }
     let r = block_on(client.lookup(target))??;
     if args.json {
         print_json(&serde_json::to_value(&r)?);
@@ -26,9 +29,11 @@ pub(super) fn run(global: &Global, args: &LookupArgs) -> Result<()> {
             None => outln!("Not found: {}", r.target),
         }
         outln!(
-            "{} requests in {} rounds, {} ms",
+            "{} request{} in {} round{}, {} ms",
             r.requests,
+            if r.requests == 1 { "" } else { "s" },
             r.rounds,
+            if r.rounds == 1 { "" } else { "s" },
             r.elapsed_ms
         );
         outln!("Path (every peer asked, in order):");

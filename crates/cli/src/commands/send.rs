@@ -1,6 +1,7 @@
 //! `dp2ptcs send`: a client of the running node's API.
 
 use std::io::Read;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use dp2ptcs_node::api::SendRequest;
@@ -30,6 +31,13 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
         bail!("the message is empty");
     }
     if text.len() > MAX_CHAT_BODY_LEN {
+        // Standard input is read only one byte past the limit.
+        if args.text == "-" {
+            bail!(
+                "the message on standard input is more than {MAX_CHAT_BODY_LEN} bytes, the most \
+                 that fit in one message"
+            );
+        }
         bail!(
             "the message is {} bytes; at most {MAX_CHAT_BODY_LEN} fit in one message",
             text.len()
@@ -45,6 +53,7 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
             .ttl
             .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64),
     };
+    let asked = std::time::Instant::now();
     let response = block_on(client.send(&request))??;
     if args.json {
         print_json(&json!({
@@ -63,6 +72,16 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
             }
             "expired" => {
                 "the message expired before its receipt came; it is not sent again".to_owned()
+            }
+            // Answered before its time: the node stopped waiting because it is shutting down.
+            state
+                if asked.elapsed() + Duration::from_millis(500)
+                    < Duration::from_secs(args.timeout) =>
+            {
+                format!(
+                    "the node stopped before the receipt came (the message is {state}); it stays \
+                     in the outbox and is retried when the node runs again"
+                )
             }
             state => format!(
                 "no receipt within {} s (the message is {state}); it stays in the outbox and is \

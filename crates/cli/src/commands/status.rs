@@ -47,10 +47,13 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         m.cancelled
     );
     outln!(
-        "DHT          {} peers in the routing table, {} records held, {} connections",
+        "DHT          {} peer{} in the routing table, {} record{} held, {} connection{}",
         s.dht.peers,
+        if s.dht.peers == 1 { "" } else { "s" },
         s.dht.records,
-        s.dht.connections
+        if s.dht.records == 1 { "" } else { "s" },
+        s.dht.connections,
+        if s.dht.connections == 1 { "" } else { "s" }
     );
     outln!(
         "Holding      {} message(s), {} bytes, in mailboxes for others",
