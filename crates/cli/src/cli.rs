@@ -128,8 +128,14 @@ pub(crate) struct SendArgs {
     /// stays queued and is retried).
     #[arg(long)]
     pub(crate) wait: bool,
-    /// How long --wait waits, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "wait")]
+    /// How long --wait waits, in seconds (1 to 600).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        requires = "wait",
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
     pub(crate) timeout: u64,
     /// Give up on the message if no receipt came back within this time, e.g. `90s`, `2h`,
     /// `3days` (default 7 days, at most 30 days). It then shows as `expired`.
@@ -332,6 +338,11 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("{e} (write it like 90s, 15min, 2h or 3days)"))?;
     if d.is_zero() {
         return Err("the time to live must be above zero".into());
+    }
+    // The longest any node takes; the node's own `max_message_ttl_ms` may be shorter.
+    let longest = std::time::Duration::from_millis(dp2ptcs_dht::MAX_MAILBOX_TTL_MS);
+    if d > longest {
+        return Err("the time to live is at most 30 days".into());
     }
     Ok(d)
 }
