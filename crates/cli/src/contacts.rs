@@ -205,9 +205,17 @@ pub(crate) fn add(
     name: &str,
     now: u64,
 ) -> Result<(Contact, AddOutcome)> {
-    dp2ptcs_node::api::check_new_contact_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    validate_display_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let record = dp2ptcs_node::contact_from_uri(uri, name, now);
     let mut store = open_address_book(dir, key)?;
+    // Rules for new names: a contact stored before them under such a name can still have its
+    // addresses refreshed.
+    let known = store
+        .contact(&record.node_id)?
+        .is_some_and(|c| c.name == record.name);
+    if !known {
+        dp2ptcs_node::api::check_new_contact_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     match store.add_contact(&record) {
         Ok((stored, outcome)) => Ok((from_record(stored), outcome)),
         Err(StoreError::NameTaken { node_id, .. }) => bail!(

@@ -638,7 +638,11 @@ impl Node {
         uri: &dp2ptcs_crypto::ContactUri,
         name: &str,
     ) -> Result<(ContactRecord, AddOutcome), NodeError> {
-        crate::api::check_new_contact_name(name).map_err(NodeError::InvalidContact)?;
+        // The node validates the display name here, and refuses names that could mislead:
+        // rules for new names, so a contact stored before them under such a name can still
+        // have its addresses refreshed.
+        dp2ptcs_crypto::contact_uri::validate_display_name(name)
+            .map_err(|e| NodeError::InvalidContact(e.to_string()))?;
         let identity = uri.public_identity();
         if identity.node_id() == self.node_id() {
             return Err(NodeError::InvalidContact(
@@ -647,7 +651,18 @@ impl Node {
         }
         let record = contact_from_uri(uri, name, now_ms() / 1000);
         let store = self.inner.store.clone();
-        blocking(move || Ok(lock(&store).add_contact(&record)?)).await
+        blocking(move || {
+            let mut store = lock(&store);
+            let known = store
+                .contact(&record.node_id)?
+                .is_some_and(|c| c.name == record.name);
+            if !known {
+                crate::api::check_new_contact_name(&record.name)
+                    .map_err(NodeError::InvalidContact)?;
+            }
+            Ok(store.add_contact(&record)?)
+        })
+        .await
     }
 
     /// Removes the contact `id`; returns it, or `None` if it was not a contact. Its history and

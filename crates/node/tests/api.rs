@@ -1041,3 +1041,27 @@ async fn a_request_body_that_trickles_in_is_answered_timeout_and_closed() {
     assert!(ca.contacts().await.unwrap().is_empty());
     a.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The rules on new contact names do not lock out a contact stored before them: adding its URI
+/// again under its name still refreshes its addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_stored_under_a_name_now_refused_can_still_be_refreshed() {
+    let da = tempdir();
+    let (ka, kb, kc) = (new_keys(), new_keys(), new_keys());
+    let a = start(da.path(), &ka, quick_retries()).await;
+    let mut legacy = contact_of("deadbeef", &kb, &a);
+    legacy.addresses = vec!["127.0.0.1:9".parse().unwrap()];
+    a.put_contact(&legacy).await.unwrap();
+    let moved: std::net::SocketAddr = "127.0.0.1:10".parse().unwrap();
+    let uri = ContactUri::new(kb.identity(), None, &[moved]).unwrap();
+    let (stored, outcome) = a.add_contact(&uri, "deadbeef").await.unwrap();
+    assert_eq!(outcome, dp2ptcs_store::AddOutcome::AddressesUpdated);
+    assert_eq!(stored.addresses, [moved]);
+    // A new contact may not take such a name.
+    let other = ContactUri::new(kc.identity(), None, &[]).unwrap();
+    assert!(matches!(
+        a.add_contact(&other, "deadbeef00").await,
+        Err(dp2ptcs_node::NodeError::InvalidContact(_))
+    ));
+    a.shutdown(Duration::from_secs(5)).await.unwrap();
+}
