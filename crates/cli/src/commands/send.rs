@@ -15,8 +15,9 @@ use crate::{ExitError, EXIT_NOT_DELIVERED};
 pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
     let text = if args.text == "-" {
         let mut buf = Vec::new();
+        // Two bytes past the limit: one more than fits even once a final newline is dropped.
         std::io::stdin()
-            .take(MAX_CHAT_BODY_LEN as u64 + 1)
+            .take(MAX_CHAT_BODY_LEN as u64 + 2)
             .read_to_end(&mut buf)?;
         let mut text = String::from_utf8(buf)
             .map_err(|_| anyhow::anyhow!("the message on standard input is not UTF-8"))?;
@@ -31,7 +32,7 @@ pub(super) fn run(global: &Global, args: &SendArgs) -> Result<()> {
         bail!("the message is empty");
     }
     if text.len() > MAX_CHAT_BODY_LEN {
-        // Standard input is read only one byte past the limit.
+        // Standard input is read only up to two bytes past the limit.
         if args.text == "-" {
             bail!(
                 "the message on standard input is more than {MAX_CHAT_BODY_LEN} bytes, the most \
