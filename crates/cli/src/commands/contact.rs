@@ -171,14 +171,18 @@ fn remove(global: &Global, args: &ContactRefArgs) -> Result<()> {
         print_json(&v);
         return Ok(());
     }
-    outln!("Removed {} (node id {})", removed.name, removed.node_id);
+    outln!(
+        "Removed {} (node id {})",
+        printable(&removed.name),
+        removed.node_id
+    );
     if waiting > 0 {
         outln!(
             "{waiting} message(s) to {} still wait in the outbox: they go out if you add {} again \
              before they expire (one already sent or held in a mailbox may still reach them). \
              To drop them: dp2ptcs cancel --to {}",
-            removed.name,
-            removed.name,
+            printable(&removed.name),
+            printable(&removed.name),
             &removed.node_id[..16]
         );
     }

@@ -189,12 +189,56 @@ fn show(m: &Message, json: bool) -> Result<()> {
         .as_deref()
         .map_or_else(|| format!("{}…", &m.peer[..8.min(m.peer.len())]), printable);
     let body = body_lines(&m.body);
-    if m.direction == "incoming" {
-        writeln!(out, "[{when}] {who}: {body}")?;
+    let shown = if m.direction == "incoming" {
+        format!("[{when}] {who}: {body}")
     } else {
-        writeln!(out, "[{when}] → {who}: {body} ({})", m.state)?;
-    }
+        format!("[{when}] → {who}: {body} ({})", m.state)
+    };
+    // On a terminal, the rows it would wrap are wrapped here, each starting as a continued line:
+    // else a body padded to the terminal's width could start a row that looks like a message.
+    let shown = match terminal_columns() {
+        Some(columns) => wrapped(&shown, columns),
+        None => shown,
+    };
+    writeln!(out, "{shown}")?;
     Ok(out.flush()?)
+}
+
+/// The width of the terminal standard output is, if it is one.
+fn terminal_columns() -> Option<usize> {
+    let (terminal_size::Width(w), _) = terminal_size::terminal_size_of(std::io::stdout())?;
+    Some(usize::from(w))
+}
+
+/// `text` (lines after the first starting with [`CONTINUED`]) cut into rows narrower than
+/// `columns`, each row after the first starting with [`CONTINUED`]. A terminal too narrow to
+/// hold the prefix and some text gets `text` as it is.
+fn wrapped(text: &str, columns: usize) -> String {
+    use unicode_width::UnicodeWidthChar;
+    let prefix = CONTINUED.chars().count();
+    // One column spare: a row that fills the terminal exactly may leave the cursor past it.
+    let room = columns.saturating_sub(1);
+    if room < prefix + 8 {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / room * (prefix + 1));
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut used = 0;
+        for c in line.chars() {
+            let w = c.width().unwrap_or(0);
+            if used + w > room {
+                out.push('\n');
+                out.push_str(CONTINUED);
+                used = prefix;
+            }
+            out.push(c);
+            used += w;
+        }
+    }
+    out
 }
 
 /// What starts each line of a message body after its first: a message shown in the inbox can
@@ -227,7 +271,7 @@ pub(super) fn printable(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{body_lines, printable, CONTINUED};
+    use super::{body_lines, printable, wrapped, CONTINUED};
 
     #[test]
     fn control_characters_are_escaped() {
@@ -237,7 +281,37 @@ mod tests {
         // Shown reversed, this would read "exe.txt".
         assert_eq!(printable("\u{202e}txt.exe"), "\\u{202e}txt.exe");
         assert_eq!(printable("zero\u{200b}width"), "zero\\u{200b}width");
+        assert_eq!(printable("a\u{2028}b\u{85}c"), "a\\u{2028}b\\u{85}c");
         assert_eq!(printable("Grüße, 東京 ✓"), "Grüße, 東京 ✓");
+    }
+
+    #[test]
+    fn a_body_padded_to_the_terminal_width_is_wrapped_as_one_message() {
+        use unicode_width::UnicodeWidthStr;
+        let header = "[2026-11-25 09:58:00Z] Alpha: ";
+        // Padded so that, unwrapped, the forged header would start a row of an 80-column
+        // terminal; then a continued line padded the same way, and wide characters.
+        let body = format!(
+            "ok{}[2026-11-25 09:59:00Z] Charlie (HQ): abort\n{}[x] y\n{}",
+            " ".repeat(80 - header.len() - 2),
+            ".".repeat(80 - CONTINUED.chars().count()),
+            "東".repeat(60)
+        );
+        let shown = wrapped(&format!("{header}{}", body_lines(&body)), 80);
+        let rows: Vec<&str> = shown.split('\n').collect();
+        assert!(rows[0].starts_with(header));
+        for row in &rows[1..] {
+            assert!(row.starts_with(CONTINUED), "{row:?}");
+        }
+        assert!(rows.iter().all(|r| r.width() < 80), "{rows:?}");
+        // Nothing is lost or changed but for the row breaks.
+        let unwrapped = |t: &str| t.replace(&format!("\n{CONTINUED}"), "");
+        assert_eq!(
+            unwrapped(&shown),
+            unwrapped(&format!("{header}{}", body_lines(&body)))
+        );
+        // Too narrow a terminal to wrap in: left as it is.
+        assert_eq!(wrapped("abc\n    │ def", 10), "abc\n    │ def");
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
     let local = unlocked.keystore.identity().public();
     let sn = SafetyNumber::new(&local, &remote);
     let name = book.contacts[idx].name.clone();
+    // As the inbox shows it: a name cannot drive the terminal or read as another.
+    let shown = super::inbox::printable(&name);
 
     if let Some(path) = &args.qr_png {
         qr::write_png(path, &sn.qr_text())?;
@@ -50,7 +52,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
                 }));
                 return Ok(());
             }
-            outln!("Safety number with {name}:\n");
+            outln!("Safety number with {shown}:\n");
             let grouped = sn.grouped();
             let words: Vec<&str> = grouped.split(' ').collect();
             for line in words.chunks(4) {
@@ -62,7 +64,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             }
             outln!();
             outln!(
-                "Compare these digits with {name}'s screen, in person or over a trusted voice line. \
+                "Compare these digits with {shown}'s screen, in person or over a trusted voice line. \
                  Then {} with `dp2ptcs verify {} --scan PHOTO` (a picture of the code on their \
                  screen) or `--digits \"...\"`.",
                 if c.verified {
@@ -87,7 +89,7 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             if args.json {
                 print_json(&json!({ "contact": name, "match": true, "verified": true }));
             } else {
-                outln!("Safety numbers match: {name} is now verified.");
+                outln!("Safety numbers match: {shown} is now verified.");
             }
             Ok(())
         }
@@ -100,18 +102,18 @@ pub(super) fn run(global: &Global, args: &VerifyArgs) -> Result<()> {
             // stands, and saying otherwise would be false.
             let outcome = if verified {
                 format!(
-                    "{name} stays marked verified: that was done earlier, for the key you still \
+                    "{shown} stays marked verified: that was done earlier, for the key you still \
                      hold. If you typed their digits right, the device you compared with holds \
                      another key."
                 )
             } else {
-                format!("{name} was NOT marked verified.")
+                format!("{shown} was NOT marked verified.")
             };
             Err(ExitError {
                 code: EXIT_MISMATCH,
                 message: format!(
                     "\n!!! WARNING: SAFETY NUMBERS DO NOT MATCH !!!\n\n\
-                     The key you hold for {name} is not the key their device holds. Someone may be \
+                     The key you hold for {shown} is not the key their device holds. Someone may be \
                      intercepting your communication, or one of you has a new identity.\n\
                      Do not trust this contact until you have re-added their contact URI in person and \
                      compared again. {outcome}"

@@ -86,12 +86,14 @@ pub fn check_new_contact_name(name: &str) -> Result<(), String> {
 }
 
 /// Whether `c` is invisible and changes how the text around it is shown: the bidirectional
-/// controls (which can show a text reversed, U+202E) and zero-width characters.
+/// controls (which can show a text reversed, U+202E), zero-width characters, and the line and
+/// paragraph separators (U+2028, U+2029), which some programs show as a line break.
 pub fn is_format_control(c: char) -> bool {
     matches!(
         c,
         '\u{061c}'
             | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{2029}'
             | '\u{202a}'..='\u{202e}'
             | '\u{2060}'..='\u{2064}'
             | '\u{2066}'..='\u{206f}'
