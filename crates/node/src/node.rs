@@ -2415,10 +2415,53 @@ mod tests {
         }
     }
 
+    /// Makes `id` a contact in `store`, named `name`.
+    fn befriend(store: &Store, id: NodeId, name: &str) {
+        store
+            .put_contact(&ContactRecord {
+                node_id: id,
+                public_key: [id.as_bytes()[0]; 32],
+                name: name.into(),
+                addresses: Vec::new(),
+                verified: false,
+                verified_at: None,
+                added_at: 0,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn chats_from_a_peer_that_is_no_longer_a_contact_are_refused_and_record_nothing() {
+        let store = Store::open_in_memory(&[7; 32]).unwrap();
+        let peer = NodeId::from_bytes([1; 32]);
+        let hello = chat(1, "hello");
+        let refused = inbound(&store, peer, MessageKind::Chat, &hello.encode().unwrap());
+        assert!(matches!(refused, Err(NodeError::NotAContact)));
+        assert_eq!(store.message_state(&peer, &hello.id).unwrap(), None);
+        // A receipt still marks our own message delivered: it says something true.
+        insert_outgoing(&store, &peer, &chat(2, "ours"), u64::MAX).unwrap();
+        let receipt = Receipt {
+            ids: vec![chat(2, "").id],
+        };
+        let (got, _) = inbound(
+            &store,
+            peer,
+            MessageKind::Receipt,
+            &receipt.encode().unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(got.unwrap(), Inbound::Delivered(ids) if ids.len() == 1));
+        // Made a contact, it is heard.
+        befriend(&store, peer, "Bravo");
+        let (got, _) = inbound(&store, peer, MessageKind::Chat, &hello.encode().unwrap()).unwrap();
+        assert!(matches!(got.unwrap(), Inbound::Chats(c) if c == vec![(hello.clone(), true)]));
+    }
+
     #[test]
     fn chats_sent_together_are_recorded_in_order_once_and_acknowledged_by_one_receipt() {
         let store = Store::open_in_memory(&[7; 32]).unwrap();
         let peer = NodeId::from_bytes([1; 32]);
+        befriend(&store, peer, "Bravo");
         let first = chat(1, "one");
         let (got, _) = inbound(&store, peer, MessageKind::Chat, &first.encode().unwrap()).unwrap();
         assert!(matches!(got.unwrap(), Inbound::Chats(c) if c == vec![(first.clone(), true)]));
@@ -2464,6 +2507,7 @@ mod tests {
     fn a_receipt_delivers_only_our_messages_to_that_peer_each_once() {
         let store = Store::open_in_memory(&[7; 32]).unwrap();
         let (bob, carol) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
+        befriend(&store, bob, "Bob");
         let state = |peer: &NodeId, c: &Chat| store.message_state(peer, &c.id).unwrap();
         let receipt = |ids: Vec<MessageId>| Receipt { ids }.encode().unwrap();
         // Two of ours to bob waiting, one of ours to carol, one chat bob sent us.
