@@ -1376,14 +1376,18 @@ impl Inner {
     ) -> Result<MessageId, NodeError> {
         let chat = self.new_chat(text)?;
         let expires_at_ms = self.expiry(ttl)?;
-        self.record_outgoing(contact.node_id, &chat, expires_at_ms)
-            .await?;
-        self.emit(NodeEvent::Queued {
-            id: chat.id,
-            to: contact.node_id,
-        });
-        self.outbox.wake();
-        Ok(chat.id)
+        // Recorded and reported together, even if the caller stops waiting in between.
+        let (this, peer) = (self.clone(), contact.node_id);
+        self.to_the_end(async move {
+            this.record_outgoing(peer, &chat, expires_at_ms).await?;
+            this.emit(NodeEvent::Queued {
+                id: chat.id,
+                to: peer,
+            });
+            this.outbox.wake();
+            Ok(chat.id)
+        })
+        .await
     }
 
     /// Sends what `send_chat` callers queued for `contact`, a batch at a time, until nothing is
