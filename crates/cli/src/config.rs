@@ -365,6 +365,12 @@ mod tests {
         assert_eq!(c.node.listen.port(), DEFAULT_PORT);
     }
 
+    /// The error merging a file whose `[limits]` table is `line` gives.
+    fn limits_error(line: &str) -> String {
+        let file: FileConfig = toml::from_str(&format!("[limits]\n{line}")).unwrap();
+        merge(Some(file), None, &args(&[])).unwrap_err().to_string()
+    }
+
     #[test]
     fn typos_and_bad_values_are_errors() {
         assert!(toml::from_str::<FileConfig>("lisen = \"127.0.0.1:1\"").is_err());
@@ -381,8 +387,7 @@ mod tests {
             "dht_timeout_ms = 499",
             "dht_timeout_ms = 60001",
         ] {
-            let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
-            let e = merge(Some(file), None, &args(&[])).unwrap_err().to_string();
+            let e = limits_error(bad);
             assert!(e.contains("must be between"), "{bad}: {e}");
         }
         // Below its least value, a setting is refused with its name, not raised in silence.
@@ -396,8 +401,7 @@ mod tests {
             "peer_burst = 0",
             "max_streams_per_connection = 0",
         ] {
-            let file: FileConfig = toml::from_str(&format!("[limits]\n{bad}")).unwrap();
-            let e = merge(Some(file), None, &args(&[])).unwrap_err().to_string();
+            let e = limits_error(bad);
             let name = bad.split(' ').next().unwrap();
             assert!(
                 e.contains(&format!("[limits] {name} must be at least")),

@@ -762,16 +762,19 @@ fn safety_numbers_match_on_both_sides_and_scanning_verifies() {
     let first = if spaced.starts_with('1') { "2" } else { "1" };
     let wrong = format!("{first}{}", &spaced[1..]);
     let out = bob.run(&["verify", "Alice", "--digits", &wrong]);
+    assert_mismatch(&out, "Alice stays marked verified");
+    assert!(first_contact_verified(&bob));
+}
+
+/// `out` is a safety-number mismatch (exit code 3) whose message says `says`.
+fn assert_mismatch(out: &std::process::Output, says: &str) {
     assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("Alice stays marked verified"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        bob.json(&["contact", "list", "--json"])[0]["verified"],
-        true
-    );
+    assert!(stderr(out).contains(says), "{}", stderr(out));
+}
+
+/// Whether `node`'s first contact is marked verified.
+fn first_contact_verified(node: &Node) -> bool {
+    node.json(&["contact", "list", "--json"])[0]["verified"] == true
 }
 
 #[test]
@@ -791,16 +794,8 @@ fn a_mismatch_is_loud_and_does_not_verify() {
         code.to_str().unwrap(),
     ]);
     let out = alice.run(&["verify", "Bob", "--scan", code.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        stderr(&out).contains("SAFETY NUMBERS DO NOT MATCH"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        alice.json(&["contact", "list", "--json"])[0]["verified"],
-        false
-    );
+    assert_mismatch(&out, "SAFETY NUMBERS DO NOT MATCH");
+    assert!(!first_contact_verified(&alice));
 
     let bob_digits = bob.json(&["verify", "Alice", "--json"])["safety_number"]
         .as_str()
