@@ -399,6 +399,23 @@ mod tests {
     use rand_chacha::rand_core::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
+    /// The lanes of Argon2id run in parallel here (four threads for the default four lanes), and
+    /// must give the key the reference implementation gives: key files written before, or by
+    /// another implementation, must still open.
+    #[test]
+    fn four_lanes_derive_what_the_reference_implementation_derives() {
+        // The reference C implementation of Argon2id, version 0x13, with these inputs.
+        const REFERENCE: &str = "5141949fd9243397d73a77b840cf2d718c142cd490d88e54a115ca0ac0dd9a0f";
+        let params = KdfParams {
+            m_cost: 256,
+            t_cost: 2,
+            p_cost: 4,
+        };
+        let salt: [u8; SALT_LEN] = core::array::from_fn(|i| i as u8);
+        let key = derive_key(b"correct horse battery staple", &salt, params).unwrap();
+        assert_eq!(hex::encode(*key), REFERENCE);
+    }
+
     /// Cheap parameters so the tests run fast; the format is the same.
     const FAST: KdfParams = KdfParams {
         m_cost: 64,
