@@ -620,10 +620,19 @@ impl Dht {
                 stores_sent += 1;
             }
         }
+        // A record this node holds itself counts as an answer: it may be one of the k closest,
+        // and the only one of them still up.
+        let record = match &purpose {
+            LookupPurpose::GetRecord(key) => match (lookup.record(), self.store.get(key, now_ms)) {
+                (Some(found), Some(held)) if held.sequence() > found.sequence() => Some(held),
+                (found, held) => found.or(held),
+            },
+            _ => lookup.record(),
+        };
         self.events.push_back(Event::LookupFinished(LookupOutcome {
             id: lid,
             target: *lookup.target(),
-            record: lookup.record().cloned(),
+            record: record.cloned(),
             target_answered: lookup.target_answered(),
             rounds: lookup.rounds(),
             requests: lookup.requests(),

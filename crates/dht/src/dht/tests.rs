@@ -161,6 +161,92 @@ fn a_published_record_is_found_by_another_node() {
     assert_eq!(net.finished(&reader, lid).record, Some(record));
 }
 
+/// Runs `node`'s timers until lookup `lid` ends.
+fn finish_lookup(net: &mut Net, node: &NodeId, lid: LookupId, mut now: u64) -> LookupOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    net.run(now);
+    while !net
+        .events
+        .iter()
+        .any(|(n, e)| matches!(e, Event::LookupFinished(o) if n == node && o.id == lid))
+    {
+        now = net.nodes[node].poll_timeout();
+        assert!(now < 600_000, "the lookup never ended");
+        net.nodes
+            .get_mut(node)
+            .unwrap()
+            .handle_timeout(now, &mut rng);
+        net.run(now);
+    }
+    net.finished(node, lid)
+}
+
+#[test]
+fn a_record_held_here_is_found_when_no_other_holder_answers_and_a_newer_one_wins() {
+    let mut net = Net::new(3);
+    let ids: Vec<NodeId> = net.nodes.keys().copied().collect();
+    let owner = Identity::from_seed(&[1; 32]);
+    let (o, reader) = (
+        owner.node_id(),
+        *ids.iter().find(|i| **i != owner.node_id()).unwrap(),
+    );
+    let other = *ids.iter().find(|i| **i != o && **i != reader).unwrap();
+    let record = |sequence| {
+        Record::sign(
+            &owner,
+            sequence,
+            1_000_000,
+            RecordPayload::Peer(PeerRecord {
+                addresses: vec![net.addrs[&o]],
+                mix_key: None,
+            }),
+        )
+        .unwrap()
+    };
+    let (first, second) = (record(1), record(2));
+    let key = first.key();
+    // Everyone holds the first version; the reader misses the second.
+    let lid = net
+        .nodes
+        .get_mut(&o)
+        .unwrap()
+        .put_record(first.clone(), 1)
+        .unwrap();
+    finish_lookup(&mut net, &o, lid, 1);
+    net.silent.push(reader);
+    let lid = net
+        .nodes
+        .get_mut(&o)
+        .unwrap()
+        .put_record(second.clone(), 2)
+        .unwrap();
+    finish_lookup(&mut net, &o, lid, 2);
+    net.silent.clear();
+    net.events.clear();
+
+    // A newer version elsewhere wins over the one held here.
+    let lid = net
+        .nodes
+        .get_mut(&reader)
+        .unwrap()
+        .get_record(key, 3)
+        .unwrap();
+    assert_eq!(
+        finish_lookup(&mut net, &reader, lid, 3).record,
+        Some(second)
+    );
+
+    // Every other holder gone: the reader's own copy is the answer.
+    net.silent = vec![o, other];
+    let lid = net
+        .nodes
+        .get_mut(&reader)
+        .unwrap()
+        .get_record(key, 4)
+        .unwrap();
+    assert_eq!(finish_lookup(&mut net, &reader, lid, 4).record, Some(first));
+}
+
 #[test]
 fn silent_peers_are_retried_then_time_out_and_leave_the_table() {
     let mut net = Net::new(25);
