@@ -187,7 +187,8 @@ pub enum Event {
     /// A lookup ended.
     LookupFinished(LookupOutcome),
     /// A [`Dht::deposit`] is over: every holder it asked answered, refused or failed. Emitted
-    /// after the deposit's [`Event::LookupFinished`]. The message is held if `accepted ≥ 1`.
+    /// after the deposit's [`Event::LookupFinished`]. The message is held by another node if
+    /// `accepted` is more than `held_here` counts.
     Deposited {
         /// The deposit's lookup.
         lookup: LookupId,
@@ -197,6 +198,9 @@ pub enum Event {
         accepted: u32,
         /// Holders that refused it or did not answer.
         refused: u32,
+        /// Whether this node is one of the holders that accepted it (it is among the r closest
+        /// to the mailbox key it knows). Such a copy is gone with the sender if it goes offline.
+        held_here: bool,
     },
     /// Items of our own mailbox, fetched by [`Dht::fetch_mailbox`]: verified, addressed to this
     /// node, unexpired, and new within this fetch (deduplicated across holders). A fetch may

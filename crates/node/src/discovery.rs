@@ -264,6 +264,9 @@ pub struct DhtStatus {
     pub mailbox_items: usize,
     /// Their total size in bytes.
     pub mailbox_bytes: usize,
+    /// Copies of this node's own messages it keeps as one of their recipients' mailbox holders
+    /// (not counted in `mailbox_items`; they do not make a message `held`).
+    pub own_mailbox_items: usize,
 }
 
 /// A peer of the snapshot.
@@ -684,10 +687,14 @@ impl Inner {
                 }
             }
             Event::Deposited {
-                lookup, accepted, ..
+                lookup,
+                accepted,
+                held_here,
+                ..
             } => {
+                // A copy kept here leaves with this node: it makes nothing held.
                 if let Some(Waiter::Count(tx)) = waiters.remove(&lookup) {
-                    let _ = tx.send(accepted);
+                    let _ = tx.send(accepted - u32::from(held_here));
                 }
             }
             Event::MailboxItems { lookup, items } => {
@@ -777,7 +784,8 @@ impl Inner {
         }
     }
 
-    /// Deposits `item` at the holders of its recipient's mailbox; returns how many accepted.
+    /// Deposits `item` at the holders of its recipient's mailbox; returns how many nodes other
+    /// than this one accepted it.
     pub(crate) async fn dht_deposit(self: &Arc<Self>, item: MailboxItem) -> Result<u32, NodeError> {
         let rx = self.start_op(|dht, now| dht.deposit(item, now), Waiter::Count)?;
         rx.await.map_err(|_| NodeError::ShuttingDown)
@@ -1171,13 +1179,18 @@ impl Inner {
 
     pub(crate) fn dht_status(&self) -> DhtStatus {
         let dht = lock(&self.discovery.dht);
+        let (items, bytes) = dht
+            .mailbox()
+            .map_or((0, 0), |m| (m.items_held(), m.bytes_held()));
+        let (own_items, own_bytes) = dht.mailbox().map_or((0, 0), |m| m.held_from(&self.node_id));
         DhtStatus {
             peers: dht.table().len(),
             records: dht.store().len(),
             connections: lock(&self.discovery.pool).len(),
             lookups: dht.running_lookups(),
-            mailbox_items: dht.mailbox().map_or(0, |m| m.items_held()),
-            mailbox_bytes: dht.mailbox().map_or(0, |m| m.bytes_held()),
+            mailbox_items: items - own_items,
+            mailbox_bytes: bytes - own_bytes,
+            own_mailbox_items: own_items,
         }
     }
 

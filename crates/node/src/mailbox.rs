@@ -285,7 +285,7 @@ impl Inner {
                     continue;
                 }
                 return Err(NodeError::Connect(
-                    "no mailbox holder accepted the message".into(),
+                    "no node other than this one took the message for the contact's mailbox".into(),
                 ));
             }
             let store = self.store.clone();

@@ -302,6 +302,52 @@ async fn an_offline_contact_gets_its_mailbox_once_in_order_and_holders_forget_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_only_its_sender_holds_stays_queued_and_arrives_when_its_recipient_returns() {
+    let limits = MailboxLimits::default();
+    let (mut hosts, seed) = network(2, limits).await;
+    let (a, b) = (0, 1);
+    introduce(&hosts[a], &hosts[b]).await;
+    // Alpha holds Bravo's peer record and prekey bundle beside its own two: it can seal for
+    // Bravo once Bravo is gone.
+    let alpha = hosts[a].node().clone();
+    eventually("Bravo's records reach Alpha", || {
+        let alpha = alpha.clone();
+        async move { alpha.status().await.unwrap().dht.records >= 4 }
+    })
+    .await;
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    let sent = queue(&hosts[a], &to_b, "no one else is here", 1).await;
+    // Alpha is the only node left near Bravo's mailbox key: it keeps the copy itself.
+    eventually("Alpha keeps its own copy", || {
+        let alpha = alpha.clone();
+        async move { alpha.status().await.unwrap().dht.own_mailbox_items == 1 }
+    })
+    .await;
+    // That copy goes wherever Alpha goes: the message is not held, and Alpha holds nothing
+    // for others. (A held message would read so within milliseconds of the copy.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = states(&alpha, &to_b).await;
+    assert!(all_in(&s, MessageState::Queued, Some(1)), "{s:?}");
+    assert_eq!(alpha.status().await.unwrap().dht.mailbox_items, 0);
+
+    // Bravo comes back: the message arrives once, and Alpha has its receipt.
+    bring_back(&mut hosts[b], seed, limits).await;
+    let bravo = hosts[b].node().clone();
+    let from_a = alpha.node_id();
+    eventually("Bravo has the message", || {
+        let bravo = bravo.clone();
+        async move { !received(&bravo, &from_a).await.is_empty() }
+    })
+    .await;
+    assert_eq!(received(&bravo, &from_a).await, sent);
+    wait_states("Alpha has the receipt", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Delivered, Some(1))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_with_a_2_second_ttl_leaves_every_holder_and_reads_expired() {
     let limits = MailboxLimits::default();
     let (mut hosts, _seed) = network(7, limits).await;

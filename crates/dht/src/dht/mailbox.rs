@@ -69,6 +69,7 @@ pub(super) enum MailboxOp {
         outstanding: u32,
         accepted: u32,
         refused: u32,
+        held_here: bool,
     },
     Fetch {
         outstanding: u32,
@@ -128,7 +129,8 @@ impl Dht {
 
     /// Deposits `item` (signed by this node as sender) in its recipient's mailbox: looks up the
     /// mailbox key and sends `MAILBOX_PUT` to the r closest nodes found, keeping it too if this
-    /// node is one of them. [`Event::Deposited`] tells how many accepted.
+    /// node is one of them. [`Event::Deposited`] tells how many accepted, and whether this node
+    /// is one of them.
     pub fn deposit(&mut self, item: MailboxItem, now_ms: u64) -> Result<LookupId, DhtError> {
         let target = mailbox_key(item.recipient());
         self.start(target, LookupPurpose::Deposit(Box::new(item)), now_ms)
@@ -453,10 +455,13 @@ impl Dht {
             LookupPurpose::Deposit(item) => {
                 let key = mailbox_key(item.recipient());
                 let (holders, local_in) = self.holders(&key, closest);
-                let (mut accepted, mut refused) = (0, 0);
+                let (mut accepted, mut refused, mut held_here) = (0, 0, false);
                 if local_in && self.mailbox.is_some() {
                     match self.mailbox_put_local((*item).clone(), now_ms) {
-                        Ok(_) => accepted += 1,
+                        Ok(_) => {
+                            accepted += 1;
+                            held_here = true;
+                        }
                         Err(_) => refused += 1,
                     }
                 }
@@ -471,6 +476,7 @@ impl Dht {
                     outstanding: holders.len() as u32,
                     accepted,
                     refused,
+                    held_here,
                 };
                 self.mailbox_ops.insert(lid, op);
             }
@@ -740,12 +746,14 @@ impl Dht {
                 message_id,
                 accepted,
                 refused,
+                held_here,
                 ..
             } => self.events.push_back(Event::Deposited {
                 lookup: op_id,
                 message_id,
                 accepted,
                 refused,
+                held_here,
             }),
             MailboxOp::Fetch { holders, items, .. } => {
                 self.events.push_back(Event::MailboxFetched {

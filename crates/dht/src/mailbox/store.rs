@@ -557,6 +557,17 @@ impl MailboxStore {
         self.usage.bytes
     }
 
+    /// Items `sender` signed, in all mailboxes, and their encoded bytes: for a node, the
+    /// copies of its own messages it keeps as one of their recipients' holders.
+    pub fn held_from(&self, sender: &NodeId) -> (usize, usize) {
+        self.mailboxes
+            .values()
+            .filter_map(|m| m.senders.get(sender))
+            .fold((0, 0), |(items, bytes), u| {
+                (items + u.items, bytes + u.bytes)
+            })
+    }
+
     /// Tombstones held.
     pub fn tombstones_held(&self) -> usize {
         self.tombstones.len()

@@ -147,7 +147,8 @@ pub struct DhtSummary {
     pub connections: usize,
     /// Lookups running.
     pub lookups: usize,
-    /// Mailbox items this node holds for others (store-and-forward).
+    /// Mailbox items this node holds for others (store-and-forward), not counting copies of its
+    /// own messages.
     #[serde(default)]
     pub mailbox_items: usize,
     /// Their total size in bytes.

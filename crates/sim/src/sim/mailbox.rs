@@ -559,8 +559,11 @@ impl Sim {
             Event::Deposited {
                 message_id,
                 accepted,
+                held_here,
                 ..
             } => {
+                // As in the node: a copy the sender keeps itself does not make the message held.
+                let accepted = accepted - u32::from(held_here);
                 let mut retry = None;
                 if let Some(&i) = st.by_id.get(&message_id) {
                     let m = &mut st.msgs[i];

@@ -78,6 +78,7 @@ fn deposit_then_fetch_then_delete() {
                 message_id: *msg.message_id(),
                 accepted: 5,
                 refused: 0,
+                held_here: want.contains(&s_id),
             }
         })
         .unwrap();
@@ -104,7 +105,8 @@ fn deposit_then_fetch_then_delete() {
         lookup: lid2,
         message_id: *msg.message_id(),
         accepted: 5,
-        refused: 0
+        refused: 0,
+        held_here: want.contains(&s_id),
     }));
     assert!(!net
         .events
@@ -255,6 +257,48 @@ fn a_silent_holder_counts_as_refused() {
             assert!(accepted >= 4, "{accepted} accepted");
         }
         _ => unreachable!(),
+    }
+}
+
+#[test]
+fn a_sender_among_the_closest_keeps_its_own_item_and_says_so() {
+    let mut net = Net::new(30);
+    let recipient = identity(7);
+    let r_id = recipient.node_id();
+    let want = closest(&net, &mailbox_key(&r_id), MAILBOX_REPLICAS);
+    // A sender that is one of the holders, and one that is not.
+    let index = |inside: bool| {
+        (0..30)
+            .find(|&i| i != 7 && want.contains(&identity(i).node_id()) == inside)
+            .unwrap()
+    };
+    for (n, inside) in [(1u8, true), (2, false)] {
+        let sender = identity(index(inside));
+        let s_id = sender.node_id();
+        let msg = item(&sender, r_id, n, 100);
+        net.events.clear();
+        let lid = net
+            .nodes
+            .get_mut(&s_id)
+            .unwrap()
+            .deposit(msg.clone(), 100)
+            .unwrap();
+        net.run(100);
+        let deposited = take_events(&mut net, &s_id)
+            .into_iter()
+            .find(|e| matches!(e, Event::Deposited { lookup, .. } if *lookup == lid));
+        assert_eq!(
+            deposited,
+            Some(Event::Deposited {
+                lookup: lid,
+                message_id: *msg.message_id(),
+                accepted: 5,
+                refused: 0,
+                held_here: inside,
+            }),
+            "sender among the holders: {inside}"
+        );
+        assert_eq!(holders_of(&net, &r_id, msg.message_id()), want);
     }
 }
 

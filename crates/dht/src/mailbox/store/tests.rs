@@ -49,6 +49,24 @@ fn put_fetch_and_duplicates() {
 }
 
 #[test]
+fn what_one_sender_has_in_every_mailbox_is_counted() {
+    let mut s = store();
+    let mine = [item(1, 1, 1, DAY, 10), item(1, 2, 2, DAY, 20)];
+    for i in mine.iter().cloned().chain([item(2, 1, 3, DAY, 30)]) {
+        assert_eq!(s.put(i, 0), Ok(MailboxPut::Stored));
+    }
+    let bytes = mine.iter().map(MailboxItem::encoded_len).sum();
+    assert_eq!(s.held_from(&sender(1).node_id()), (2, bytes));
+    assert_eq!(s.held_from(&sender(3).node_id()), (0, 0));
+    // Gone from the count once it leaves.
+    s.remove(&recipient(2).node_id(), mine[1].message_id());
+    assert_eq!(
+        s.held_from(&sender(1).node_id()),
+        (1, mine[0].encoded_len())
+    );
+}
+
+#[test]
 fn the_sender_quota_refuses_one_sender_while_another_is_accepted() {
     let mut s = store();
     for i in 0..3 {
