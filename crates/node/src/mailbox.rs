@@ -68,12 +68,28 @@ impl Payload {
         }
     }
 
-    /// Opening order within one sender's items: the handshake, then chain by chain, message by
-    /// message.
-    fn order(&self) -> (u8, u32, u32) {
+    /// The ratchet key of the sender's chain the message is in.
+    fn ratchet_key(&self) -> [u8; 32] {
         match self {
-            Self::Handshake(init) => (0, 0, init.first_message.header.message_number),
-            Self::Envelope(e) => (1, e.header.previous_chain_length, e.header.message_number),
+            Self::Handshake(init) => init.first_message.header.dh_public_key,
+            Self::Envelope(e) => e.header.dh_public_key,
+        }
+    }
+
+    /// Opening order within one sender's items: the handshake, then chain by chain, message by
+    /// message. `chain_rank` is the chain's [`Session::chain_rank`] under the session with the
+    /// sender (`previous_chain_length` only breaks ties: it does not grow from chain to chain).
+    ///
+    /// [`Session::chain_rank`]: dp2ptcs_crypto::Session::chain_rank
+    fn order(&self, chain_rank: usize) -> (u8, usize, u32, u32) {
+        match self {
+            Self::Handshake(init) => (0, 0, 0, init.first_message.header.message_number),
+            Self::Envelope(e) => (
+                1,
+                chain_rank,
+                e.header.previous_chain_length,
+                e.header.message_number,
+            ),
         }
     }
 }
@@ -366,7 +382,7 @@ impl Inner {
                 }
             }
         }
-        for (sender, mut items) in by_sender {
+        for (sender, items) in by_sender {
             let store = self.store.clone();
             let contact = match blocking(move || Ok(lock(&store).contact(&sender)?)).await {
                 Ok(c) => c,
@@ -391,9 +407,18 @@ impl Inner {
                 done.extend(items.iter().map(|(i, _)| *i.message_id()));
                 continue;
             }
-            items.sort_by_key(|(_, p)| p.order());
+            let keys: Vec<[u8; 32]> = items.iter().map(|(_, p)| p.ratchet_key()).collect();
+            let ranks = match self.sessions.chain_ranks(sender, &keys).await {
+                Ok(ranks) => ranks,
+                Err(e) => {
+                    tracing::debug!(error = %e, from = %sender.short(8), "mailbox items opened in header order");
+                    vec![0; keys.len()]
+                }
+            };
+            let mut items: Vec<_> = items.into_iter().zip(ranks).collect();
+            items.sort_by_key(|((_, p), rank)| p.order(*rank));
             let mut receipts = Vec::new();
-            for (item, payload) in items {
+            for ((item, payload), _) in items {
                 match self.take_one(&contact, item.sender(), payload).await {
                     Ok((Taken::Done, receipt)) => {
                         done.push(*item.message_id());
@@ -567,6 +592,30 @@ impl Inner {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn items_open_chain_by_chain_whatever_their_previous_chain_lengths() {
+        let env = |chain: u8, pn, n| {
+            Payload::Envelope(Envelope {
+                sender: NodeId::from_bytes([1; 32]),
+                kind: MessageKind::Chat,
+                header: dp2ptcs_wire::RatchetHeader {
+                    dh_public_key: [chain; 32],
+                    previous_chain_length: pn,
+                    message_number: n,
+                },
+                payload: Vec::new(),
+            })
+        };
+        // Chain 3 follows a chain of 1 message, chain 2 one of 5: their ranks order them.
+        let mut items = vec![(env(3, 1, 0), 2), (env(2, 5, 1), 1), (env(2, 5, 0), 1)];
+        items.sort_by_key(|(p, rank)| p.order(*rank));
+        let order: Vec<(u8, u32)> = items
+            .iter()
+            .map(|(p, _)| (p.ratchet_key()[0], p.order(0).3))
+            .collect();
+        assert_eq!(order, [(2, 0), (2, 1), (3, 0)]);
+    }
 
     #[test]
     fn only_passing_failures_of_our_own_keep_an_item() {

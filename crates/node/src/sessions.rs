@@ -162,6 +162,23 @@ impl SessionManager {
     }
 
     /// The current session with `peer`, loading it from the store if needed.
+    /// [`Session::chain_rank`] of each of `keys` (ratchet keys of `peer`'s message headers)
+    /// under the current session with `peer`; all equal without one.
+    pub(crate) async fn chain_ranks(
+        self: &Arc<Self>,
+        peer: NodeId,
+        keys: &[[u8; 32]],
+    ) -> Result<Vec<usize>, NodeError> {
+        let Some(h) = self.current(peer).await? else {
+            return Ok(vec![0; keys.len()]);
+        };
+        Ok(h.session.with(|s| {
+            keys.iter()
+                .map(|k| s.chain_rank(&RatchetPublicKey::from_bytes(*k)))
+                .collect()
+        }))
+    }
+
     pub(crate) async fn current(
         self: &Arc<Self>,
         peer: NodeId,

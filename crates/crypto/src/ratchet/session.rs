@@ -297,6 +297,29 @@ impl Session {
         self.skipped.len()
     }
 
+    /// Where the peer's sending chain whose messages carry `ratchet_key` stands among those
+    /// this session can still receive in, oldest first: an earlier chain with skipped keys
+    /// left ranks by its oldest stored key, the receiving chain (`DHr`) after every such chain,
+    /// and any other key last. A peer starts a new chain only after it received a ratchet key
+    /// this session sent after it took a message of the receiving chain, so at most one chain
+    /// is newer than `DHr`: sorting a peer's messages by (rank, message number) puts them in
+    /// the order they were written, which `previous_chain_length` alone does not tell apart.
+    pub fn chain_rank(&self, ratchet_key: &RatchetPublicKey) -> usize {
+        if let Some(i) = self
+            .skipped
+            .iter()
+            .position(|k| &k.ratchet_key == ratchet_key)
+        {
+            return i;
+        }
+        let n = self.skipped.len();
+        if self.state.receiving.ratchet_key.as_ref() == Some(ratchet_key) {
+            n
+        } else {
+            n + 1
+        }
+    }
+
     /// `AD || header bytes || context`. AD and header have fixed lengths, so the context is
     /// told apart from them without a length.
     fn aad(ad: &[u8; ASSOCIATED_DATA_LEN], header: &Header, context: &[u8]) -> Vec<u8> {

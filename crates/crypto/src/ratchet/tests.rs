@@ -47,6 +47,43 @@ fn ping_pong_with_ratchet_steps() {
 }
 
 #[test]
+fn chain_ranks_order_messages_as_written_where_previous_chain_lengths_do_not() {
+    let (mut rng, mut alice, mut bob) = pair(7);
+    // Chain 1: five messages; Bob gets the second only (the first is skipped).
+    let c1: Vec<_> = (0..5u8).map(|i| alice.encrypt(&[1, i]).unwrap()).collect();
+    bob.decrypt(&mut rng, &c1[1]).unwrap();
+    // Chain 2: one message, which Bob gets; his reply makes Alice start chain 3.
+    alice
+        .decrypt(&mut rng, &bob.encrypt(b"r1").unwrap())
+        .unwrap();
+    let c2 = alice.encrypt(&[2, 0]).unwrap();
+    bob.decrypt(&mut rng, &c2).unwrap();
+    let c2_more: Vec<_> = (1..3u8).map(|i| alice.encrypt(&[2, i]).unwrap()).collect();
+    alice
+        .decrypt(&mut rng, &bob.encrypt(b"r2").unwrap())
+        .unwrap();
+    let c3 = alice.encrypt(&[3, 0]).unwrap();
+    // Chain 3's previous chain length (3) is below chain 2's (6): alone it sorts 3 before 2.
+    assert!(c3.header.previous_chain_length < c2_more[0].header.previous_chain_length);
+    let rank = |m: &RatchetMessage| {
+        (
+            bob.chain_rank(&m.header.ratchet_key),
+            m.header.message_number,
+        )
+    };
+    let mut waiting = vec![&c3, &c2_more[1], &c1[4], &c2_more[0], &c1[0], &c1[2]];
+    waiting.sort_by_key(|m| rank(m));
+    let order: Vec<Vec<u8>> = waiting
+        .into_iter()
+        .map(|m| bob.decrypt(&mut rng, m).unwrap().as_slice().to_vec())
+        .collect();
+    assert_eq!(
+        order,
+        [[1, 0], [1, 2], [1, 4], [2, 1], [2, 2], [3, 0]].map(|m| m.to_vec())
+    );
+}
+
+#[test]
 fn out_of_order_within_and_across_chains() {
     let (mut rng, mut alice, mut bob) = pair(2);
     let a1: Vec<_> = (0..5u8).map(|i| alice.encrypt(&[1, i]).unwrap()).collect();
