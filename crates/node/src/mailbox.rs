@@ -581,8 +581,14 @@ impl Inner {
             payload.extend(env.encode());
             let id = MessageId::random(&mut OsRng);
             let expires = now_ms().saturating_add(self.config.message_ttl.as_millis() as u64);
-            if let Err(e) = self.deposit_payload(peer, id, expires, payload).await {
-                tracing::debug!(error = %e, to = %peer.short(8), "could not deposit a receipt");
+            match self.deposit_payload(peer, id, expires, payload).await {
+                Ok(0) => {
+                    tracing::info!(to = %peer.short(8), "no node took a receipt for the contact's mailbox")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::info!(error = %e, to = %peer.short(8), "could not deposit a receipt")
+                }
             }
         }
     }
