@@ -614,7 +614,7 @@ mod tests {
             })
         };
         // Chain 3 follows a chain of 1 message, chain 2 one of 5: their ranks order them.
-        let mut items = vec![(env(3, 1, 0), 2), (env(2, 5, 1), 1), (env(2, 5, 0), 1)];
+        let mut items = [(env(3, 1, 0), 2), (env(2, 5, 1), 1), (env(2, 5, 0), 1)];
         items.sort_by_key(|(p, rank)| p.order(*rank));
         let order: Vec<(u8, u32)> = items
             .iter()
