@@ -690,11 +690,15 @@ impl Inner {
                 lookup,
                 accepted,
                 held_here,
+                taken,
                 ..
             } => {
-                // A copy kept here leaves with this node: it makes nothing held.
-                if let Some(Waiter::Count(tx)) = waiters.remove(&lookup) {
-                    let _ = tx.send(accepted - u32::from(held_here));
+                if let Some(Waiter::Deposit(tx)) = waiters.remove(&lookup) {
+                    let _ = tx.send(Deposit {
+                        // A copy kept here leaves with this node: it makes nothing held.
+                        others: accepted - u32::from(held_here),
+                        taken,
+                    });
                 }
             }
             Event::MailboxItems { lookup, items } => {
@@ -784,10 +788,12 @@ impl Inner {
         }
     }
 
-    /// Deposits `item` at the holders of its recipient's mailbox; returns how many nodes other
-    /// than this one accepted it.
-    pub(crate) async fn dht_deposit(self: &Arc<Self>, item: MailboxItem) -> Result<u32, NodeError> {
-        let rx = self.start_op(|dht, now| dht.deposit(item, now), Waiter::Count)?;
+    /// Deposits `item` at the holders of its recipient's mailbox.
+    pub(crate) async fn dht_deposit(
+        self: &Arc<Self>,
+        item: MailboxItem,
+    ) -> Result<Deposit, NodeError> {
+        let rx = self.start_op(|dht, now| dht.deposit(item, now), Waiter::Deposit)?;
         rx.await.map_err(|_| NodeError::ShuttingDown)
     }
 
@@ -1235,10 +1241,21 @@ impl Inner {
 }
 
 /// Who waits for a DHT operation.
+/// How a deposit went.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deposit {
+    /// Holders other than this node that accepted the item.
+    pub(crate) others: u32,
+    /// Holders that refused it because its recipient deleted it: the recipient took it.
+    pub(crate) taken: u32,
+}
+
 enum Waiter {
     /// A lookup's outcome.
     Lookup(oneshot::Sender<LookupOutcome>),
-    /// A deposit's accepted holders, or a delete's removed items.
+    /// A deposit's outcome.
+    Deposit(oneshot::Sender<Deposit>),
+    /// A delete's removed items.
     Count(oneshot::Sender<u32>),
     /// A mailbox fetch: the items so far, and where to send them all.
     Fetch {

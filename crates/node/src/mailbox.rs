@@ -32,6 +32,7 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::discovery::Deposit;
 use crate::frames::write_frame;
 use crate::node::{inbound, overdue, Inner};
 use crate::sessions::{blocking, lock, now_ms};
@@ -203,15 +204,14 @@ impl Inner {
         Ok(out)
     }
 
-    /// Seals `payload` into a signed mailbox item for `to` and deposits it; returns how many
-    /// holders accepted it.
+    /// Seals `payload` into a signed mailbox item for `to` and deposits it.
     async fn deposit_payload(
         self: &Arc<Self>,
         to: NodeId,
         id: MessageId,
         expires_at_ms: u64,
         payload: Vec<u8>,
-    ) -> Result<u32, NodeError> {
+    ) -> Result<Deposit, NodeError> {
         let expires_at_ms = expires_at_ms.min(now_ms().saturating_add(MAX_MAILBOX_TTL_MS));
         let item = MailboxItem::sign(&self.identity, to, id, expires_at_ms, payload)
             .map_err(|e| NodeError::Internal(format!("mailbox item: {e}")))?;
@@ -292,10 +292,15 @@ impl Inner {
                 continue;
             }
             let expires = m.expires_at_ms.unwrap_or(u64::MAX);
-            let accepted = self
+            let deposit = self
                 .deposit_payload(peer, item_id(&m.id), expires, payload)
                 .await?;
-            if accepted == 0 && !again {
+            let accepted = deposit.others;
+            // Refused because the contact deleted it from its mailbox: it took the message (its
+            // receipt is late, or was lost, or this node did not record its first deposit). It is
+            // held as far as the mailbox goes, and stops nothing.
+            let taken = accepted == 0 && deposit.taken > 0;
+            if accepted == 0 && !again && !taken {
                 // It ran out of time while being deposited: refused for that, it stops nothing.
                 if overdue(m, now_ms()) {
                     continue;
@@ -316,7 +321,9 @@ impl Inner {
                 Ok(())
             })
             .await?;
-            if accepted == 0 {
+            if taken {
+                tracing::debug!(id = %m.id, to = %peer.short(8), "the contact took the message from its mailbox already");
+            } else if accepted == 0 {
                 tracing::debug!(id = %m.id, to = %peer.short(8), "no holder took a held message again");
                 continue;
             }
@@ -582,7 +589,7 @@ impl Inner {
             let id = MessageId::random(&mut OsRng);
             let expires = now_ms().saturating_add(self.config.message_ttl.as_millis() as u64);
             match self.deposit_payload(peer, id, expires, payload).await {
-                Ok(0) => {
+                Ok(Deposit { others: 0, .. }) => {
                     tracing::info!(to = %peer.short(8), "no node took a receipt for the contact's mailbox")
                 }
                 Ok(_) => {}

@@ -70,6 +70,7 @@ pub(super) enum MailboxOp {
         accepted: u32,
         refused: u32,
         held_here: bool,
+        taken: u32,
     },
     Fetch {
         outstanding: u32,
@@ -455,14 +456,17 @@ impl Dht {
             LookupPurpose::Deposit(item) => {
                 let key = mailbox_key(item.recipient());
                 let (holders, local_in) = self.holders(&key, closest);
-                let (mut accepted, mut refused, mut held_here) = (0, 0, false);
+                let (mut accepted, mut refused, mut held_here, mut taken) = (0, 0, false, 0);
                 if local_in && self.mailbox.is_some() {
                     match self.mailbox_put_local((*item).clone(), now_ms) {
                         Ok(_) => {
                             accepted += 1;
                             held_here = true;
                         }
-                        Err(_) => refused += 1,
+                        Err(e) => {
+                            refused += 1;
+                            taken += u32::from(e == MailboxError::Deleted);
+                        }
                     }
                 }
                 let message_id = *item.message_id();
@@ -477,6 +481,7 @@ impl Dht {
                     accepted,
                     refused,
                     held_here,
+                    taken,
                 };
                 self.mailbox_ops.insert(lid, op);
             }
@@ -632,6 +637,7 @@ impl Dht {
                     outstanding,
                     accepted,
                     refused,
+                    taken,
                     ..
                 },
                 MailboxPending::Put(_),
@@ -640,6 +646,12 @@ impl Dht {
                 *outstanding = outstanding.saturating_sub(1);
                 match response {
                     Some(Response::MailboxStored { accepted: true, .. }) => *accepted += 1,
+                    Some(Response::MailboxStored { reason, .. })
+                        if MailboxRefusal::from_code(reason) == MailboxRefusal::Deleted =>
+                    {
+                        *refused += 1;
+                        *taken += 1;
+                    }
                     _ => *refused += 1,
                 }
             }
@@ -747,6 +759,7 @@ impl Dht {
                 accepted,
                 refused,
                 held_here,
+                taken,
                 ..
             } => self.events.push_back(Event::Deposited {
                 lookup: op_id,
@@ -754,6 +767,7 @@ impl Dht {
                 accepted,
                 refused,
                 held_here,
+                taken,
             }),
             MailboxOp::Fetch { holders, items, .. } => {
                 self.events.push_back(Event::MailboxFetched {

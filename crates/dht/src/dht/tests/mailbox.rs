@@ -79,6 +79,7 @@ fn deposit_then_fetch_then_delete() {
                 accepted: 5,
                 refused: 0,
                 held_here: want.contains(&s_id),
+                taken: 0,
             }
         })
         .unwrap();
@@ -107,6 +108,7 @@ fn deposit_then_fetch_then_delete() {
         accepted: 5,
         refused: 0,
         held_here: want.contains(&s_id),
+        taken: 0,
     }));
     assert!(!net
         .events
@@ -209,6 +211,24 @@ fn deposit_then_fetch_then_delete() {
             reason: MailboxRefusal::Deleted.code()
         }
     );
+
+    // 5. The sender deposits it again (it missed the receipt): every holder says it was taken.
+    net.events.clear();
+    let lid = net
+        .nodes
+        .get_mut(&s_id)
+        .unwrap()
+        .deposit(msg.clone(), 320)
+        .unwrap();
+    net.run(320);
+    assert!(take_events(&mut net, &s_id).contains(&Event::Deposited {
+        lookup: lid,
+        message_id: *msg.message_id(),
+        accepted: 0,
+        refused: 5,
+        held_here: false,
+        taken: 5,
+    }));
 }
 
 #[test]
@@ -295,6 +315,7 @@ fn a_sender_among_the_closest_keeps_its_own_item_and_says_so() {
                 accepted: 5,
                 refused: 0,
                 held_here: inside,
+                taken: 0,
             }),
             "sender among the holders: {inside}"
         );
