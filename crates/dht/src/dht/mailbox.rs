@@ -425,6 +425,21 @@ impl Dht {
 
     // ---- the end of a mailbox lookup ----------------------------------------------------------
 
+    /// The holders a node asks for its own mailbox (fetch, delete): the r closest others that
+    /// answered, and whether it is itself one of the r closest (its own store is read too).
+    /// Senders deposited while it was away, at the r closest without it: the r-th of them may
+    /// hold items too.
+    fn own_mailbox_holders(&self, target: &NodeId, closest: &[Contact]) -> (Vec<Contact>, bool) {
+        let (_, local_in) = self.holders(target, closest);
+        let holders = closest
+            .iter()
+            .filter(|c| c.id != self.local)
+            .take(self.replicas())
+            .copied()
+            .collect();
+        (holders, local_in)
+    }
+
     /// The holders of a mailbox lookup: the r closest that answered, and whether this node is one
     /// of the r (it then takes one of the places).
     fn holders(&self, target: &NodeId, closest: &[Contact]) -> (Vec<Contact>, bool) {
@@ -487,7 +502,7 @@ impl Dht {
             }
             LookupPurpose::FetchMailbox => {
                 let key = mailbox_key(&self.local);
-                let (holders, local_in) = self.holders(&key, closest);
+                let (holders, local_in) = self.own_mailbox_holders(&key, closest);
                 let mut seen = BTreeSet::new();
                 let mut items = 0;
                 if local_in {
@@ -527,7 +542,7 @@ impl Dht {
             }
             LookupPurpose::DeleteFromMailbox(request) => {
                 let key = mailbox_key(&request.recipient_id());
-                let (holders, local_in) = self.holders(&key, closest);
+                let (holders, local_in) = self.own_mailbox_holders(&key, closest);
                 let mut removed = 0;
                 if local_in {
                     removed = self.mailbox_delete_local(&request, now_ms) as u32;

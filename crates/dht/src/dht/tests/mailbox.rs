@@ -231,6 +231,83 @@ fn deposit_then_fetch_then_delete() {
     }));
 }
 
+/// Runs `node`'s timers until an event `done` accepts is out.
+fn run_until(net: &mut Net, node: &NodeId, mut now: u64, done: impl Fn(&Event) -> bool) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    net.run(now);
+    while !net.events.iter().any(|(n, e)| n == node && done(e)) {
+        now = net.nodes[node].poll_timeout();
+        assert!(now < 600_000, "it never ended");
+        net.nodes
+            .get_mut(node)
+            .unwrap()
+            .handle_timeout(now, &mut rng);
+        net.run(now);
+    }
+    now
+}
+
+#[test]
+fn a_recipient_among_its_own_holders_asks_every_node_that_held_for_it() {
+    let mut net = Net::new(30);
+    // A recipient that is itself one of the r closest to its mailbox key.
+    let (index, recipient) = (0..30)
+        .map(|i| (i, identity(i)))
+        .find(|(_, id)| {
+            let key = mailbox_key(&id.node_id());
+            closest(&net, &key, MAILBOX_REPLICAS).contains(&id.node_id())
+        })
+        .unwrap();
+    let r_id = recipient.node_id();
+    let sender = identity(if index == 2 { 3 } else { 2 });
+    let s_id = sender.node_id();
+    // While it is away, the sender deposits at the r closest others.
+    net.silent.push(r_id);
+    net.events.clear();
+    let msg = item(&sender, r_id, 1, 10);
+    let lid = net
+        .nodes
+        .get_mut(&s_id)
+        .unwrap()
+        .deposit(msg.clone(), 10)
+        .unwrap();
+    let now = run_until(
+        &mut net,
+        &s_id,
+        10,
+        |e| matches!(e, Event::Deposited { lookup, .. } if *lookup == lid),
+    );
+    assert_eq!(
+        holders_of(&net, &r_id, msg.message_id()).len(),
+        MAILBOX_REPLICAS
+    );
+    // Back, it asks all r of them, not r - 1 beside itself.
+    net.silent.clear();
+    net.events.clear();
+    let lid = net
+        .nodes
+        .get_mut(&r_id)
+        .unwrap()
+        .fetch_mailbox(now)
+        .unwrap();
+    net.run(now);
+    assert!(
+        take_events(&mut net, &r_id).contains(&Event::MailboxFetched {
+            lookup: lid,
+            holders: MAILBOX_REPLICAS as u32,
+            items: 1,
+        })
+    );
+    let del = MailboxDelete::sign(&recipient, vec![*msg.message_id()], now).unwrap();
+    net.nodes
+        .get_mut(&r_id)
+        .unwrap()
+        .delete_from_mailbox(del, now)
+        .unwrap();
+    net.run(now);
+    assert!(holders_of(&net, &r_id, msg.message_id()).is_empty());
+}
+
 #[test]
 fn a_silent_holder_counts_as_refused() {
     let mut net = Net::new(20);
