@@ -852,11 +852,11 @@ impl Inner {
         loop {
             let before = lock(&self.discovery.dht).table().len();
             if before == 0 {
-                self.join(usize::MAX).await;
+                self.join(usize::MAX, false).await;
                 published = None;
                 refill_at = Instant::now() + REFILL_INTERVAL;
             } else if before < K && Instant::now() >= refill_at {
-                self.join(REFILL_PER_ROUND).await;
+                self.join(REFILL_PER_ROUND, true).await;
                 refill_at = Instant::now() + REFILL_INTERVAL;
             }
             let after = lock(&self.discovery.dht).table().len();
@@ -899,8 +899,10 @@ impl Inner {
     }
 
     /// Dials (at most `most` of) the bootstrap addresses and the remembered peers that are not in
-    /// the routing table, then looks up our own id if one answered.
-    async fn join(self: &Arc<Self>, most: usize) {
+    /// the routing table, then looks up our own id if one answered. A `refill` (the node has
+    /// peers already, but fewer than k) logs its outcome at debug level only: in a network of
+    /// fewer than k nodes it runs every [`REFILL_INTERVAL`] for good.
+    async fn join(self: &Arc<Self>, most: usize, refill: bool) {
         let (in_table, addrs): (HashSet<NodeId>, HashSet<SocketAddr>) = lock(&self.discovery.dht)
             .table()
             .contacts()
@@ -948,13 +950,22 @@ impl Inner {
             }
         }
         if joined == 0 {
-            tracing::info!(
-                tried = targets.len(),
-                "no DHT peer reachable yet; trying again later"
-            );
+            if refill {
+                tracing::debug!(tried = targets.len(), "no more DHT peers reachable");
+            } else {
+                tracing::info!(
+                    tried = targets.len(),
+                    "no DHT peer reachable yet; trying again later"
+                );
+            }
             return;
         }
         match self.lookup_raw(self.node_id, Purpose::Bootstrap).await {
+            Ok(o) if refill => tracing::debug!(
+                peers = lock(&self.discovery.dht).table().len(),
+                rounds = o.rounds,
+                "routing table refilled"
+            ),
             Ok(o) => tracing::info!(
                 peers = lock(&self.discovery.dht).table().len(),
                 rounds = o.rounds,
