@@ -34,7 +34,7 @@ use zeroize::Zeroizing;
 
 use crate::discovery::Deposit;
 use crate::frames::write_frame;
-use crate::node::{inbound, overdue, Inner};
+use crate::node::{inbound, overdue, Inner, NodeEvent};
 use crate::sessions::{blocking, lock, now_ms};
 use crate::NodeError;
 
@@ -309,14 +309,20 @@ impl Inner {
                     "no node other than this one took the message for the contact's mailbox".into(),
                 ));
             }
-            let store = self.store.clone();
+            let (store, events) = (self.store.clone(), self.events.clone());
             blocking(move || {
                 let store = lock(&store);
                 // A receipt may have come in meanwhile, or its time to live run out. A message
                 // deposited again is held from now (if no holder took it, it is tried again as
                 // late).
-                if wanted(store.message_state(&peer, &id)?, again) {
+                let state = store.message_state(&peer, &id)?;
+                if wanted(state, again) {
                     store.set_message_state(&peer, &id, MessageState::Held, now_ms())?;
+                    // Reported while the store is held: before a receipt could report it
+                    // delivered.
+                    if !matches!(state, Some((_, MessageState::Held))) {
+                        let _ = events.send(NodeEvent::Held { id, to: peer });
+                    }
                 }
                 Ok(())
             })

@@ -78,6 +78,15 @@ pub enum NodeEvent {
         /// Its recipient.
         to: NodeId,
     },
+    /// A message we sent, its recipient out of reach, is now held in the recipient's mailbox
+    /// by at least one other node (`held`). Reported when it becomes so, not when it is
+    /// deposited again.
+    Held {
+        /// The message.
+        id: MessageId,
+        /// Its recipient.
+        to: NodeId,
+    },
 }
 
 /// What [`Node::cancel_message`] did.
@@ -163,7 +172,7 @@ pub(crate) struct Inner {
     buckets: Mutex<HashMap<NodeId, TokenBucket>>,
     pub(crate) limiter: ConnectionLimiter,
     pub(crate) in_flight: Arc<Semaphore>,
-    events: broadcast::Sender<NodeEvent>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Every background task; shutdown stops them all.
     pub(crate) tasks: Tasks,

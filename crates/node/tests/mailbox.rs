@@ -250,12 +250,27 @@ async fn an_offline_contact_gets_its_mailbox_once_in_order_and_holders_forget_it
     // away before Alpha ever reaches it: no session exists yet.
     take_offline(&mut hosts[b]).await;
     let to_b = contact("b", &hosts[b]);
-    let sent = queue(&hosts[a], &to_b, "while you were out", 30).await;
     let alpha = hosts[a].node().clone();
+    let mut events = alpha.subscribe();
+    let sent = queue(&hosts[a], &to_b, "while you were out", 30).await;
     wait_states("all 30 held in Bravo's mailbox", &alpha, &to_b, |s| {
         all_in(s, MessageState::Held, Some(30))
     })
     .await;
+    // Each reported held once, as it became so.
+    let mut held = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let NodeEvent::Held { id, to } = e {
+            assert_eq!(to, to_b.node_id);
+            held.push(id);
+        }
+    }
+    let ids: Vec<MessageId> = states(&alpha, &to_b)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(held, ids, "Held events: each message once, in order");
     // Several holders keep a copy each.
     assert!(held_everywhere(&hosts).await >= 60);
 

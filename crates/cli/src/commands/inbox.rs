@@ -74,6 +74,7 @@ async fn show_and_follow(client: &Client, args: &InboxArgs) -> Result<()> {
                 Ok(Event::Queued { .. }) if args.all => {}
                 Ok(
                     Event::Queued { .. }
+                    | Event::Held { .. }
                     | Event::Delivered { .. }
                     | Event::Expired { .. }
                     | Event::Cancelled { .. }

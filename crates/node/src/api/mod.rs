@@ -415,6 +415,14 @@ pub enum Event {
         /// The recipient's node id.
         to: String,
     },
+    /// A message we sent is held in its recipient's mailbox by another node (its recipient is
+    /// out of reach).
+    Held {
+        /// The message id.
+        id: String,
+        /// The recipient's node id.
+        to: String,
+    },
     /// This subscriber fell behind and missed `missed` events; read the history to catch up.
     Lagged {
         /// How many events were dropped.

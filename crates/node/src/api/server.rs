@@ -794,6 +794,10 @@ async fn events(
                     id: id.to_hex(),
                     to: to.to_hex(),
                 },
+                Ok(NodeEvent::Held { id, to }) => Event::Held {
+                    id: id.to_hex(),
+                    to: to.to_hex(),
+                },
                 Err(RecvError::Lagged(missed)) => Event::Lagged { missed },
                 Err(RecvError::Closed) => return None,
             };
@@ -803,6 +807,7 @@ async fn events(
                 Event::Expired { .. } => "expired",
                 Event::Cancelled { .. } => "cancelled",
                 Event::Queued { .. } => "queued",
+                Event::Held { .. } => "held",
                 Event::Lagged { .. } => "lagged",
                 Event::Other => "other",
             };
