@@ -65,9 +65,10 @@ pub(crate) enum Command {
 /// `lookup`.
 #[derive(Debug, Args)]
 pub(crate) struct LookupArgs {
-    /// The node id to find (64 hex digits).
-    #[arg(value_name = "NODE_ID")]
-    pub(crate) node_id: String,
+    /// The node to find: a contact (its name, or at least 8 hex digits of its node id), or any
+    /// node id (64 hex digits).
+    #[arg(value_name = "NODE")]
+    pub(crate) node: String,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,

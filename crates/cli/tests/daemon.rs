@@ -741,6 +741,11 @@ fn nodes_join_through_a_seed_and_reach_a_contact_known_only_by_key() {
     assert!(!found["path"].as_array().unwrap().is_empty());
     let out = found_by(&["lookup", &b_id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Found"));
+    // By the contact's name, or the first digits of its id, as everywhere.
+    for name in ["Bravo", &b_id[..8]] {
+        let out = found_by(&["lookup", name]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("Found {b_id}")));
+    }
 
     // A message to the contact known only by its key: found by lookup, delivered, once.
     let out = a.run(&[
@@ -765,7 +770,7 @@ fn nodes_join_through_a_seed_and_reach_a_contact_known_only_by_key() {
     assert!(stderr(&out).contains("did not answer"));
     let out = a.run(&["lookup", "not-an-id"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not a node id"));
+    assert!(stderr(&out).contains("no contact named \"not-an-id\""));
 
     // Killed a minute after it joined, Alpha rejoins with no bootstrap address: it saved the
     // peers it knew as soon as it had joined.

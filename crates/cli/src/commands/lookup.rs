@@ -1,20 +1,15 @@
-//! `dp2ptcs lookup NODE_ID`: a DHT lookup through the running node, with the path it took.
+//! `dp2ptcs lookup NODE`: a DHT lookup through the running node, with the path it took.
 
 use anyhow::{bail, Result};
-use dp2ptcs_types::NodeId;
 
 use super::{api_client, block_on, print_json};
 use crate::cli::{Global, LookupArgs};
 use crate::{ExitError, EXIT_NOT_FOUND};
 
 pub(super) fn run(global: &Global, args: &LookupArgs) -> Result<()> {
-    let target = args.node_id.trim();
-    if target.parse::<NodeId>().is_err() {
-        bail!(
-            "`{}` is not a node id: give its 64 hex digits (`dp2ptcs contact show NAME` prints a \
-             contact's)",
-            args.node_id
-        );
+    let target = args.node.trim();
+    if target.is_empty() {
+        bail!("give a contact's name, at least 8 hex digits of its node id, or a node id");
     }
     let client = api_client(global)?;
     if block_on(client.status())??.node_id == target.to_ascii_lowercase() {

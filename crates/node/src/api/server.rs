@@ -429,10 +429,10 @@ async fn lookup(
     State(st): State<AppState>,
     node_id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<Json<Lookup>, ApiError> {
-    let UrlPath(node_id) = node_id?;
-    let target: NodeId = node_id
-        .parse()
-        .map_err(|_| ApiError::bad_request("a node id is 64 hex digits"))?;
+    let UrlPath(node) = node_id?;
+    // A contact, as everywhere, or any node in full.
+    let contacts = st.node.contacts().await?;
+    let target = history_peer(&contacts, &node)?;
     let r = st.node.lookup(&target).await.map_err(|e| match e {
         NodeError::Limit(what) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
