@@ -228,7 +228,8 @@ pub(crate) fn add(
             record.node_id
         ),
         Err(StoreError::AlreadyContact { name, node_id }) => bail!(
-            "this key is already a contact, named {name:?} (node id {node_id}); nothing was changed"
+            "this key is already a contact, named {name:?} (node id {node_id}); nothing was \
+             changed. To take this URI's addresses for it, add it again with --name {name:?}"
         ),
         Err(e) => Err(e.into()),
     }

@@ -28,7 +28,7 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         })
         .collect();
     outln!(
-        "Connected    {}: {} ({} connection{})",
+        "Connected    {}: {} ({} messaging connection{})",
         peers.len(),
         list(&peers),
         s.connections,
@@ -47,7 +47,7 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         m.cancelled
     );
     outln!(
-        "DHT          {} peer{} in the routing table, {} record{} held, {} connection{}",
+        "DHT          {} peer{} in the routing table, {} record{} held, {} DHT connection{}",
         s.dht.peers,
         if s.dht.peers == 1 { "" } else { "s" },
         s.dht.records,
