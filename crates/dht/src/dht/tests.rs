@@ -203,7 +203,7 @@ fn a_record_held_here_is_found_when_no_other_holder_answers_and_a_newer_one_wins
         )
         .unwrap()
     };
-    let (first, second) = (record(1), record(2));
+    let (first, second, third) = (record(1), record(2), record(3));
     let key = first.key();
     // Everyone holds the first version; the reader misses the second.
     let lid = net
@@ -236,15 +236,42 @@ fn a_record_held_here_is_found_when_no_other_holder_answers_and_a_newer_one_wins
         Some(second)
     );
 
+    // A stale answer loses to a newer version held here.
+    net.silent = vec![other];
+    let lid = net
+        .nodes
+        .get_mut(&o)
+        .unwrap()
+        .put_record(third.clone(), 50_000)
+        .unwrap();
+    finish_lookup(&mut net, &o, lid, 50_000);
+    net.silent = vec![o];
+    net.events.clear();
+    let lid = net
+        .nodes
+        .get_mut(&reader)
+        .unwrap()
+        .get_record(key, 100_000)
+        .unwrap();
+    let found = finish_lookup(&mut net, &reader, lid, 100_000);
+    assert!(found
+        .path
+        .iter()
+        .any(|s| s.peer.id == other && s.outcome == StepOutcome::Answered));
+    assert_eq!(found.record, Some(third.clone()));
+
     // Every other holder gone: the reader's own copy is the answer.
     net.silent = vec![o, other];
     let lid = net
         .nodes
         .get_mut(&reader)
         .unwrap()
-        .get_record(key, 4)
+        .get_record(key, 200_000)
         .unwrap();
-    assert_eq!(finish_lookup(&mut net, &reader, lid, 4).record, Some(first));
+    assert_eq!(
+        finish_lookup(&mut net, &reader, lid, 200_000).record,
+        Some(third)
+    );
 }
 
 #[test]
