@@ -201,8 +201,8 @@ pub enum Event {
         /// Whether this node is one of the holders that accepted it (it is among the r closest
         /// to the mailbox key it knows). Such a copy is gone with the sender if it goes offline.
         held_here: bool,
-        /// Holders (among `refused`) that refused it because its recipient deleted it: the
-        /// recipient took it from its mailbox already.
+        /// Holders (among `refused`) that refused it because its recipient deleted it (a
+        /// tombstone): the recipient fetched it already. A holder's word: it proves nothing.
         taken: u32,
     },
     /// Items of our own mailbox, fetched by [`Dht::fetch_mailbox`]: verified, addressed to this

@@ -1251,16 +1251,17 @@ impl Inner {
     }
 }
 
-/// Who waits for a DHT operation.
 /// How a deposit went.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deposit {
     /// Holders other than this node that accepted the item.
     pub(crate) others: u32,
-    /// Holders that refused it because its recipient deleted it: the recipient took it.
+    /// Holders that refused it because its recipient deleted it (a tombstone: the recipient
+    /// fetched it, though it may have dropped it unread), this node included.
     pub(crate) taken: u32,
 }
 
+/// Who waits for a DHT operation.
 enum Waiter {
     /// A lookup's outcome.
     Lookup(oneshot::Sender<LookupOutcome>),

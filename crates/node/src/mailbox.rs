@@ -296,9 +296,10 @@ impl Inner {
                 .deposit_payload(peer, item_id(&m.id), expires, payload)
                 .await?;
             let accepted = deposit.others;
-            // Refused because the contact deleted it from its mailbox: it took the message (its
-            // receipt is late, or was lost, or this node did not record its first deposit). It is
-            // held as far as the mailbox goes, and stops nothing.
+            // Refused because the contact deleted it from its mailbox: it fetched the message (its
+            // receipt is late, or was lost, or this node did not record its first deposit; or it
+            // dropped the item unread). Depositing it again is of no use: it counts as held, and
+            // stops nothing. (A holder's word, as an acceptance is.)
             let taken = accepted == 0 && deposit.taken > 0;
             if accepted == 0 && !again && !taken {
                 // It ran out of time while being deposited: refused for that, it stops nothing.

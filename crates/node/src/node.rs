@@ -78,9 +78,9 @@ pub enum NodeEvent {
         /// Its recipient.
         to: NodeId,
     },
-    /// A message we sent, its recipient out of reach, is now held in the recipient's mailbox
-    /// by at least one other node (`held`). Reported when it becomes so, not when it is
-    /// deposited again.
+    /// A message we sent, its recipient out of reach, is now `held`: in the recipient's mailbox
+    /// at another node, or already fetched from it (its holders say the recipient deleted it).
+    /// Reported when it becomes so, not when it is deposited again.
     Held {
         /// The message.
         id: MessageId,

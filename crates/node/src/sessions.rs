@@ -161,7 +161,6 @@ impl SessionManager {
         }
     }
 
-    /// The current session with `peer`, loading it from the store if needed.
     /// [`Session::chain_rank`] of each of `keys` (ratchet keys of `peer`'s message headers)
     /// under the current session with `peer`; all equal without one.
     pub(crate) async fn chain_ranks(
@@ -179,6 +178,7 @@ impl SessionManager {
         }))
     }
 
+    /// The current session with `peer`, loading it from the store if needed.
     pub(crate) async fn current(
         self: &Arc<Self>,
         peer: NodeId,

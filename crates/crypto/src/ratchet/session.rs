@@ -302,8 +302,10 @@ impl Session {
     /// left ranks by its oldest stored key, the receiving chain (`DHr`) after every such chain,
     /// and any other key last. A peer starts a new chain only after it received a ratchet key
     /// this session sent after it took a message of the receiving chain, so at most one chain
-    /// is newer than `DHr`: sorting a peer's messages by (rank, message number) puts them in
-    /// the order they were written, which `previous_chain_length` alone does not tell apart.
+    /// is newer than `DHr`: sorting a peer's messages of this session by (rank, message number)
+    /// puts them in the order they were written, which `previous_chain_length` alone does not
+    /// tell apart. Keys this session does not know (another session's, or chains whose keys are
+    /// all used) rank with the newer chain.
     pub fn chain_rank(&self, ratchet_key: &RatchetPublicKey) -> usize {
         if let Some(i) = self
             .skipped

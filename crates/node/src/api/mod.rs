@@ -415,8 +415,8 @@ pub enum Event {
         /// The recipient's node id.
         to: String,
     },
-    /// A message we sent is held in its recipient's mailbox by another node (its recipient is
-    /// out of reach).
+    /// A message we sent is held in its recipient's mailbox by another node, or was fetched from
+    /// it already (its recipient is out of reach).
     Held {
         /// The message id.
         id: String,

@@ -563,6 +563,8 @@ impl Sim {
                 ..
             } => {
                 // As in the node: a copy the sender keeps itself does not make the message held.
+                // Unlike the node, it ignores `taken`: a deposit no holder accepted is tried
+                // again, up to its limit.
                 let accepted = accepted - u32::from(held_here);
                 let mut retry = None;
                 if let Some(&i) = st.by_id.get(&message_id) {
