@@ -161,23 +161,30 @@ fn a_published_record_is_found_by_another_node() {
     assert_eq!(net.finished(&reader, lid).record, Some(record));
 }
 
-/// Runs `node`'s timers until lookup `lid` ends.
-fn finish_lookup(net: &mut Net, node: &NodeId, lid: LookupId, mut now: u64) -> LookupOutcome {
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
+/// Runs `node`'s timers until an event `done` accepts is out.
+fn run_until(net: &mut Net, node: &NodeId, mut now: u64, done: impl Fn(&Event) -> bool) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
     net.run(now);
-    while !net
-        .events
-        .iter()
-        .any(|(n, e)| matches!(e, Event::LookupFinished(o) if n == node && o.id == lid))
-    {
+    while !net.events.iter().any(|(n, e)| n == node && done(e)) {
         now = net.nodes[node].poll_timeout();
-        assert!(now < 600_000, "the lookup never ended");
+        assert!(now < 600_000, "it never ended");
         net.nodes
             .get_mut(node)
             .unwrap()
             .handle_timeout(now, &mut rng);
         net.run(now);
     }
+    now
+}
+
+/// Runs `node`'s timers until lookup `lid` ends.
+fn finish_lookup(net: &mut Net, node: &NodeId, lid: LookupId, now: u64) -> LookupOutcome {
+    run_until(
+        net,
+        node,
+        now,
+        |e| matches!(e, Event::LookupFinished(o) if o.id == lid),
+    );
     net.finished(node, lid)
 }
 

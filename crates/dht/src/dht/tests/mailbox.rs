@@ -231,22 +231,6 @@ fn deposit_then_fetch_then_delete() {
     }));
 }
 
-/// Runs `node`'s timers until an event `done` accepts is out.
-fn run_until(net: &mut Net, node: &NodeId, mut now: u64, done: impl Fn(&Event) -> bool) -> u64 {
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    net.run(now);
-    while !net.events.iter().any(|(n, e)| n == node && done(e)) {
-        now = net.nodes[node].poll_timeout();
-        assert!(now < 600_000, "it never ended");
-        net.nodes
-            .get_mut(node)
-            .unwrap()
-            .handle_timeout(now, &mut rng);
-        net.run(now);
-    }
-    now
-}
-
 #[test]
 fn a_recipient_among_its_own_holders_asks_every_node_that_held_for_it() {
     let mut net = Net::new(30);
