@@ -13,7 +13,9 @@ use common::{new_keys, start, tempdir, test_config};
 use dp2ptcs_crypto::UnlockedKeystore;
 use dp2ptcs_dht::MailboxLimits;
 use dp2ptcs_node::{Node, NodeConfig, NodeEvent};
-use dp2ptcs_store::{ContactRecord, Direction, HistoryQuery, MessageState, Store, DB_FILE};
+use dp2ptcs_store::{
+    ContactRecord, Direction, HistoryQuery, MessageRecord, MessageState, Store, DB_FILE,
+};
 use dp2ptcs_types::{MessageId, NodeId};
 
 /// A safety net so a broken build fails instead of hanging; not a performance assertion.
@@ -168,7 +170,8 @@ async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
     h.node = Some(node);
 }
 
-async fn states(node: &Node, peer: &ContactRecord) -> Vec<(MessageId, MessageState)> {
+/// `node`'s messages to `peer`, oldest first.
+async fn history(node: &Node, peer: &ContactRecord) -> Vec<MessageRecord> {
     node.history(&HistoryQuery {
         peer: Some(&peer.node_id),
         direction: Some(Direction::Outgoing),
@@ -179,9 +182,34 @@ async fn states(node: &Node, peer: &ContactRecord) -> Vec<(MessageId, MessageSta
     })
     .await
     .unwrap()
-    .into_iter()
-    .map(|m| (m.id, m.state))
-    .collect()
+}
+
+async fn states(node: &Node, peer: &ContactRecord) -> Vec<(MessageId, MessageState)> {
+    history(node, peer)
+        .await
+        .into_iter()
+        .map(|m| (m.id, m.state))
+        .collect()
+}
+
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}
+
+/// Waits until `done` holds for `node`'s messages to `peer`.
+async fn wait_history(
+    what: &str,
+    node: &Node,
+    peer: &ContactRecord,
+    done: impl Fn(&[MessageRecord]) -> bool,
+) {
+    eventually(what, || {
+        let (node, peer) = (node.clone(), peer.clone());
+        let done = &done;
+        async move { done(&history(&node, &peer).await) }
+    })
+    .await;
 }
 
 /// Waits until `done` holds for the states of `node`'s messages to `peer`.
@@ -191,10 +219,8 @@ async fn wait_states(
     peer: &ContactRecord,
     done: impl Fn(&[(MessageId, MessageState)]) -> bool,
 ) {
-    eventually(what, || {
-        let (node, peer) = (node.clone(), peer.clone());
-        let done = &done;
-        async move { done(&states(&node, &peer).await) }
+    wait_history(what, node, peer, |m| {
+        done(&m.iter().map(|m| (m.id, m.state)).collect::<Vec<_>>())
     })
     .await;
 }
@@ -550,9 +576,12 @@ async fn messages_whose_holders_all_left_are_deposited_again() {
         }
     }
     assert!(!left.is_empty(), "no node but the sender held a copy");
-    // The sender deposits them again, with nodes that never held them.
+    // The sender deposits them again, with nodes that never held them. Copies at the nodes
+    // still up are not enough (the first message alone makes r of them while the others are
+    // on their way): once there are some, each message is to be deposited again after, with
+    // a routing table that finds the new holders.
     let hosts_ref = &hosts;
-    eventually("new holders have the 3 messages", || async move {
+    eventually("new holders have copies", || async move {
         let mut n = 0;
         for h in hosts_ref
             .iter()
@@ -562,6 +591,18 @@ async fn messages_whose_holders_all_left_are_deposited_again() {
         }
         n >= 3
     })
+    .await;
+    let found_at_ms = unix_ms();
+    wait_history(
+        "each of the 3 deposited with the new holders",
+        &alpha,
+        &to_b,
+        |m| {
+            m.len() == 3
+                && m.iter()
+                    .all(|m| m.state == MessageState::Held && m.state_at_ms >= found_at_ms)
+        },
+    )
     .await;
     // The sender leaves too; the recipient comes back (through a node still up) and gets them.
     take_offline(&mut hosts[a]).await;
