@@ -139,6 +139,13 @@ const MIGRATIONS: &[&str] = &[
         SET expires_at_ms =
             CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) + 2592000000
         WHERE direction = 0 AND state IN (2, 3, 4) AND expires_at_ms IS NULL;",
+    // 8: receipts owed for messages taken from the mailbox, until one reaches their sender.
+    "CREATE TABLE IF NOT EXISTS receipts_owed (
+        peer      BLOB NOT NULL CHECK (length(peer) = 32),
+        id        BLOB NOT NULL CHECK (length(id) = 16),
+        until_ms  INTEGER NOT NULL,
+        PRIMARY KEY (peer, id)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this program writes.
@@ -252,13 +259,13 @@ mod tests {
             }
         }
         {
-            // Back to the version before.
+            // Back to version 6, the one before (what later versions added is undone).
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", hex::encode(key)))
                 .unwrap();
             conn.execute_batch(crate::PageFormat::NEW.pragmas())
                 .unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {};", CURRENT - 1))
+            conn.execute_batch("DROP TABLE receipts_owed; PRAGMA user_version = 6;")
                 .unwrap();
         }
         let upgraded_ms = now_ms();
