@@ -18,24 +18,34 @@
 //!   the sender answers, else through the sender's own mailbox. Items taken (or useless) are
 //!   deleted with a request we sign; an item that cannot be opened yet (its handshake has not
 //!   arrived) is left for a later fetch.
+//! - **Receipts owed.** Once its item is deleted, the sender cannot deposit a message again (the
+//!   holders refuse it: the recipient took it), so a receipt lost there would leave the message
+//!   `held` at the sender, then `expired`. Each receipt is owed, in the transaction that records
+//!   its message, until one reaches the sender: acknowledged by it directly, or taken by another
+//!   node for its mailbox. Owed receipts go together (up to `MAX_RECEIPT_IDS` in one) right after
+//!   the fetch, then again at the mailbox polls, waiting twice as long after each failure (up to
+//!   `mailbox_redeposit`), until the message's time to live runs out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dp2ptcs_crypto::x3dh::InitialMessage;
 use dp2ptcs_crypto::{PublicIdentity, Session};
 use dp2ptcs_dht::{MailboxItem, MAX_MAILBOX_TTL_MS};
-use dp2ptcs_store::{ContactRecord, Direction, MessageState};
+use dp2ptcs_store::{ContactRecord, Direction, MessageState, Store};
 use dp2ptcs_types::{MessageId, NodeId};
-use dp2ptcs_wire::{Envelope, HandshakeInit, Hello, HelloBody, MessageKind};
+use dp2ptcs_wire::{
+    Envelope, HandshakeInit, Hello, HelloBody, MessageKind, Receipt, MAX_RECEIPT_IDS,
+};
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::discovery::Deposit;
-use crate::frames::write_frame;
-use crate::node::{inbound, overdue, Inner, NodeEvent};
-use crate::sessions::{blocking, lock, now_ms};
+use crate::frames::{write_frame, FrameReader};
+use crate::node::{inbound, overdue, Inbound, Inner, NodeEvent};
+use crate::sessions::{blocking, lock, now_ms, Reply};
 use crate::NodeError;
 
 /// Payload type: a `TacticalMessage` under an existing session.
@@ -112,6 +122,56 @@ fn may_pass(e: &NodeError) -> bool {
             | NodeError::Timeout(_)
             | NodeError::Store(dp2ptcs_store::StoreError::Sqlite(_))
     )
+}
+
+/// [`inbound`] for a message taken from the mailbox, in the same transaction: the receipt it
+/// asks for is owed to `peer` until `until_ms` (the item's expiry), not sealed now; it goes
+/// with the others owed ([`Inner::pay_receipts`]). (A receipt is the only reply `inbound`
+/// asks for.)
+fn inbound_owing(
+    tx: &Store,
+    peer: NodeId,
+    kind: MessageKind,
+    plaintext: &[u8],
+    until_ms: u64,
+) -> Result<(Result<Inbound, NodeError>, Option<Reply>), NodeError> {
+    let (result, reply) = inbound(tx, peer, kind, plaintext)?;
+    if let (Ok(Inbound::Chats(chats)), Some((MessageKind::Receipt, _))) = (&result, &reply) {
+        let ids: Vec<MessageId> = chats.iter().map(|(chat, _)| chat.id).collect();
+        tx.owe_receipts(&peer, &ids, until_ms)?;
+    }
+    Ok((result, None))
+}
+
+/// When the receipts owed to a peer are tried next, and whether a try is running.
+#[derive(Debug)]
+pub(crate) struct OwedTries {
+    running: bool,
+    next_at: Instant,
+    wait: Duration,
+    /// The receipt the last try sealed and could not get to anyone, with the ids it carries.
+    sealed: Option<(Vec<MessageId>, Envelope)>,
+}
+
+/// Marks a peer's try at paying its receipts as running; when dropped (the try ended, or was
+/// cancelled), schedules the next one: none if all were paid, else after a wait twice the last.
+struct Paying<'a> {
+    inner: &'a Inner,
+    peer: NodeId,
+    paid: bool,
+}
+
+impl Drop for Paying<'_> {
+    fn drop(&mut self) {
+        let mut due = lock(&self.inner.receipts_due);
+        if self.paid {
+            due.remove(&self.peer);
+        } else if let Some(d) = due.get_mut(&self.peer) {
+            d.running = false;
+            d.next_at = Instant::now() + d.wait;
+            d.wait = (d.wait * 2).min(self.inner.config.mailbox_redeposit.max(d.wait));
+        }
+    }
 }
 
 /// Domain separation of [`item_id`].
@@ -352,6 +412,9 @@ impl Inner {
                     Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "checking the mailbox failed"),
                 }
+                if let Err(e) = self.pay_receipts_due().await {
+                    tracing::debug!(error = %e, "reading the receipts owed failed");
+                }
                 self.config.mailbox_poll
             };
             tokio::select! {
@@ -431,14 +494,18 @@ impl Inner {
             };
             let mut items: Vec<_> = items.into_iter().zip(ranks).collect();
             items.sort_by_key(|((_, p), rank)| p.order(*rank));
-            let mut receipts = Vec::new();
+            let mut taken = false;
             for ((item, payload), _) in items {
-                match self.take_one(&contact, item.sender(), payload).await {
-                    Ok((Taken::Done, receipt)) => {
+                let until_ms = item.expires_at_ms();
+                match self
+                    .take_one(&contact, item.sender(), payload, until_ms)
+                    .await
+                {
+                    Ok(Taken::Done) => {
                         done.push(*item.message_id());
-                        receipts.extend(receipt);
+                        taken = true;
                     }
-                    Ok((Taken::Later, _)) => {}
+                    Ok(Taken::Later) => {}
                     // Ours and passing (the store, a shutdown): nothing of it was recorded, so it
                     // stays at the holders for the next fetch, and the sender's later items
                     // with it, to keep the order. A failed step leaves the session as it was,
@@ -456,22 +523,24 @@ impl Inner {
                     }
                 }
             }
-            if !receipts.is_empty() {
+            if taken {
                 let this = self.clone();
                 self.tasks
-                    .spawn(async move { this.send_receipts(&contact, receipts).await });
+                    .spawn(async move { this.pay_receipts(&contact).await });
             }
         }
         done
     }
 
-    /// Opens one item from `contact`; returns whether it is done and the receipt to send back.
+    /// Opens one item from `contact`, which expires at `until_ms`; returns whether it is done.
+    /// The receipt for what it carries is owed ([`inbound_owing`]).
     async fn take_one(
         self: &Arc<Self>,
         contact: &ContactRecord,
         sender: &PublicIdentity,
         payload: Payload,
-    ) -> Result<(Taken, Option<Envelope>), NodeError> {
+        until_ms: u64,
+    ) -> Result<Taken, NodeError> {
         let peer = contact.node_id;
         let env = match payload {
             Payload::Envelope(env) => env,
@@ -485,7 +554,7 @@ impl Inner {
                     return Err(NodeError::Authentication("inconsistent mailbox handshake"));
                 }
                 // A later message of a session already started: open it under the session.
-                match self.open(peer, &init.first_message).await {
+                match self.open(peer, &init.first_message, until_ms).await {
                     Ok(out) => return Ok(out),
                     Err(NodeError::Authentication(_)) => {}
                     Err(e) => return Err(e),
@@ -515,11 +584,11 @@ impl Inner {
                         let recorded = this
                             .sessions
                             .install_with(peer, session, false, move |tx| {
-                                inbound(tx, peer, kind, &plaintext)
+                                inbound_owing(tx, peer, kind, &plaintext, until_ms)
                             })
                             .await;
-                        let (handle, (result, reply)) = match recorded {
-                            Ok(done) => done,
+                        let (result, _) = match recorded {
+                            Ok((_, done)) => done,
                             Err(e) => {
                                 // Neither was saved, and the initial message is used: the
                                 // session is saved as it was before the first message, which
@@ -531,79 +600,198 @@ impl Inner {
                                 return Err(e);
                             }
                         };
-                        // Announced before the receipt is made: what is recorded is announced
-                        // even if that fails.
                         this.announce(peer, result?);
-                        let receipt = match reply {
-                            Some((kind, plaintext)) => Some(
-                                this.sessions
-                                    .encrypt(peer, &handle, kind, plaintext)
-                                    .await?,
-                            ),
-                            None => None,
-                        };
-                        Ok((Taken::Done, receipt))
+                        Ok(Taken::Done)
                     })
                     .await;
             }
         };
-        match self.open(peer, &env).await {
+        match self.open(peer, &env, until_ms).await {
             Ok(out) => Ok(out),
             // No session yet: its handshake has not arrived (or was lost); keep it.
             Err(NodeError::Authentication(_)) if self.sessions.current(peer).await?.is_none() => {
-                Ok((Taken::Later, None))
+                Ok(Taken::Later)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Decrypts `env` from `peer` under an existing session and records it.
+    /// Decrypts `env` from `peer` under an existing session, records it (owing its receipt
+    /// until `until_ms`) and announces it, as a task that runs to its end (see
+    /// [`Inner::open_and_announce`]).
     async fn open(
         self: &Arc<Self>,
         peer: NodeId,
         env: &Envelope,
-    ) -> Result<(Taken, Option<Envelope>), NodeError> {
+        until_ms: u64,
+    ) -> Result<Taken, NodeError> {
         if env.sender != peer || !in_mailbox(env.kind) {
             return Err(NodeError::Authentication("unexpected mailbox message"));
         }
-        let receipt = self.open_and_announce(peer, env.clone()).await?;
-        Ok((Taken::Done, receipt))
+        let (this, env) = (self.clone(), env.clone());
+        self.to_the_end(async move {
+            let kind = env.kind;
+            let (_, result, _) = this
+                .sessions
+                .decrypt_with(peer, &env, move |tx, plaintext| {
+                    inbound_owing(tx, peer, kind, &plaintext, until_ms)
+                })
+                .await?;
+            this.announce(peer, result?);
+            Ok(Taken::Done)
+        })
+        .await
     }
 
-    /// Sends receipts for messages taken from the mailbox: directly if `contact` answers, else
-    /// through its mailbox.
-    async fn send_receipts(self: Arc<Self>, contact: &ContactRecord, receipts: Vec<Envelope>) {
-        let peer = contact.node_id;
-        let direct = async {
-            let conn = self.connection(contact).await?;
-            for env in &receipts {
-                let (mut send, _recv) = conn.open_bi().await?;
-                write_frame(&mut send, &env.encode()).await?;
-                let _ = send.finish();
+    /// Pays the receipts owed to every contact whose next try is due (and that no try is paying
+    /// now).
+    async fn pay_receipts_due(self: &Arc<Self>) -> Result<(), NodeError> {
+        let store = self.store.clone();
+        let owed = blocking(move || {
+            let store = lock(&store);
+            let mut owed = Vec::new();
+            for peer in store.peers_owed_receipts(now_ms())? {
+                owed.extend(store.contact(&peer)?);
             }
-            Ok::<_, NodeError>(())
+            Ok(owed)
+        })
+        .await?;
+        let now = Instant::now();
+        let due: Vec<ContactRecord> = {
+            let tries = lock(&self.receipts_due);
+            owed.into_iter()
+                .filter(|c| {
+                    tries
+                        .get(&c.node_id)
+                        .is_none_or(|t| !t.running && t.next_at <= now)
+                })
+                .collect()
         };
-        match tokio::time::timeout(self.config.request_timeout, direct).await {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, to = %peer.short(8), "receipts go to the mailbox")
-            }
-            Err(_) => tracing::debug!(to = %peer.short(8), "receipts go to the mailbox"),
+        for contact in due {
+            let this = self.clone();
+            self.tasks
+                .spawn(async move { this.pay_receipts(&contact).await });
         }
-        for env in receipts {
-            let mut payload = vec![PAYLOAD_ENVELOPE];
-            payload.extend(env.encode());
-            let id = MessageId::random(&mut OsRng);
-            let expires = now_ms().saturating_add(self.config.message_ttl.as_millis() as u64);
-            match self.deposit_payload(peer, id, expires, payload).await {
-                Ok(Deposit { others: 0, .. }) => {
-                    tracing::info!(to = %peer.short(8), "no node took a receipt for the contact's mailbox")
+        Ok(())
+    }
+
+    /// Sends the receipts owed to `contact`, up to [`MAX_RECEIPT_IDS`] in each: directly if it
+    /// answers, else through its mailbox. Those that reached it are settled; if some did not,
+    /// they are tried again later (the same sealed receipt, while what is owed is the same).
+    /// One try per contact at a time.
+    pub(crate) async fn pay_receipts(self: Arc<Self>, contact: &ContactRecord) {
+        let peer = contact.node_id;
+        {
+            let mut due = lock(&self.receipts_due);
+            let tries = due.entry(peer).or_insert_with(|| OwedTries {
+                running: false,
+                next_at: Instant::now(),
+                wait: self.config.mailbox_poll,
+                sealed: None,
+            });
+            if tries.running {
+                return;
+            }
+            tries.running = true;
+        }
+        let mut paying = Paying {
+            inner: &self,
+            peer,
+            paid: false,
+        };
+        match self.try_paying(contact).await {
+            Ok(paid) => paying.paid = paid,
+            Err(e) => tracing::debug!(error = %e, to = %peer.short(8), "receipts stay owed"),
+        }
+    }
+
+    /// [`Inner::pay_receipts`]'s one try; returns whether every receipt owed was paid.
+    async fn try_paying(self: &Arc<Self>, contact: &ContactRecord) -> Result<bool, NodeError> {
+        let peer = contact.node_id;
+        let wait = self.config.request_timeout;
+        let mut direct = match tokio::time::timeout(wait, self.connection(contact)).await {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, to = %peer.short(8), "receipts go to the mailbox");
+                None
+            }
+            Err(_) => None,
+        };
+        loop {
+            let store = self.store.clone();
+            let ids =
+                blocking(move || Ok(lock(&store).owed_receipts(&peer, MAX_RECEIPT_IDS)?)).await?;
+            if ids.is_empty() {
+                return Ok(true);
+            }
+            // Neither the contact nor a node for its mailbox within reach: a receipt sealed now
+            // would only skip a message key at the contact.
+            if direct.is_none() && self.dht_status().peers == 0 {
+                return Ok(false);
+            }
+            // Sealed again only if what is owed changed: a receipt that reached no one skipped a
+            // message key at the contact, and the tries may go on for the messages' whole time
+            // to live.
+            let last = lock(&self.receipts_due)
+                .get_mut(&peer)
+                .and_then(|t| t.sealed.take())
+                .filter(|(owed, _)| *owed == ids);
+            let env = match last {
+                Some((_, env)) => env,
+                None => {
+                    // The session the messages came in (or a later one): the contact opens it.
+                    let Some(session) = self.sessions.current(peer).await? else {
+                        return Ok(false);
+                    };
+                    let plaintext = Zeroizing::new(Receipt { ids: ids.clone() }.encode()?);
+                    self.sessions
+                        .encrypt(peer, &session, MessageKind::Receipt, plaintext)
+                        .await?
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::info!(error = %e, to = %peer.short(8), "could not deposit a receipt")
+            };
+            let mut paid = false;
+            if let Some(conn) = &direct {
+                // Paid once the contact recorded it: it ends its side of the stream then.
+                let send = async {
+                    let (mut send, mut recv) = conn.open_bi().await?;
+                    write_frame(&mut send, &env.encode()).await?;
+                    let _ = send.finish();
+                    FrameReader::new().expect_end(&mut recv).await?;
+                    Ok::<_, NodeError>(())
+                };
+                match tokio::time::timeout(wait, send).await {
+                    Ok(Ok(())) => paid = true,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, to = %peer.short(8), "receipts go to the mailbox");
+                        direct = None;
+                    }
+                    Err(_) => direct = None,
                 }
             }
+            if !paid {
+                let mut payload = vec![PAYLOAD_ENVELOPE];
+                payload.extend(env.encode());
+                let id = MessageId::random(&mut OsRng);
+                let ttl = u64::try_from(self.config.message_ttl.as_millis()).unwrap_or(u64::MAX);
+                let expires = now_ms().saturating_add(ttl);
+                match self.deposit_payload(peer, id, expires, payload).await {
+                    Ok(Deposit { others: 0, .. }) => {
+                        tracing::info!(to = %peer.short(8), owed = ids.len(), "no node took receipts for the contact's mailbox; they are tried again later");
+                    }
+                    Ok(_) => paid = true,
+                    Err(e) => {
+                        tracing::info!(error = %e, to = %peer.short(8), owed = ids.len(), "could not deposit receipts; they are tried again later");
+                    }
+                }
+            }
+            if !paid {
+                if let Some(t) = lock(&self.receipts_due).get_mut(&peer) {
+                    t.sealed = Some((ids, env));
+                }
+                return Ok(false);
+            }
+            let store = self.store.clone();
+            blocking(move || Ok(lock(&store).settle_receipts(&peer, &ids)?)).await?;
         }
     }
 }

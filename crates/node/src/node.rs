@@ -140,6 +140,8 @@ pub struct NodeStatus {
     pub messages: Vec<(Direction, MessageState, u64)>,
     /// Peers the outbox is waiting to retry.
     pub peers_retrying: usize,
+    /// Receipts for messages taken from the mailbox that have not reached their senders yet.
+    pub receipts_owed: u64,
     /// The DHT: routing table, records held, connections.
     pub dht: DhtStatus,
 }
@@ -181,6 +183,8 @@ pub(crate) struct Inner {
     send_queues: Arc<SendQueues>,
     /// One mailbox check at a time.
     pub(crate) mailbox_lock: tokio::sync::Mutex<()>,
+    /// Tries at paying the receipts owed to each contact (entries only while some are owed).
+    pub(crate) receipts_due: Mutex<HashMap<NodeId, crate::mailbox::OwedTries>>,
     started: Instant,
 }
 
@@ -302,6 +306,7 @@ impl Node {
             outbox: Outbox::default(),
             send_queues: Arc::default(),
             mailbox_lock: tokio::sync::Mutex::new(()),
+            receipts_due: Mutex::new(HashMap::new()),
             started: Instant::now(),
         });
         inner.restore_held().await;
@@ -390,9 +395,13 @@ impl Node {
         let inner = &self.inner;
         let connected = lock(&inner.pool).connected();
         let store = inner.store.clone();
-        let (contacts, messages) = blocking(move || {
+        let (contacts, messages, receipts_owed) = blocking(move || {
             let store = lock(&store);
-            Ok((store.contacts()?.len(), store.message_counts()?))
+            Ok((
+                store.contacts()?.len(),
+                store.message_counts()?,
+                store.receipts_owed()?,
+            ))
         })
         .await?;
         Ok(NodeStatus {
@@ -404,6 +413,7 @@ impl Node {
             contacts,
             messages,
             peers_retrying: inner.outbox.backing_off(),
+            receipts_owed,
             dht: inner.dht_status(),
         })
     }

@@ -150,11 +150,22 @@ async fn take_offline(h: &mut Host) {
 /// Starts `h` again on the address it had. The old endpoint's socket closes once its closed
 /// connections have drained (three probe timeouts), so the bind is retried for a while.
 async fn bring_back(h: &mut Host, seed: SocketAddr, mailbox: MailboxLimits) {
-    let config = NodeConfig {
+    bring_back_with(h, seed, mailbox, |_| {}).await;
+}
+
+/// [`bring_back`], with `adjust` applied to the host's configuration.
+async fn bring_back_with(
+    h: &mut Host,
+    seed: SocketAddr,
+    mailbox: MailboxLimits,
+    adjust: impl Fn(&mut NodeConfig),
+) {
+    let mut config = NodeConfig {
         listen: h.addr,
         // `listen` above: the network number only picks an address.
         ..config(0, h.index, vec![seed], mailbox)
     };
+    adjust(&mut config);
     let started = Instant::now();
     let node = loop {
         let store = Store::open(&h.dir.path().join(DB_FILE), h.keys.database_key()).unwrap();
@@ -382,6 +393,85 @@ async fn a_message_only_its_sender_holds_stays_queued_and_arrives_when_its_recip
     })
     .await;
     assert_eq!(received(&bravo, &from_a).await, sent);
+    wait_states("Alpha has the receipt", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Delivered, Some(1))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_no_holder_took_is_owed_until_one_does_and_reaches_a_sender_never_online_with_its_recipient(
+) {
+    // Each holder keeps 2 items per mailbox: a third party can fill Alpha's.
+    let limits = MailboxLimits {
+        per_mailbox_items: 2,
+        ..MailboxLimits::default()
+    };
+    let (a, b, c) = (1, 2, 3);
+    // Bravo holds no mailboxes: the receipt it owes is held by others or not at all.
+    let bravo_config = |cfg: &mut NodeConfig| cfg.dht.mailbox.total_bytes = 0;
+    let (mut hosts, seed) = network_with(6, limits, |i, cfg| {
+        if i == b {
+            bravo_config(cfg);
+        }
+    })
+    .await;
+    introduce(&hosts[a], &hosts[b]).await;
+    introduce(&hosts[a], &hosts[c]).await;
+    // Alpha writes to Bravo, who is away; its message is held. Then Alpha goes away too.
+    take_offline(&mut hosts[b]).await;
+    let to_b = contact("b", &hosts[b]);
+    let sent = queue(&hosts[a], &to_b, "are you there", 1).await;
+    let alpha = hosts[a].node().clone();
+    wait_states("Alpha's message held", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(1))
+    })
+    .await;
+    drop(alpha);
+    take_offline(&mut hosts[a]).await;
+    // Charlie fills Alpha's mailbox, for 30 s.
+    let to_a = contact("a", &hosts[a]);
+    let charlie = hosts[c].node().clone();
+    for i in 0..2 {
+        charlie
+            .queue_chat_with_ttl(
+                &to_a,
+                &format!("gone in 30 s #{i}"),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    wait_states(
+        "Charlie's messages fill Alpha's mailbox",
+        &charlie,
+        &to_a,
+        |s| all_in(s, MessageState::Held, Some(2)),
+    )
+    .await;
+
+    // Bravo comes back and takes the message. Its receipt reaches neither Alpha (away) nor
+    // Alpha's mailbox (full): it is owed.
+    bring_back_with(&mut hosts[b], seed, limits, bravo_config).await;
+    let bravo = hosts[b].node().clone();
+    let from_a = hosts[a].keys.identity().public().node_id();
+    eventually("Bravo has the message", || {
+        let (bravo, sent) = (bravo.clone(), sent.clone());
+        async move { received(&bravo, &from_a).await == sent }
+    })
+    .await;
+    assert_eq!(bravo.status().await.unwrap().receipts_owed, 1);
+    // Charlie's messages expire, the mailbox has room: Bravo's next try deposits the receipt.
+    eventually("Bravo's receipt is taken for Alpha's mailbox", || {
+        let bravo = bravo.clone();
+        async move { bravo.status().await.unwrap().receipts_owed == 0 }
+    })
+    .await;
+    // Bravo leaves; Alpha comes back and learns from its mailbox that Bravo has the message.
+    drop(bravo);
+    take_offline(&mut hosts[b]).await;
+    bring_back(&mut hosts[a], seed, limits).await;
+    let alpha = hosts[a].node().clone();
     wait_states("Alpha has the receipt", &alpha, &to_b, |s| {
         all_in(s, MessageState::Delivered, Some(1))
     })

@@ -60,6 +60,12 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         s.dht.mailbox_items,
         s.dht.mailbox_bytes
     );
+    if s.receipts_owed > 0 {
+        outln!(
+            "Receipts     {} owed for messages taken from the mailbox, sent once their senders are reachable",
+            s.receipts_owed
+        );
+    }
     if s.peers_retrying > 0 {
         outln!(
             "Retrying     {} peer(s) unreachable at their last attempt",

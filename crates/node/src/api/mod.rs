@@ -131,6 +131,9 @@ pub struct Status {
     pub messages: Counts,
     /// Peers the outbox waits to retry (their last attempt failed).
     pub peers_retrying: usize,
+    /// Receipts for messages taken from the mailbox not yet delivered to their senders.
+    #[serde(default)]
+    pub receipts_owed: u64,
     /// The DHT.
     #[serde(default)]
     pub dht: DhtSummary,

@@ -397,6 +397,7 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
         contacts: s.contacts,
         messages: counts,
         peers_retrying: s.peers_retrying,
+        receipts_owed: s.receipts_owed,
         dht: DhtSummary {
             peers: s.dht.peers,
             records: s.dht.records,
