@@ -296,6 +296,23 @@ pub(crate) fn derive_advertised(bound: SocketAddr) -> Vec<SocketAddr> {
     others
 }
 
+/// Whether `addr` is this node's own, bound to `bound`: that address, or, bound to every
+/// interface, an address of this machine on its port.
+pub(crate) fn is_own_address(addr: SocketAddr, bound: SocketAddr) -> bool {
+    if addr.port() != bound.port() {
+        return false;
+    }
+    if addr.ip() == bound.ip() {
+        return true;
+    }
+    bound.ip().is_unspecified()
+        && (addr.ip().is_loopback()
+            || if_addrs::get_if_addrs()
+                .unwrap_or_default()
+                .iter()
+                .any(|i| i.ip() == addr.ip()))
+}
+
 fn is_link_local(ip: &std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => v4.is_link_local(),
@@ -305,6 +322,19 @@ fn is_link_local(ip: &std::net::IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_nodes_own_address_is_recognised_on_its_port_only() {
+        use super::is_own_address;
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(is_own_address(a("127.0.0.5:7000"), a("127.0.0.5:7000")));
+        assert!(!is_own_address(a("127.0.0.6:7000"), a("127.0.0.5:7000")));
+        assert!(!is_own_address(a("127.0.0.5:7001"), a("127.0.0.5:7000")));
+        assert!(is_own_address(a("127.0.0.1:7000"), a("0.0.0.0:7000")));
+        assert!(!is_own_address(a("127.0.0.1:7001"), a("0.0.0.0:7000")));
+        // Not an address of this machine (TEST-NET-1).
+        assert!(!is_own_address(a("192.0.2.1:7000"), a("0.0.0.0:7000")));
+    }
+
     use super::*;
     use clap::Parser;
 

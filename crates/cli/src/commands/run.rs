@@ -187,6 +187,17 @@ async fn daemon(
         },
     ));
     node.set_advertised(advertised.clone());
+    for addr in config
+        .bootstrap
+        .iter()
+        .filter(|a| config::is_own_address(**a, bound))
+    {
+        tracing::warn!(
+            %addr,
+            "the bootstrap address {addr} is this node's own: a node cannot join the DHT through \
+             itself; give another node's address"
+        );
+    }
     if config.bootstrap.is_empty() {
         tracing::info!(
             "no --bootstrap address: the DHT joins through the peers this node knew last time, \
