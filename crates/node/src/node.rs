@@ -939,12 +939,25 @@ impl Inner {
             let conn = conn.clone();
             self.tasks.spawn(async move {
                 let _permit = permit;
+                let mut send = send;
                 let r = tokio::time::timeout(
                     stream_timeout,
-                    this.handle_stream(peer, send, recv, pipelined),
+                    this.handle_stream(peer, &mut send, recv, pipelined),
                 )
                 .await;
                 let r = r.unwrap_or(Err(NodeError::Timeout("request")));
+                // The stream ends cleanly only if every request on it was handled: a peer may
+                // take that end as the acknowledgement of a request that has no reply (a
+                // receipt). Otherwise it is reset (a send stream merely dropped would end
+                // cleanly).
+                match &r {
+                    Ok(()) => {
+                        let _ = send.finish();
+                    }
+                    Err(e) => {
+                        let _ = send.reset(code(e.wire_code()));
+                    }
+                }
                 if let Err(e) = r {
                     if e.is_peer_fault() {
                         tracing::debug!(error = %e, peer = %peer.short(8), "closing connection");
@@ -978,11 +991,12 @@ impl Inner {
 
     /// The router: a request stream carries one envelope (with `pipelined`, dp2ptcs/2: then
     /// chats, up to [`MAX_ENVELOPES_PER_STREAM`] in all, each a request of its own for the
-    /// peer's rate), handled in order; chats get one receipt back each, in the same order.
+    /// peer's rate), handled in order; chats get one receipt back each, in the same order. The
+    /// caller ends `send`: cleanly if this returns `Ok`.
     async fn handle_stream(
         self: &Arc<Self>,
         peer: NodeId,
-        mut send: SendStream,
+        send: &mut SendStream,
         mut recv: RecvStream,
         pipelined: bool,
     ) -> Result<(), NodeError> {
@@ -994,14 +1008,14 @@ impl Inner {
         // deadline. `None`: the node began to shut down first.
         let first = until_shutdown(&mut stop, wait, reader.expect(&mut recv)).await;
         let Some(first) = first.transpose()? else {
-            refuse_stream(send, recv, WireErrorCode::ShuttingDown);
-            return Ok(());
+            let _ = recv.stop(code(WireErrorCode::ShuttingDown));
+            return Err(NodeError::ShuttingDown);
         };
         if !pipelined {
             let end = until_shutdown(&mut stop, wait, reader.expect_end(&mut recv)).await;
             if end.transpose()?.is_none() {
-                refuse_stream(send, recv, WireErrorCode::ShuttingDown);
-                return Ok(());
+                let _ = recv.stop(code(WireErrorCode::ShuttingDown));
+                return Err(NodeError::ShuttingDown);
             }
         }
         let mut frame = Some(first);
@@ -1019,7 +1033,7 @@ impl Inner {
             }
             let reply = self.open_and_announce(peer, env).await?;
             if let Some(reply) = reply {
-                write_frame(&mut send, &reply.encode()).await?;
+                write_frame(send, &reply.encode()).await?;
             }
             handled += 1;
             if !pipelined {
@@ -1059,7 +1073,6 @@ impl Inner {
                 }
             }
         }
-        let _ = send.finish();
         Ok(())
     }
 
