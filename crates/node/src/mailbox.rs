@@ -147,17 +147,35 @@ fn inbound_owing(
 #[derive(Debug)]
 pub(crate) struct OwedTries {
     running: bool,
+    /// More became owed while a try was running: the next one goes at once.
+    again: bool,
     next_at: Instant,
     wait: Duration,
-    /// The receipt the last try sealed and could not get to anyone, with the ids it carries.
-    sealed: Option<(Vec<MessageId>, Envelope)>,
+    /// The receipt the last try sealed for the mailbox and no node took.
+    sealed: Option<SealedReceipt>,
+}
+
+/// A receipt sealed for the contact's mailbox. It is deposited again as it is while the same
+/// receipts are owed and its session is still the current one: a copy that reached no one
+/// skipped a message key at the contact, and tries may go on for the messages' whole time to
+/// live; under its first item id, a copy a holder took but answered too late for is not held
+/// twice.
+#[derive(Debug)]
+struct SealedReceipt {
+    ids: Vec<MessageId>,
+    session: u64,
+    item_id: MessageId,
+    payload: Vec<u8>,
 }
 
 /// Marks a peer's try at paying its receipts as running; when dropped (the try ended, or was
-/// cancelled), schedules the next one: none if all were paid, else after a wait twice the last.
+/// cancelled), schedules the next one: none if all were paid, else `wait` after the try began
+/// (at once if more became owed meanwhile), with the wait doubled for the one after, up to
+/// `mailbox_redeposit`.
 struct Paying<'a> {
     inner: &'a Inner,
     peer: NodeId,
+    began: Instant,
     paid: bool,
 }
 
@@ -168,7 +186,11 @@ impl Drop for Paying<'_> {
             due.remove(&self.peer);
         } else if let Some(d) = due.get_mut(&self.peer) {
             d.running = false;
-            d.next_at = Instant::now() + d.wait;
+            d.next_at = if std::mem::take(&mut d.again) {
+                Instant::now()
+            } else {
+                self.began + d.wait
+            };
             d.wait = (d.wait * 2).min(self.inner.config.mailbox_redeposit.max(d.wait));
         }
     }
@@ -232,9 +254,21 @@ impl Inner {
                 self.sessions.install(peer, session, true).await?
             }
         };
+        self.seal_with(peer, &handle, kind, plaintext).await
+    }
+
+    /// Seals `plaintext` as a `kind` message to `peer` for its mailbox with session `handle`:
+    /// the item payload, with the X3DH handshake while the session still sends one.
+    async fn seal_with(
+        self: &Arc<Self>,
+        peer: NodeId,
+        handle: &crate::sessions::Handle,
+        kind: MessageKind,
+        plaintext: Zeroizing<Vec<u8>>,
+    ) -> Result<Vec<u8>, NodeError> {
         let env = self
             .sessions
-            .encrypt_with(peer, &handle, kind, plaintext, None)
+            .encrypt_with(peer, handle, kind, plaintext, None)
             .await?;
         let mut out = Vec::new();
         match handle.pending_initial() {
@@ -496,7 +530,10 @@ impl Inner {
             items.sort_by_key(|((_, p), rank)| p.order(*rank));
             let mut taken = false;
             for ((item, payload), _) in items {
-                let until_ms = item.expires_at_ms();
+                // As the sender signed it, within what any holder keeps an item.
+                let until_ms = item
+                    .expires_at_ms()
+                    .min(now_ms().saturating_add(MAX_MAILBOX_TTL_MS));
                 match self
                     .take_one(&contact, item.sender(), payload, until_ms)
                     .await
@@ -658,7 +695,10 @@ impl Inner {
         .await?;
         let now = Instant::now();
         let due: Vec<ContactRecord> = {
-            let tries = lock(&self.receipts_due);
+            let mut tries = lock(&self.receipts_due);
+            // Peers owed nothing any more (their receipts ran out of time, or they are no
+            // longer contacts) are forgotten.
+            tries.retain(|peer, t| t.running || owed.iter().any(|c| c.node_id == *peer));
             owed.into_iter()
                 .filter(|c| {
                     tries
@@ -685,11 +725,13 @@ impl Inner {
             let mut due = lock(&self.receipts_due);
             let tries = due.entry(peer).or_insert_with(|| OwedTries {
                 running: false,
+                again: false,
                 next_at: Instant::now(),
                 wait: self.config.mailbox_poll,
                 sealed: None,
             });
             if tries.running {
+                tries.again = true;
                 return;
             }
             tries.running = true;
@@ -697,6 +739,7 @@ impl Inner {
         let mut paying = Paying {
             inner: &self,
             peer,
+            began: Instant::now(),
             paid: false,
         };
         match self.try_paying(contact).await {
@@ -709,6 +752,14 @@ impl Inner {
     async fn try_paying(self: &Arc<Self>, contact: &ContactRecord) -> Result<bool, NodeError> {
         let peer = contact.node_id;
         let wait = self.config.request_timeout;
+        let owed = || {
+            let store = self.store.clone();
+            blocking(move || Ok(lock(&store).owed_receipts(&peer, MAX_RECEIPT_IDS)?))
+        };
+        let mut ids = owed().await?;
+        if ids.is_empty() {
+            return Ok(true);
+        }
         let mut direct = match tokio::time::timeout(wait, self.connection(contact)).await {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(e)) => {
@@ -717,41 +768,22 @@ impl Inner {
             }
             Err(_) => None,
         };
-        loop {
-            let store = self.store.clone();
-            let ids =
-                blocking(move || Ok(lock(&store).owed_receipts(&peer, MAX_RECEIPT_IDS)?)).await?;
-            if ids.is_empty() {
-                return Ok(true);
-            }
-            // Neither the contact nor a node for its mailbox within reach: a receipt sealed now
-            // would only skip a message key at the contact.
-            if direct.is_none() && self.dht_status().peers == 0 {
+        while !ids.is_empty() {
+            // The session the messages came in (or a later one): the contact can open it.
+            let Some(session) = self.sessions.current(peer).await? else {
                 return Ok(false);
-            }
-            // Sealed again only if what is owed changed: a receipt that reached no one skipped a
-            // message key at the contact, and the tries may go on for the messages' whole time
-            // to live.
-            let last = lock(&self.receipts_due)
-                .get_mut(&peer)
-                .and_then(|t| t.sealed.take())
-                .filter(|(owed, _)| *owed == ids);
-            let env = match last {
-                Some((_, env)) => env,
-                None => {
-                    // The session the messages came in (or a later one): the contact opens it.
-                    let Some(session) = self.sessions.current(peer).await? else {
-                        return Ok(false);
-                    };
-                    let plaintext = Zeroizing::new(Receipt { ids: ids.clone() }.encode()?);
-                    self.sessions
-                        .encrypt(peer, &session, MessageKind::Receipt, plaintext)
-                        .await?
-                }
             };
+            let receipt = || Receipt { ids: ids.clone() }.encode().map(Zeroizing::new);
             let mut paid = false;
             if let Some(conn) = &direct {
-                // Paid once the contact recorded it: it ends its side of the stream then.
+                // Sealed for this stream alone: whether it reached the contact is not always
+                // known, so it is never sent again.
+                let env = self
+                    .sessions
+                    .encrypt(peer, &session, MessageKind::Receipt, receipt()?)
+                    .await?;
+                // Paid once the contact ends its side of the stream, which it does cleanly
+                // only after recording the receipt.
                 let send = async {
                     let (mut send, mut recv) = conn.open_bi().await?;
                     write_frame(&mut send, &env.encode()).await?;
@@ -769,12 +801,31 @@ impl Inner {
                 }
             }
             if !paid {
-                let mut payload = vec![PAYLOAD_ENVELOPE];
-                payload.extend(env.encode());
-                let id = MessageId::random(&mut OsRng);
+                // No node for the contact's mailbox within reach either.
+                if self.dht_status().peers == 0 {
+                    return Ok(false);
+                }
+                let last = lock(&self.receipts_due)
+                    .get_mut(&peer)
+                    .and_then(|t| t.sealed.take())
+                    .filter(|r| r.ids == ids && r.session == session.id());
+                let sealed = match last {
+                    Some(r) => r,
+                    None => SealedReceipt {
+                        payload: self
+                            .seal_with(peer, &session, MessageKind::Receipt, receipt()?)
+                            .await?,
+                        ids: ids.clone(),
+                        session: session.id(),
+                        item_id: MessageId::random(&mut OsRng),
+                    },
+                };
                 let ttl = u64::try_from(self.config.message_ttl.as_millis()).unwrap_or(u64::MAX);
                 let expires = now_ms().saturating_add(ttl);
-                match self.deposit_payload(peer, id, expires, payload).await {
+                let deposit = self
+                    .deposit_payload(peer, sealed.item_id, expires, sealed.payload.clone())
+                    .await;
+                match deposit {
                     Ok(Deposit { others: 0, .. }) => {
                         tracing::info!(to = %peer.short(8), owed = ids.len(), "no node took receipts for the contact's mailbox; they are tried again later");
                     }
@@ -783,16 +834,18 @@ impl Inner {
                         tracing::info!(error = %e, to = %peer.short(8), owed = ids.len(), "could not deposit receipts; they are tried again later");
                     }
                 }
-            }
-            if !paid {
-                if let Some(t) = lock(&self.receipts_due).get_mut(&peer) {
-                    t.sealed = Some((ids, env));
+                if !paid {
+                    if let Some(t) = lock(&self.receipts_due).get_mut(&peer) {
+                        t.sealed = Some(sealed);
+                    }
+                    return Ok(false);
                 }
-                return Ok(false);
             }
             let store = self.store.clone();
             blocking(move || Ok(lock(&store).settle_receipts(&peer, &ids)?)).await?;
+            ids = owed().await?;
         }
+        Ok(true)
     }
 }
 

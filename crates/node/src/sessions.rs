@@ -31,6 +31,11 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// Tells this session apart from every other of this run (not kept across restarts).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The X3DH initial message this session still sends with every message (we initiated it
     /// and the peer has not answered yet).
     pub(crate) fn pending_initial(&self) -> Option<dp2ptcs_crypto::x3dh::InitialMessage> {

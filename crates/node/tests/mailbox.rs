@@ -432,6 +432,7 @@ async fn a_receipt_no_holder_took_is_owed_until_one_does_and_reaches_a_sender_ne
     // Charlie fills Alpha's mailbox, for 30 s.
     let to_a = contact("a", &hosts[a]);
     let charlie = hosts[c].node().clone();
+    let filled_at = Instant::now();
     for i in 0..2 {
         charlie
             .queue_chat_with_ttl(
@@ -449,6 +450,19 @@ async fn a_receipt_no_holder_took_is_owed_until_one_does_and_reaches_a_sender_ne
         |s| all_in(s, MessageState::Held, Some(2)),
     )
     .await;
+    // The 4 nodes up are all among the 5 closest to both mailbox keys: each holds Alpha's
+    // message and Charlie's two (Charlie its own copies), so none has room for a receipt.
+    let hosts_ref = &hosts;
+    eventually("every node up holds the 3", || async move {
+        for h in hosts_ref.iter().filter(|h| h.node.is_some()) {
+            let dht = h.node().status().await.unwrap().dht;
+            if dht.mailbox_items + dht.own_mailbox_items != 3 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 
     // Bravo comes back and takes the message. Its receipt reaches neither Alpha (away) nor
     // Alpha's mailbox (full): it is owed.
@@ -460,7 +474,12 @@ async fn a_receipt_no_holder_took_is_owed_until_one_does_and_reaches_a_sender_ne
         async move { received(&bravo, &from_a).await == sent }
     })
     .await;
-    assert_eq!(bravo.status().await.unwrap().receipts_owed, 1);
+    // It stays owed while the mailbox is full (each try finds no room).
+    let full_until = filled_at + Duration::from_secs(25);
+    while Instant::now() < full_until {
+        assert_eq!(bravo.status().await.unwrap().receipts_owed, 1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Charlie's messages expire, the mailbox has room: Bravo's next try deposits the receipt.
     eventually("Bravo's receipt is taken for Alpha's mailbox", || {
         let bravo = bravo.clone();
