@@ -8,8 +8,8 @@
 //!   ([`PageFormat`]).
 //! - Versioned schema migrations run at open ([`migrations`]), each in a transaction.
 //! - Tables: contacts, our profile, ratchet sessions (sealed pickles, opaque here), message
-//!   history with delivery state, receipts owed for messages taken from the mailbox, our
-//!   prekey store (one sealed pickle, opaque here).
+//!   history with delivery state, receipts owed for messages taken from the mailbox, items
+//!   from nodes not (yet) contacts, our prekey store (one sealed pickle, opaque here).
 //! - Durability: WAL with `synchronous = FULL`, so a write that returned is on disk. A session is
 //!   saved with [`Store::save_session`] *before* any ciphertext made with it leaves the node.
 //! - [`Store::transaction`] runs several writes as one transaction: one commit, one sync, all or
@@ -28,6 +28,7 @@ pub mod migrations;
 mod prekeys;
 mod receipts;
 mod sessions;
+mod strangers;
 
 use std::fmt;
 use std::path::Path;
@@ -42,6 +43,7 @@ pub use messages::{
     Cancel, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, OutboxPeer,
     Undelivered,
 };
+pub use strangers::StrangerLimits;
 
 /// The database file name in the data directory.
 pub const DB_FILE: &str = "node.db";

@@ -146,6 +146,14 @@ const MIGRATIONS: &[&str] = &[
         until_ms  INTEGER NOT NULL,
         PRIMARY KEY (peer, id)
      ) WITHOUT ROWID;",
+    // 9: items of our own mailbox from nodes that are not contacts, kept until they are.
+    "CREATE TABLE IF NOT EXISTS mailbox_strangers (
+        sender         BLOB NOT NULL CHECK (length(sender) = 32),
+        message_id     BLOB NOT NULL CHECK (length(message_id) = 16),
+        expires_at_ms  INTEGER NOT NULL,
+        item           BLOB NOT NULL,
+        PRIMARY KEY (sender, message_id)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this program writes.
