@@ -12,7 +12,8 @@
 //!   is the sealed message itself. Every message sent before the contact's first answer carries
 //!   the handshake, so whichever arrives first starts the session.
 //! - **Receiving.** The node fetches its mailbox after joining and every `mailbox_poll`. Items
-//!   from non-contacts are dropped. Each sender's items are opened in sending order (the
+//!   from nodes that are not contacts are kept, as they came and within bounds, until their
+//!   sender is added as a contact (then they open at the next check) or they expire. Each sender's items are opened in sending order (the
 //!   handshake first, then by ratchet chain and message number), recorded exactly as a direct
 //!   message is (deduplicated by id), and acknowledged with an end-to-end receipt: directly if
 //!   the sender answers, else through the sender's own mailbox. Items taken (or useless) are
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use dp2ptcs_crypto::x3dh::InitialMessage;
 use dp2ptcs_crypto::{PublicIdentity, Session};
 use dp2ptcs_dht::{MailboxItem, MAX_MAILBOX_TTL_MS};
-use dp2ptcs_store::{ContactRecord, Direction, MessageState, Store};
+use dp2ptcs_store::{ContactRecord, Direction, MessageState, Store, StrangerLimits};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{
     Envelope, HandshakeInit, Hello, HelloBody, MessageKind, Receipt, MAX_RECEIPT_IDS,
@@ -142,6 +143,13 @@ fn inbound_owing(
     }
     Ok((result, None))
 }
+
+/// What is kept of the mailbox items from nodes that are not contacts (PROTOCOL.md 11.8).
+pub(crate) const STRANGER_LIMITS: StrangerLimits = StrangerLimits {
+    per_sender_items: 256,
+    total_items: 4096,
+    total_bytes: 16 << 20,
+};
 
 /// When the receipts owed to a peer are tried next, and whether a try is running.
 #[derive(Debug)]
@@ -461,12 +469,44 @@ impl Inner {
     /// Fetches our mailbox, takes what it holds, and deletes what was taken.
     pub(crate) async fn check_mailbox(self: &Arc<Self>) -> Result<usize, NodeError> {
         let _one = self.mailbox_lock.lock().await;
-        let items = self.dht_fetch_mailbox().await?;
+        let mut items = self.dht_fetch_mailbox().await?;
+        // With what was kept from senders that have become contacts since.
+        let store = self.store.clone();
+        let kept: Vec<MailboxItem> =
+            blocking(move || Ok(lock(&store).kept_from_contacts(now_ms())?))
+                .await?
+                .iter()
+                .filter_map(|bytes| MailboxItem::from_bytes(bytes).ok())
+                .collect();
+        let kept_ids: Vec<(NodeId, MessageId)> = kept
+            .iter()
+            .map(|i| (i.sender_id(), *i.message_id()))
+            .collect();
+        items.retain(|i| !kept_ids.contains(&(i.sender_id(), *i.message_id())));
+        items.extend(kept);
         if items.is_empty() {
             return Ok(0);
         }
         let n = items.len();
         let done = self.take_items(items).await;
+        // What was kept and is now taken is forgotten.
+        let mut forget: BTreeMap<NodeId, Vec<MessageId>> = BTreeMap::new();
+        for (sender, id) in kept_ids {
+            if done.contains(&id) {
+                forget.entry(sender).or_default().push(id);
+            }
+        }
+        if !forget.is_empty() {
+            let store = self.store.clone();
+            blocking(move || {
+                let store = lock(&store);
+                for (sender, ids) in &forget {
+                    store.forget_kept(sender, ids)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
         for chunk in done.chunks(dp2ptcs_dht::MAX_MAILBOX_DELETE_IDS) {
             if let Err(e) = self.dht_delete_from_mailbox(chunk.to_vec()).await {
                 tracing::debug!(error = %e, "deleting taken mailbox items failed");
@@ -508,6 +548,53 @@ impl Inner {
                 }
             };
             let Some(contact) = contact else {
+                // Someone who added us wrote before we added them: kept, as they came, until
+                // we do (within bounds; beyond them, dropped).
+                let now = now_ms();
+                let kept: Vec<(MessageId, u64, Vec<u8>)> = items
+                    .iter()
+                    .map(|(i, _)| {
+                        let until = i
+                            .expires_at_ms()
+                            .min(now.saturating_add(MAX_MAILBOX_TTL_MS));
+                        (*i.message_id(), until, i.to_bytes())
+                    })
+                    .collect();
+                let store = self.store.clone();
+                let outcome = blocking(move || {
+                    let store = lock(&store);
+                    let mut n = 0;
+                    for (id, until, bytes) in &kept {
+                        n += usize::from(store.keep_from_stranger(
+                            &sender,
+                            id,
+                            *until,
+                            bytes,
+                            now,
+                            &STRANGER_LIMITS,
+                        )?);
+                    }
+                    Ok(n)
+                })
+                .await;
+                match outcome {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(from = %sender, kept = n, "messages from a node that is not a contact are kept until it is added");
+                        }
+                        if n < items.len() {
+                            tracing::info!(from = %sender, dropped = items.len() - n, "messages from a node that is not a contact dropped: as many as are kept from such nodes are already");
+                        }
+                    }
+                    // Our failure: they stay at the holders for the next fetch.
+                    Err(e) if may_pass(&e) => {
+                        tracing::warn!(error = %e, "mailbox items kept: storing them failed");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mailbox items of a node that is not a contact dropped")
+                    }
+                }
                 done.extend(items.iter().map(|(i, _)| *i.message_id()));
                 continue;
             };

@@ -142,6 +142,9 @@ pub struct NodeStatus {
     pub peers_retrying: usize,
     /// Receipts for messages taken from the mailbox that have not reached their senders yet.
     pub receipts_owed: u64,
+    /// Nodes that are not contacts whose messages from the mailbox are kept until they are
+    /// added, with how many each, most first.
+    pub strangers: Vec<(NodeId, u64)>,
     /// The DHT: routing table, records held, connections.
     pub dht: DhtStatus,
 }
@@ -395,12 +398,13 @@ impl Node {
         let inner = &self.inner;
         let connected = lock(&inner.pool).connected();
         let store = inner.store.clone();
-        let (contacts, messages, receipts_owed) = blocking(move || {
+        let (contacts, messages, receipts_owed, strangers) = blocking(move || {
             let store = lock(&store);
             Ok((
                 store.contacts()?.len(),
                 store.message_counts()?,
                 store.receipts_owed()?,
+                store.strangers_waiting(now_ms())?,
             ))
         })
         .await?;
@@ -414,6 +418,7 @@ impl Node {
             messages,
             peers_retrying: inner.outbox.backing_off(),
             receipts_owed,
+            strangers,
             dht: inner.dht_status(),
         })
     }

@@ -498,6 +498,67 @@ async fn a_receipt_no_holder_took_is_owed_until_one_does_and_reaches_a_sender_ne
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_someone_not_yet_a_contact_are_kept_and_arrive_once_it_is_added() {
+    let limits = MailboxLimits::default();
+    let (mut hosts, seed) = network(6, limits).await;
+    let (a, b) = (1, 2);
+    // Alpha added Bravo; Bravo has not added Alpha yet.
+    let to_b = contact("b", &hosts[b]);
+    hosts[a].node().put_contact(&to_b).await.unwrap();
+    take_offline(&mut hosts[b]).await;
+    let sent = queue(&hosts[a], &to_b, "it's Alpha, add me", 2).await;
+    let alpha = hosts[a].node().clone();
+    wait_states("Alpha's messages held", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(2))
+    })
+    .await;
+    drop(alpha);
+    take_offline(&mut hosts[a]).await;
+
+    // Bravo comes back: it takes them from its mailbox but cannot read them yet; it keeps
+    // them, and says whose they are.
+    bring_back(&mut hosts[b], seed, limits).await;
+    let bravo = hosts[b].node().clone();
+    let from_a = hosts[a].keys.identity().public().node_id();
+    eventually("Bravo keeps Alpha's 2", || {
+        let bravo = bravo.clone();
+        async move { bravo.status().await.unwrap().strangers == [(from_a, 2)] }
+    })
+    .await;
+    assert!(received(&bravo, &from_a).await.is_empty());
+    let hosts_ref = &hosts;
+    eventually("the holders no longer have them", || async move {
+        held_everywhere(hosts_ref).await == 0
+    })
+    .await;
+
+    // Bravo adds Alpha (who is away): the messages open, once, in order.
+    bravo.put_contact(&contact("a", &hosts[a])).await.unwrap();
+    eventually("Bravo has Alpha's messages", || {
+        let bravo = bravo.clone();
+        async move { received(&bravo, &from_a).await.len() >= 2 }
+    })
+    .await;
+    assert_eq!(received(&bravo, &from_a).await, sent);
+    let status = bravo.status().await.unwrap();
+    assert!(status.strangers.is_empty(), "{:?}", status.strangers);
+    // Its receipt goes to Alpha's mailbox; Bravo leaves, Alpha comes back and reads delivered.
+    eventually("Bravo's receipt is taken for Alpha's mailbox", || {
+        let bravo = bravo.clone();
+        async move { bravo.status().await.unwrap().receipts_owed == 0 }
+    })
+    .await;
+    drop(bravo);
+    take_offline(&mut hosts[b]).await;
+    bring_back(&mut hosts[a], seed, limits).await;
+    let alpha = hosts[a].node().clone();
+    wait_states("Alpha has the receipt", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Delivered, Some(2))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_with_a_2_second_ttl_leaves_every_holder_and_reads_expired() {
     let limits = MailboxLimits::default();
     let (mut hosts, _seed) = network(7, limits).await;

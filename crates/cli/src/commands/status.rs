@@ -60,6 +60,20 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
         s.dht.mailbox_items,
         s.dht.mailbox_bytes
     );
+    if !s.strangers.is_empty() {
+        let n: u64 = s.strangers.iter().map(|x| x.messages).sum();
+        outln!(
+            "Not contacts {} message(s) from {} node(s) that are not your contacts, kept until you add them ({}): {}",
+            n,
+            s.strangers.len(),
+            "dp2ptcs contact add URI",
+            s.strangers
+                .iter()
+                .map(|x| format!("{} ({})", x.node_id, x.messages))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if s.receipts_owed > 0 {
         outln!(
             "Receipts     {} owed for messages taken from the mailbox, sent once their senders are reachable",

@@ -134,9 +134,21 @@ pub struct Status {
     /// Receipts for messages taken from the mailbox not yet delivered to their senders.
     #[serde(default)]
     pub receipts_owed: u64,
+    /// Nodes that are not contacts whose messages are kept until they are added.
+    #[serde(default)]
+    pub strangers: Vec<Stranger>,
     /// The DHT.
     #[serde(default)]
     pub dht: DhtSummary,
+}
+
+/// A node that is not a contact with messages kept for when it is added ([`Status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stranger {
+    /// Its node id, hex.
+    pub node_id: String,
+    /// How many of its messages are kept.
+    pub messages: u64,
 }
 
 /// The DHT part of [`Status`].

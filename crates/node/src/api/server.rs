@@ -398,6 +398,14 @@ async fn status(State(st): State<AppState>) -> Result<Json<Status>, ApiError> {
         messages: counts,
         peers_retrying: s.peers_retrying,
         receipts_owed: s.receipts_owed,
+        strangers: s
+            .strangers
+            .iter()
+            .map(|(id, n)| super::Stranger {
+                node_id: id.to_hex(),
+                messages: *n,
+            })
+            .collect(),
         dht: DhtSummary {
             peers: s.dht.peers,
             records: s.dht.records,
