@@ -481,18 +481,33 @@ async fn a_receipt_no_holder_took_is_owed_until_one_does_and_reaches_a_sender_ne
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Charlie's messages expire, the mailbox has room: Bravo's next try deposits the receipt.
+    // Bravo leaves; Alpha comes back and learns from its mailbox that Bravo has the message.
+    drop(bravo);
+    receipt_waits_for_its_sender(&mut hosts, (a, b), seed, limits, 1).await;
+}
+
+/// Host `b` owes receipts to host `a`, which is away: once none is owed (one was taken for
+/// `a`'s mailbox), `b` leaves and `a` comes back; `a`'s `n` messages to `b` read delivered.
+async fn receipt_waits_for_its_sender(
+    hosts: &mut [Host],
+    (a, b): (usize, usize),
+    seed: SocketAddr,
+    limits: MailboxLimits,
+    n: usize,
+) {
+    let bravo = hosts[b].node().clone();
     eventually("Bravo's receipt is taken for Alpha's mailbox", || {
         let bravo = bravo.clone();
         async move { bravo.status().await.unwrap().receipts_owed == 0 }
     })
     .await;
-    // Bravo leaves; Alpha comes back and learns from its mailbox that Bravo has the message.
     drop(bravo);
+    let to_b = contact("b", &hosts[b]);
     take_offline(&mut hosts[b]).await;
     bring_back(&mut hosts[a], seed, limits).await;
     let alpha = hosts[a].node().clone();
     wait_states("Alpha has the receipt", &alpha, &to_b, |s| {
-        all_in(s, MessageState::Delivered, Some(1))
+        all_in(s, MessageState::Delivered, Some(n))
     })
     .await;
 }
@@ -543,19 +558,8 @@ async fn messages_from_someone_not_yet_a_contact_are_kept_and_arrive_once_it_is_
     let status = bravo.status().await.unwrap();
     assert!(status.strangers.is_empty(), "{:?}", status.strangers);
     // Its receipt goes to Alpha's mailbox; Bravo leaves, Alpha comes back and reads delivered.
-    eventually("Bravo's receipt is taken for Alpha's mailbox", || {
-        let bravo = bravo.clone();
-        async move { bravo.status().await.unwrap().receipts_owed == 0 }
-    })
-    .await;
     drop(bravo);
-    take_offline(&mut hosts[b]).await;
-    bring_back(&mut hosts[a], seed, limits).await;
-    let alpha = hosts[a].node().clone();
-    wait_states("Alpha has the receipt", &alpha, &to_b, |s| {
-        all_in(s, MessageState::Delivered, Some(2))
-    })
-    .await;
+    receipt_waits_for_its_sender(&mut hosts, (a, b), seed, limits, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
