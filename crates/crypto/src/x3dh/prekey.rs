@@ -153,10 +153,26 @@ impl PreKeyStore {
     /// Drops the rotated-out signed prekeys (and their replay sets) whose grace period is over.
     /// Returns whether any was dropped.
     pub fn expire(&mut self, now: u64) -> bool {
+        self.expire_keeping(now, &BTreeSet::new())
+    }
+
+    /// [`PreKeyStore::expire`], except for the rotated-out signed prekeys whose ids are in
+    /// `pinned` (initial messages kept to be answered later, say from a sender not accepted yet,
+    /// still need them): their grace period starts again at `now`. They stay as long as they are
+    /// pinned when this runs, or until more rotations than [`MAX_PREVIOUS_SIGNED_PREKEYS`] push
+    /// them out. Returns whether the store changed.
+    pub fn expire_keeping(&mut self, now: u64, pinned: &BTreeSet<u32>) -> bool {
+        let mut changed = false;
+        for (key, retired) in &mut self.previous {
+            if pinned.contains(&key.id) && *retired < now {
+                *retired = now;
+                changed = true;
+            }
+        }
         let before = self.previous.len();
         self.previous
             .retain(|(_, retired)| now < retired.saturating_add(SIGNED_PREKEY_GRACE_PERIOD_SECS));
-        self.previous.len() != before
+        changed || self.previous.len() != before
     }
 
     /// Whether the current signed prekey is due for rotation at `now`: older than
@@ -178,7 +194,19 @@ impl PreKeyStore {
         identity: &Identity,
         now: u64,
     ) -> Result<bool, X3dhError> {
-        let mut changed = self.expire(now);
+        self.maintain_keeping(rng, identity, now, &BTreeSet::new())
+    }
+
+    /// [`PreKeyStore::maintain`], keeping the signed prekeys in `pinned` past their grace period
+    /// ([`PreKeyStore::expire_keeping`]).
+    pub fn maintain_keeping<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        identity: &Identity,
+        now: u64,
+        pinned: &BTreeSet<u32>,
+    ) -> Result<bool, X3dhError> {
+        let mut changed = self.expire_keeping(now, pinned);
         if self.needs_rotation(now) {
             self.rotate_signed_prekey(rng, identity, now)?;
             changed = true;

@@ -212,10 +212,18 @@ fn signed_prekey_rotation_with_grace_period() {
     assert_eq!(store.previous_signed_prekey_ids(), vec![2, 1]);
     assert!(respond(&bob, &mut store, &old2.initial_message, 2000).is_ok());
     assert!(respond(&bob, &mut store, &from(&new_bundle).initial_message, 2000).is_ok());
-    assert!(store.expire(1000 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
-    assert_eq!(store.previous_signed_prekey_ids(), vec![2]);
-    assert!(!store.expire(1000 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
+    // Pinned (an initial message made with it is kept to be answered later), key 1 gets a
+    // new grace period, and answers past its first one; unpinned, it goes at the end of it.
+    let pinned = std::collections::BTreeSet::from([1]);
+    let late = 1000 + SIGNED_PREKEY_GRACE_PERIOD_SECS;
+    assert!(store.expire_keeping(late - 1, &pinned));
+    assert!(respond(&bob, &mut store, &from(&old_bundle).initial_message, late).is_ok());
+    assert!(!store.expire(late));
+    assert_eq!(store.previous_signed_prekey_ids(), vec![2, 1]);
     assert!(store.expire(2000 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
+    assert_eq!(store.previous_signed_prekey_ids(), vec![1]);
+    assert!(store.expire(late - 1 + SIGNED_PREKEY_GRACE_PERIOD_SECS));
+    assert!(store.previous_signed_prekey_ids().is_empty());
     assert!(respond(&bob, &mut store, &from(&new_bundle).initial_message, 0).is_err());
     // Rotating with another identity is refused.
     assert_eq!(
