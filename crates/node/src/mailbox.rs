@@ -12,13 +12,14 @@
 //!   is the sealed message itself. Every message sent before the contact's first answer carries
 //!   the handshake, so whichever arrives first starts the session.
 //! - **Receiving.** The node fetches its mailbox after joining and every `mailbox_poll`. Items
-//!   from nodes that are not contacts are kept, as they came and within bounds, until their
-//!   sender is added as a contact (then they open at the next check) or they expire. Each sender's items are opened in sending order (the
-//!   handshake first, then by ratchet chain and message number), recorded exactly as a direct
-//!   message is (deduplicated by id), and acknowledged with an end-to-end receipt: directly if
-//!   the sender answers, else through the sender's own mailbox. Items taken (or useless) are
-//!   deleted with a request we sign; an item that cannot be opened yet (its handshake has not
-//!   arrived) is left for a later fetch.
+//!   from nodes that are not contacts are kept here, as they came and within bounds, until their
+//!   sender is added as a contact (then they open at the next check, with its fetched items) or
+//!   they expire; the signed prekeys their handshakes name are kept meanwhile. Each sender's
+//!   items are opened in sending order (the handshake first, then by ratchet chain and message
+//!   number), recorded exactly as a direct message is (deduplicated by id), and acknowledged
+//!   with an end-to-end receipt. Items taken, kept here, or useless are deleted at the holders
+//!   with a request we sign; an item that cannot be opened yet (its handshake has not arrived)
+//!   is left for a later fetch.
 //! - **Receipts owed.** Once its item is deleted, the sender cannot deposit a message again (the
 //!   holders refuse it: the recipient took it), so a receipt lost there would leave the message
 //!   `held` at the sender, then `expired`. Each receipt is owed, in the transaction that records
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 use dp2ptcs_crypto::x3dh::InitialMessage;
 use dp2ptcs_crypto::{PublicIdentity, Session};
 use dp2ptcs_dht::{MailboxItem, MAX_MAILBOX_TTL_MS};
-use dp2ptcs_store::{ContactRecord, Direction, MessageState, Store, StrangerLimits};
+use dp2ptcs_store::{ContactRecord, Direction, KeptItem, MessageState, Store, StrangerLimits};
 use dp2ptcs_types::{MessageId, NodeId};
 use dp2ptcs_wire::{
     Envelope, HandshakeInit, Hello, HelloBody, MessageKind, Receipt, MAX_RECEIPT_IDS,
@@ -142,6 +143,17 @@ fn inbound_owing(
         tx.owe_receipts(&peer, &ids, until_ms)?;
     }
     Ok((result, None))
+}
+
+/// What a mailbox check did with its items.
+#[derive(Debug, Default)]
+struct Done {
+    /// Fetched items to delete at their holders (taken, kept here, or useless).
+    delete: Vec<MessageId>,
+    /// Items kept here (from senders not contacts then) that are taken or useless now.
+    forget: BTreeMap<NodeId, Vec<MessageId>>,
+    /// Whether items were kept here in this check.
+    kept_now: bool,
 }
 
 /// What is kept of the mailbox items from nodes that are not contacts (PROTOCOL.md 11.8).
@@ -400,7 +412,7 @@ impl Inner {
             let accepted = deposit.others;
             // Refused because the contact deleted it from its mailbox: it fetched the message (its
             // receipt is late, or was lost, or this node did not record its first deposit; or it
-            // dropped the item unread). Depositing it again is of no use: it counts as held, and
+            // keeps the item unopened until it adds this node, or dropped it unread). Depositing it again is of no use: it counts as held, and
             // stops nothing. (A holder's word, as an acceptance is.)
             let taken = accepted == 0 && deposit.taken > 0;
             if accepted == 0 && !again && !taken {
@@ -466,146 +478,141 @@ impl Inner {
         }
     }
 
-    /// Fetches our mailbox, takes what it holds, and deletes what was taken.
+    /// Fetches our mailbox, takes what it holds (with what was kept from senders that have
+    /// become contacts since), and deletes what was taken.
     pub(crate) async fn check_mailbox(self: &Arc<Self>) -> Result<usize, NodeError> {
         let _one = self.mailbox_lock.lock().await;
-        let mut items = self.dht_fetch_mailbox().await?;
-        // With what was kept from senders that have become contacts since.
+        let items = self.dht_fetch_mailbox().await?;
         let store = self.store.clone();
-        let kept: Vec<MailboxItem> =
-            blocking(move || Ok(lock(&store).kept_from_contacts(now_ms())?))
-                .await?
-                .iter()
-                .filter_map(|bytes| MailboxItem::from_bytes(bytes).ok())
-                .collect();
-        let kept_ids: Vec<(NodeId, MessageId)> = kept
-            .iter()
-            .map(|i| (i.sender_id(), *i.message_id()))
-            .collect();
-        items.retain(|i| !kept_ids.contains(&(i.sender_id(), *i.message_id())));
-        items.extend(kept);
-        if items.is_empty() {
+        let kept_senders = blocking(move || Ok(lock(&store).kept_senders(now_ms())?)).await?;
+        if items.is_empty() && kept_senders.is_empty() {
             return Ok(0);
         }
         let n = items.len();
-        let done = self.take_items(items).await;
-        // What was kept and is now taken is forgotten.
-        let mut forget: BTreeMap<NodeId, Vec<MessageId>> = BTreeMap::new();
-        for (sender, id) in kept_ids {
-            if done.contains(&id) {
-                forget.entry(sender).or_default().push(id);
-            }
-        }
-        if !forget.is_empty() {
-            let store = self.store.clone();
-            blocking(move || {
+        let done = self.take_items(items, kept_senders).await;
+        if !done.forget.is_empty() || done.kept_now {
+            let (store, forget) = (self.store.clone(), done.forget);
+            let pinned = blocking(move || {
                 let store = lock(&store);
                 for (sender, ids) in &forget {
                     store.forget_kept(sender, ids)?;
                 }
-                Ok(())
+                Ok(store.kept_signed_prekeys(now_ms())?)
             })
-            .await?;
+            .await;
+            match pinned {
+                Ok(pinned) => self.prekeys.pin(pinned),
+                Err(e) => {
+                    tracing::warn!(error = %e, "forgetting mailbox items kept and taken failed")
+                }
+            }
         }
-        for chunk in done.chunks(dp2ptcs_dht::MAX_MAILBOX_DELETE_IDS) {
+        for chunk in done.delete.chunks(dp2ptcs_dht::MAX_MAILBOX_DELETE_IDS) {
             if let Err(e) = self.dht_delete_from_mailbox(chunk.to_vec()).await {
                 tracing::debug!(error = %e, "deleting taken mailbox items failed");
             }
         }
-        tracing::debug!(items = n, taken = done.len(), "mailbox checked");
+        tracing::debug!(items = n, taken = done.delete.len(), "mailbox checked");
         Ok(n)
     }
 
-    /// Opens, records and acknowledges `items`; returns the ids to delete.
-    async fn take_items(self: &Arc<Self>, items: Vec<MailboxItem>) -> Vec<MessageId> {
-        let mut done = Vec::new();
-        let mut by_sender: BTreeMap<NodeId, Vec<(MailboxItem, Payload)>> = BTreeMap::new();
+    /// Opens, records and acknowledges the fetched `items`, and the items kept from
+    /// `kept_senders` (that have become contacts); keeps those of senders that are not contacts.
+    async fn take_items(
+        self: &Arc<Self>,
+        items: Vec<MailboxItem>,
+        kept_senders: Vec<NodeId>,
+    ) -> Done {
+        let mut done = Done::default();
+        // Each sender's items, each with whether it was kept here (else fetched).
+        let mut by_sender: BTreeMap<NodeId, Vec<(MailboxItem, Payload, bool)>> = BTreeMap::new();
         for item in items {
             if *item.recipient() != self.node_id {
                 continue;
             }
             let sender = item.sender_id();
             match Payload::decode(item.payload(), &self.node_id) {
-                Ok(p) => by_sender.entry(sender).or_default().push((item, p)),
+                Ok(p) => by_sender.entry(sender).or_default().push((item, p, false)),
                 Err(e) => {
                     tracing::debug!(error = %e, from = %sender.short(8), "dropping a malformed mailbox item");
-                    done.push(*item.message_id());
+                    done.delete.push(*item.message_id());
                 }
             }
         }
-        for (sender, items) in by_sender {
+        for sender in kept_senders {
+            by_sender.entry(sender).or_default();
+        }
+        for (sender, mut items) in by_sender {
+            // The contact, and what was kept of its items, as of one moment.
             let store = self.store.clone();
-            let contact = match blocking(move || Ok(lock(&store).contact(&sender)?)).await {
-                Ok(c) => c,
+            let read = blocking(move || {
+                lock(&store).read(|s| {
+                    Ok::<_, NodeError>((s.contact(&sender)?, s.kept_from(&sender, now_ms())?))
+                })
+            })
+            .await;
+            let (contact, kept) = match read {
+                Ok(read) => read,
                 // Our failure, not the items': they stay for the next fetch.
                 Err(e) if may_pass(&e) => {
                     tracing::warn!(error = %e, "mailbox items kept: reading the contact failed");
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "mailbox items dropped: reading the contact failed");
-                    None
+                    tracing::warn!(error = %e, "reading the contact failed: its mailbox items are handled as a non-contact's");
+                    (None, Vec::new())
                 }
             };
             let Some(contact) = contact else {
-                // Someone who added us wrote before we added them: kept, as they came, until
-                // we do (within bounds; beyond them, dropped).
-                let now = now_ms();
-                let kept: Vec<(MessageId, u64, Vec<u8>)> = items
-                    .iter()
-                    .map(|(i, _)| {
-                        let until = i
-                            .expires_at_ms()
-                            .min(now.saturating_add(MAX_MAILBOX_TTL_MS));
-                        (*i.message_id(), until, i.to_bytes())
-                    })
-                    .collect();
-                let store = self.store.clone();
-                let outcome = blocking(move || {
-                    let store = lock(&store);
-                    let mut n = 0;
-                    for (id, until, bytes) in &kept {
-                        n += usize::from(store.keep_from_stranger(
-                            &sender,
-                            id,
-                            *until,
-                            bytes,
-                            now,
-                            &STRANGER_LIMITS,
-                        )?);
-                    }
-                    Ok(n)
-                })
-                .await;
-                match outcome {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::info!(from = %sender, kept = n, "messages from a node that is not a contact are kept until it is added");
-                        }
-                        if n < items.len() {
-                            tracing::info!(from = %sender, dropped = items.len() - n, "messages from a node that is not a contact dropped: as many as are kept from such nodes are already");
-                        }
-                    }
-                    // Our failure: they stay at the holders for the next fetch.
-                    Err(e) if may_pass(&e) => {
-                        tracing::warn!(error = %e, "mailbox items kept: storing them failed");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "mailbox items of a node that is not a contact dropped")
-                    }
+                if !items.is_empty() {
+                    self.keep_from_stranger(sender, items, &mut done).await;
                 }
-                done.extend(items.iter().map(|(i, _)| *i.message_id()));
                 continue;
+            };
+            // A copy fetched of an item kept already is taken once, as kept.
+            let mut kept_ids: Vec<MessageId> = Vec::new();
+            for bytes in kept {
+                let item = match MailboxItem::from_bytes(&bytes) {
+                    Ok(item) if item.sender_id() == sender && *item.recipient() == self.node_id => {
+                        item
+                    }
+                    _ => continue,
+                };
+                let id = *item.message_id();
+                match Payload::decode(item.payload(), &self.node_id) {
+                    Ok(p) => {
+                        kept_ids.push(id);
+                        items.push((item, p, true));
+                    }
+                    Err(_) => done.forget.entry(sender).or_default().push(id),
+                }
+            }
+            items.retain(|(item, _, kept)| {
+                *kept || !kept_ids.contains(item.message_id()) || {
+                    done.delete.push(*item.message_id());
+                    false
+                }
+            });
+            let mark = |done: &mut Done, item: &MailboxItem, kept: bool| {
+                if kept {
+                    done.forget
+                        .entry(sender)
+                        .or_default()
+                        .push(*item.message_id());
+                } else {
+                    done.delete.push(*item.message_id());
+                }
             };
             if items
                 .first()
-                .is_some_and(|(i, _)| i.sender().to_bytes() != contact.public_key)
+                .is_some_and(|(i, _, _)| i.sender().to_bytes() != contact.public_key)
             {
-                done.extend(items.iter().map(|(i, _)| *i.message_id()));
+                for (item, _, kept) in &items {
+                    mark(&mut done, item, *kept);
+                }
                 continue;
             }
-            let keys: Vec<[u8; 32]> = items.iter().map(|(_, p)| p.ratchet_key()).collect();
+            let keys: Vec<[u8; 32]> = items.iter().map(|(_, p, _)| p.ratchet_key()).collect();
             let ranks = match self.sessions.chain_ranks(sender, &keys).await {
                 Ok(ranks) => ranks,
                 Err(e) => {
@@ -614,9 +621,9 @@ impl Inner {
                 }
             };
             let mut items: Vec<_> = items.into_iter().zip(ranks).collect();
-            items.sort_by_key(|((_, p), rank)| p.order(*rank));
+            items.sort_by_key(|((_, p, _), rank)| p.order(*rank));
             let mut taken = false;
-            for ((item, payload), _) in items {
+            for ((item, payload, kept), _) in items {
                 // As the sender signed it, within what any holder keeps an item.
                 let until_ms = item
                     .expires_at_ms()
@@ -626,15 +633,16 @@ impl Inner {
                     .await
                 {
                     Ok(Taken::Done) => {
-                        done.push(*item.message_id());
+                        mark(&mut done, &item, kept);
                         taken = true;
                     }
                     Ok(Taken::Later) => {}
                     // Ours and passing (the store, a shutdown): nothing of it was recorded, so it
-                    // stays at the holders for the next fetch, and the sender's later items
-                    // with it, to keep the order. A failed step leaves the session as it was,
-                    // so the next fetch opens it again; the first message of a session opened
-                    // by X3DH too, since that session is saved before the message decrypts.
+                    // stays at the holders (or here) for the next check, and the sender's later
+                    // items with it, to keep the order. A failed step leaves the session as it
+                    // was, so the next check opens it again; the first message of a session
+                    // opened by X3DH too, since that session is saved before the message
+                    // decrypts.
                     Err(e) if !e.is_peer_fault() && may_pass(&e) => {
                         tracing::warn!(error = %e, from = %sender.short(8), "a mailbox item kept for the next fetch");
                         break;
@@ -642,8 +650,12 @@ impl Inner {
                     // The item is bad (forged, damaged, not for a session we can have), or
                     // our failure will not pass.
                     Err(e) => {
-                        tracing::debug!(error = %e, from = %sender.short(8), "a mailbox item was refused");
-                        done.push(*item.message_id());
+                        if kept {
+                            tracing::info!(error = %e, from = %sender.short(8), "a message kept until its sender was added does not open; dropped");
+                        } else {
+                            tracing::debug!(error = %e, from = %sender.short(8), "a mailbox item was refused");
+                        }
+                        mark(&mut done, &item, kept);
                     }
                 }
             }
@@ -654,6 +666,64 @@ impl Inner {
             }
         }
         done
+    }
+
+    /// Keeps the fetched `items` of `sender`, which is not a contact, until it is one (in
+    /// sending order, within [`STRANGER_LIMITS`]; beyond them, they are dropped). Those kept or
+    /// dropped are deleted at the holders; if storing them fails for a passing reason, they stay
+    /// there for the next fetch.
+    async fn keep_from_stranger(
+        self: &Arc<Self>,
+        sender: NodeId,
+        mut items: Vec<(MailboxItem, Payload, bool)>,
+        done: &mut Done,
+    ) {
+        items.sort_by_key(|(_, p, _)| p.order(0));
+        let now = now_ms();
+        let kept: Vec<(MessageId, u64, Option<u32>, Vec<u8>)> = items
+            .iter()
+            .map(|(i, p, _)| {
+                let until = i
+                    .expires_at_ms()
+                    .min(now.saturating_add(MAX_MAILBOX_TTL_MS));
+                let prekey = match p {
+                    Payload::Handshake(init) => Some(init.signed_prekey_id),
+                    Payload::Envelope(_) => None,
+                };
+                (*i.message_id(), until, prekey, i.to_bytes())
+            })
+            .collect();
+        let store = self.store.clone();
+        let outcome = blocking(move || {
+            let store = lock(&store);
+            let list: Vec<KeptItem<'_>> = kept
+                .iter()
+                .map(|(id, until, prekey, bytes)| KeptItem {
+                    id,
+                    expires_at_ms: *until,
+                    signed_prekey_id: *prekey,
+                    item: bytes,
+                })
+                .collect();
+            Ok(store.keep_from_stranger(&sender, &list, now, &STRANGER_LIMITS)?)
+        })
+        .await;
+        match outcome {
+            Ok(n) => {
+                done.kept_now |= n > 0;
+                tracing::info!(from = %sender.short(8), kept = n, dropped = items.len() - n, "messages from a node that is not a contact: kept until it is added (beyond the bounds for such nodes, dropped)");
+            }
+            // Our failure: they stay at the holders for the next fetch.
+            Err(e) if may_pass(&e) => {
+                tracing::warn!(error = %e, "mailbox items kept at their holders: storing them failed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mailbox items of a node that is not a contact dropped");
+            }
+        }
+        done.delete
+            .extend(items.iter().map(|(i, _, _)| *i.message_id()));
     }
 
     /// Opens one item from `contact`, which expires at `until_ms`; returns whether it is done.
@@ -1067,20 +1137,27 @@ mod tests {
             .unwrap();
         assert!(bravo
             .inner()
-            .take_items(vec![item.clone()])
+            .take_items(vec![item.clone()], Vec::new())
             .await
+            .delete
             .is_empty());
         assert!(received(&bravo, &alpha.node_id()).await.is_empty());
 
         // Only what was saved survives a restart: the next fetch opens the item, once.
         bravo.shutdown(Duration::from_secs(5)).await.unwrap();
         bravo = start(db.path(), &kb).await;
-        let taken = bravo.inner().take_items(vec![item.clone()]).await;
-        assert_eq!(taken, vec![*item.message_id()]);
+        let taken = bravo
+            .inner()
+            .take_items(vec![item.clone()], Vec::new())
+            .await;
+        assert_eq!(taken.delete, vec![*item.message_id()]);
         assert_eq!(received(&bravo, &alpha.node_id()).await, ["first"]);
         // Fetched again (a holder had not deleted it yet): done, and not recorded twice.
-        let taken = bravo.inner().take_items(vec![item.clone()]).await;
-        assert_eq!(taken, vec![*item.message_id()]);
+        let taken = bravo
+            .inner()
+            .take_items(vec![item.clone()], Vec::new())
+            .await;
+        assert_eq!(taken.delete, vec![*item.message_id()]);
         assert_eq!(received(&bravo, &alpha.node_id()).await, ["first"]);
 
         // The session works: Bravo answers directly, and Alpha opens it.

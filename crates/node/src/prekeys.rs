@@ -1,7 +1,7 @@
 //! Our prekeys, persisted sealed in the node database, and the peers' prekey bundles learned out
 //! of band (from the DHT) for asynchronous X3DH (`PROTOCOL.md` sections 7.1, 7.4 and 9.2).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use dp2ptcs_crypto::kdf::hkdf_sha256;
@@ -35,6 +35,9 @@ pub(crate) struct PreKeys {
     store: Arc<Mutex<Store>>,
     seal_key: Zeroizing<[u8; 32]>,
     keys: Mutex<PreKeyStore>,
+    /// Signed prekeys kept past their grace period: X3DH handshakes of mailbox items kept for
+    /// later (from senders not yet contacts) name them.
+    pinned: Mutex<BTreeSet<u32>>,
 }
 
 impl std::fmt::Debug for PreKeys {
@@ -56,7 +59,10 @@ impl PreKeys {
         let mut seal_key = Zeroizing::new([0u8; 32]);
         hkdf_sha256(None, database_key, PREKEY_KEY_INFO, seal_key.as_mut());
         let now = now_secs();
-        let saved = lock(&store).load_prekeys()?;
+        let (saved, pinned) = {
+            let store = lock(&store);
+            (store.load_prekeys()?, store.kept_signed_prekeys(now_ms())?)
+        };
         let (keys, changed) = match saved {
             Some(sealed) => {
                 let mut keys = PreKeyStore::open_sealed(&seal_key, &sealed)
@@ -67,7 +73,7 @@ impl PreKeys {
                     ));
                 }
                 let changed = keys
-                    .maintain(&mut OsRng, identity, now)
+                    .maintain_keeping(&mut OsRng, identity, now, &pinned)
                     .map_err(|e| NodeError::Internal(format!("prekey rotation: {e}")))?;
                 (keys, changed)
             }
@@ -77,6 +83,7 @@ impl PreKeys {
             store,
             seal_key,
             keys: Mutex::new(keys),
+            pinned: Mutex::new(pinned),
         };
         if changed {
             let keys = lock(&this.keys);
@@ -100,10 +107,11 @@ impl PreKeys {
         identity: &Identity,
         f: impl FnOnce(&mut PreKeyStore) -> (T, bool),
     ) -> Result<T, NodeError> {
+        let pinned = lock(&self.pinned).clone();
         let mut keys = lock(&self.keys);
         let mut work = keys.clone();
         let rotated = work
-            .maintain(&mut OsRng, identity, now_secs())
+            .maintain_keeping(&mut OsRng, identity, now_secs(), &pinned)
             .map_err(|e| NodeError::Internal(format!("prekey rotation: {e}")))?;
         let (out, changed) = f(&mut work);
         if rotated || changed {
@@ -111,6 +119,12 @@ impl PreKeys {
             *keys = work;
         }
         Ok(out)
+    }
+
+    /// Sets the signed prekeys to keep past their grace period (all those named by mailbox items
+    /// kept for later), from the next [`PreKeys::update`] on.
+    pub(crate) fn pin(&self, ids: BTreeSet<u32>) {
+        *lock(&self.pinned) = ids;
     }
 
     /// The current bundle without a one-time prekey, as held now (no rotation, no write).

@@ -43,7 +43,7 @@ pub use messages::{
     Cancel, Direction, HistoryQuery, MessageRecord, MessageState, NewMessage, OutboxPeer,
     Undelivered,
 };
-pub use strangers::StrangerLimits;
+pub use strangers::{KeptItem, StrangerLimits};
 
 /// The database file name in the data directory.
 pub const DB_FILE: &str = "node.db";

@@ -146,14 +146,17 @@ const MIGRATIONS: &[&str] = &[
         until_ms  INTEGER NOT NULL,
         PRIMARY KEY (peer, id)
      ) WITHOUT ROWID;",
-    // 9: items of our own mailbox from nodes that are not contacts, kept until they are.
+    // 9: items of our own mailbox from nodes that are not contacts, kept until they are, with
+    // the signed prekey their X3DH handshake names (kept while they wait).
     "CREATE TABLE IF NOT EXISTS mailbox_strangers (
-        sender         BLOB NOT NULL CHECK (length(sender) = 32),
-        message_id     BLOB NOT NULL CHECK (length(message_id) = 16),
-        expires_at_ms  INTEGER NOT NULL,
-        item           BLOB NOT NULL,
+        sender           BLOB NOT NULL CHECK (length(sender) = 32),
+        message_id       BLOB NOT NULL CHECK (length(message_id) = 16),
+        expires_at_ms    INTEGER NOT NULL,
+        signed_prekey_id INTEGER,
+        item             BLOB NOT NULL,
         PRIMARY KEY (sender, message_id)
-     ) WITHOUT ROWID;",
+     ) WITHOUT ROWID;
+     CREATE INDEX IF NOT EXISTS mailbox_strangers_expiry ON mailbox_strangers (expires_at_ms);",
 ];
 
 /// The schema version this program writes.

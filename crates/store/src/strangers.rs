@@ -1,7 +1,10 @@
 //! Items of this node's own mailbox from nodes that are not its contacts (yet): someone who
 //! added us writes before we added them. They are taken from the holders and kept here as they
 //! came (sealed and signed), within bounds, until their sender is added as a contact, when they
-//! are opened like any item, or until they expire.
+//! are opened like any item, or until they expire. The signed prekey an item's X3DH handshake
+//! names is recorded, so that the node keeps that prekey while the item waits.
+
+use std::collections::BTreeSet;
 
 use dp2ptcs_types::{MessageId, NodeId};
 use rusqlite::params;
@@ -19,6 +22,19 @@ pub struct StrangerLimits {
     pub total_bytes: u64,
 }
 
+/// An item to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptItem<'a> {
+    /// Its id in the mailbox.
+    pub id: &'a MessageId,
+    /// When it expires, Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// The signed prekey its X3DH handshake names, if it carries one.
+    pub signed_prekey_id: Option<u32>,
+    /// The item's signed encoding.
+    pub item: &'a [u8],
+}
+
 fn ms(t: u64) -> i64 {
     t.min(i64::MAX as u64) as i64
 }
@@ -27,71 +43,116 @@ fn count(n: i64) -> u64 {
     n.max(0) as u64
 }
 
+fn node_id(bytes: &[u8]) -> Result<NodeId, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(NodeId::from_bytes)
+        .map_err(|_| StoreError::Corrupt("a kept item has a bad sender".into()))
+}
+
 impl Store {
-    /// Keeps `item` (a signed mailbox item's encoding) from `sender`, which is not a contact,
-    /// until `expires_at_ms`; returns whether it is kept (an item kept already is). Not if that
-    /// would pass `limits`, nor once it expired (`now_ms`; expired items are forgotten first).
+    /// Keeps `items` from `sender`, which is not a contact, in order, in one transaction, as
+    /// long as `limits` allow (expired items are forgotten first, and an expired item is not
+    /// kept); returns how many were kept, those kept already included.
     pub fn keep_from_stranger(
         &self,
         sender: &NodeId,
-        id: &MessageId,
-        expires_at_ms: u64,
-        item: &[u8],
+        items: &[KeptItem<'_>],
         now_ms: u64,
         limits: &StrangerLimits,
-    ) -> Result<bool, StoreError> {
-        self.exec(
-            "DELETE FROM mailbox_strangers WHERE expires_at_ms <= ?1",
-            params![ms(now_ms)],
-        )?;
-        if expires_at_ms <= now_ms {
-            return Ok(false);
-        }
-        let (sender_b, id_b) = (sender.as_bytes().as_slice(), id.as_bytes().as_slice());
-        let known: i64 = self.query_one(
-            "SELECT count(*) FROM mailbox_strangers WHERE sender = ?1 AND message_id = ?2",
-            params![sender_b, id_b],
-            |r| r.get(0),
-        )?;
-        if known > 0 {
-            return Ok(true);
-        }
-        let from_sender: i64 = self.query_one(
-            "SELECT count(*) FROM mailbox_strangers WHERE sender = ?1",
-            params![sender_b],
-            |r| r.get(0),
-        )?;
-        let (items, bytes): (i64, i64) = self.query_one(
-            "SELECT count(*), coalesce(sum(length(item)), 0) FROM mailbox_strangers",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if count(from_sender) >= limits.per_sender_items
-            || count(items) >= limits.total_items
-            || count(bytes) + item.len() as u64 > limits.total_bytes
-        {
-            return Ok(false);
-        }
-        self.exec(
-            "INSERT INTO mailbox_strangers (sender, message_id, expires_at_ms, item)
-             VALUES (?1, ?2, ?3, ?4)",
-            params![sender_b, id_b, ms(expires_at_ms), item],
-        )?;
-        Ok(true)
+    ) -> Result<usize, StoreError> {
+        self.transaction(|store| {
+            store.exec(
+                "DELETE FROM mailbox_strangers WHERE expires_at_ms <= ?1",
+                params![ms(now_ms)],
+            )?;
+            let sender_b = sender.as_bytes().as_slice();
+            let mut from_sender = count(store.query_one(
+                "SELECT count(*) FROM mailbox_strangers WHERE sender = ?1",
+                params![sender_b],
+                |r| r.get(0),
+            )?);
+            let (mut total, mut bytes): (u64, u64) = store.query_one(
+                "SELECT count(*), coalesce(sum(length(item)), 0) FROM mailbox_strangers",
+                [],
+                |r| Ok((count(r.get(0)?), count(r.get(1)?))),
+            )?;
+            let mut kept = 0;
+            for item in items {
+                let id_b = item.id.as_bytes().as_slice();
+                let known: i64 = store.query_one(
+                    "SELECT count(*) FROM mailbox_strangers WHERE sender = ?1 AND message_id = ?2",
+                    params![sender_b, id_b],
+                    |r| r.get(0),
+                )?;
+                if known > 0 {
+                    kept += 1;
+                    continue;
+                }
+                let len = item.item.len() as u64;
+                if item.expires_at_ms <= now_ms
+                    || from_sender >= limits.per_sender_items
+                    || total >= limits.total_items
+                    || bytes + len > limits.total_bytes
+                {
+                    continue;
+                }
+                store.exec(
+                    "INSERT INTO mailbox_strangers
+                        (sender, message_id, expires_at_ms, signed_prekey_id, item)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        sender_b,
+                        id_b,
+                        ms(item.expires_at_ms),
+                        item.signed_prekey_id,
+                        item.item
+                    ],
+                )?;
+                kept += 1;
+                from_sender += 1;
+                total += 1;
+                bytes += len;
+            }
+            Ok(kept)
+        })
     }
 
-    /// The items kept from senders that are contacts now (their encodings), not expired at
-    /// `now_ms` (expired ones are forgotten).
-    pub fn kept_from_contacts(&self, now_ms: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The senders with items kept that are contacts now (expired items are forgotten first).
+    pub fn kept_senders(&self, now_ms: u64) -> Result<Vec<NodeId>, StoreError> {
         self.exec(
             "DELETE FROM mailbox_strangers WHERE expires_at_ms <= ?1",
             params![ms(now_ms)],
         )?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT item FROM mailbox_strangers
-             WHERE sender IN (SELECT node_id FROM contacts) ORDER BY expires_at_ms",
+            "SELECT DISTINCT sender FROM mailbox_strangers
+             WHERE sender IN (SELECT node_id FROM contacts)",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for sender in rows {
+            out.push(node_id(&sender?)?);
+        }
+        Ok(out)
+    }
+
+    /// The items kept from `sender` (their encodings) that have not expired at `now_ms`.
+    pub fn kept_from(&self, sender: &NodeId, now_ms: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT item FROM mailbox_strangers WHERE sender = ?1 AND expires_at_ms > ?2",
+        )?;
+        let rows = stmt.query_map(params![sender.as_bytes().as_slice(), ms(now_ms)], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The signed prekeys named by items kept that have not expired at `now_ms`.
+    pub fn kept_signed_prekeys(&self, now_ms: u64) -> Result<BTreeSet<u32>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT signed_prekey_id FROM mailbox_strangers
+             WHERE signed_prekey_id IS NOT NULL AND expires_at_ms > ?1",
+        )?;
+        let rows = stmt.query_map(params![ms(now_ms)], |r| r.get::<_, u32>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -121,9 +182,7 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (sender, n) = row?;
-            let sender = <[u8; 32]>::try_from(sender.as_slice())
-                .map_err(|_| StoreError::Corrupt("a kept item has a bad sender".into()))?;
-            out.push((NodeId::from_bytes(sender), count(n)));
+            out.push((node_id(&sender)?, count(n)));
         }
         Ok(out)
     }
@@ -150,30 +209,47 @@ mod tests {
             NodeId::from_bytes([2; 32]),
             NodeId::from_bytes([3; 32]),
         );
-        let id = |i: u8| MessageId::from_bytes([i; 16]);
-        let keep = |s: &NodeId, i: u8, exp: u64, item: &[u8], now: u64| {
-            store
-                .keep_from_stranger(s, &id(i), exp, item, now, &limits)
-                .unwrap()
+        let ids: Vec<MessageId> = (0..10u8).map(|i| MessageId::from_bytes([i; 16])).collect();
+        let item = |i: usize, exp: u64, spk: Option<u32>, bytes: &'static [u8]| KeptItem {
+            id: &ids[i],
+            expires_at_ms: exp,
+            signed_prekey_id: spk,
+            item: bytes,
         };
-        assert!(keep(&x, 1, 1_000, b"x1", 0));
-        assert!(keep(&x, 1, 1_000, b"x1", 0), "kept already");
-        assert!(keep(&x, 2, 5_000, b"x2", 0));
-        assert!(!keep(&x, 3, 5_000, b"x3", 0), "past the sender's bound");
-        assert!(keep(&y, 4, 5_000, b"y4", 0));
-        assert!(!keep(&z, 5, 5_000, b"z5", 0), "past the total bound");
-        assert!(!keep(&z, 6, 10, b"z6", 20), "expired");
+        let keep = |s: &NodeId, items: &[KeptItem<'_>], now: u64| {
+            store.keep_from_stranger(s, items, now, &limits).unwrap()
+        };
+        // X's third is past its bound; one kept already counts as kept.
+        let from_x = [
+            item(1, 1_000, Some(7), b"x1"),
+            item(1, 1_000, Some(7), b"x1"),
+            item(2, 5_000, Some(8), b"x2"),
+            item(3, 5_000, Some(8), b"x3"),
+        ];
+        assert_eq!(keep(&x, &from_x, 0), 3);
+        assert_eq!(keep(&y, &[item(4, 5_000, None, b"y4")], 0), 1);
+        // Past the total bound, and expired.
+        assert_eq!(keep(&z, &[item(5, 5_000, None, b"z5")], 0), 0);
+        assert_eq!(keep(&z, &[item(6, 10, None, b"z6")], 20), 0);
         assert_eq!(store.strangers_waiting(0).unwrap(), [(x, 2), (y, 1)]);
+        assert_eq!(
+            store.kept_signed_prekeys(0).unwrap(),
+            BTreeSet::from([7, 8])
+        );
         // Past the first one's expiry, it is gone and there is room again (bytes too).
-        assert!(!keep(&z, 7, 5_000, &[0; 97], 1_000), "past the byte bound");
-        assert!(keep(&z, 7, 5_000, b"z7", 1_000));
+        assert_eq!(keep(&z, &[item(7, 5_000, None, &[0; 97])], 1_000), 0);
+        assert_eq!(keep(&z, &[item(7, 5_000, None, b"z7")], 1_000), 1);
         assert_eq!(
             store.strangers_waiting(1_000).unwrap(),
             [(x, 1), (y, 1), (z, 1)]
         );
+        assert_eq!(
+            store.kept_signed_prekeys(1_000).unwrap(),
+            BTreeSet::from([8])
+        );
 
         // X becomes a contact: its items are handed out, and no longer waiting as a stranger's.
-        assert!(store.kept_from_contacts(1_000).unwrap().is_empty());
+        assert!(store.kept_senders(1_000).unwrap().is_empty());
         store
             .put_contact(&ContactRecord {
                 node_id: x,
@@ -185,9 +261,11 @@ mod tests {
                 added_at: 0,
             })
             .unwrap();
-        assert_eq!(store.kept_from_contacts(1_000).unwrap(), [b"x2".to_vec()]);
+        assert_eq!(store.kept_senders(1_000).unwrap(), [x]);
+        assert_eq!(store.kept_from(&x, 1_000).unwrap(), [b"x2".to_vec()]);
         assert_eq!(store.strangers_waiting(1_000).unwrap(), [(y, 1), (z, 1)]);
-        assert_eq!(store.forget_kept(&x, &[id(2), id(9)]).unwrap(), 1);
-        assert!(store.kept_from_contacts(1_000).unwrap().is_empty());
+        assert_eq!(store.forget_kept(&x, &[ids[2], ids[9]]).unwrap(), 1);
+        assert!(store.kept_senders(1_000).unwrap().is_empty());
+        assert!(store.kept_signed_prekeys(1_000).unwrap().is_empty());
     }
 }
