@@ -960,6 +960,7 @@ impl Inner {
             if !paid {
                 // No node for the contact's mailbox within reach either.
                 if self.dht_status().peers == 0 {
+                    tracing::debug!(to = %peer.short(8), owed = ids.len(), "receipts stay owed: neither the contact nor a DHT peer can be reached");
                     return Ok(false);
                 }
                 let last = lock(&self.receipts_due)

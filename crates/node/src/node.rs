@@ -403,7 +403,7 @@ impl Node {
             Ok((
                 store.contacts()?.len(),
                 store.message_counts()?,
-                store.receipts_owed()?,
+                store.receipts_owed(now_ms())?,
                 store.strangers_waiting(now_ms())?,
             ))
         })

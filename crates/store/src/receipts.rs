@@ -55,17 +55,16 @@ impl Store {
         Ok(out)
     }
 
-    /// The peers owed a receipt that are still contacts. Receipts owed until before `now_ms`,
-    /// and those owed to peers no longer contacts, are forgotten first.
+    /// The peers owed a receipt that are contacts (one removed is owed its receipts again if it
+    /// is added again). Receipts owed until before `now_ms` are forgotten first.
     pub fn peers_owed_receipts(&self, now_ms: u64) -> Result<Vec<NodeId>, StoreError> {
         self.exec(
-            "DELETE FROM receipts_owed
-             WHERE until_ms < ?1 OR peer NOT IN (SELECT node_id FROM contacts)",
+            "DELETE FROM receipts_owed WHERE until_ms < ?1",
             params![ms(now_ms)],
         )?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT peer FROM receipts_owed")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT peer FROM receipts_owed WHERE peer IN (SELECT node_id FROM contacts)",
+        )?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         let mut out = Vec::new();
         for peer in rows {
@@ -76,13 +75,13 @@ impl Store {
         Ok(out)
     }
 
-    /// How many receipts are owed, to all peers.
-    pub fn receipts_owed(&self) -> Result<u64, StoreError> {
-        Ok(
-            self.query_one("SELECT count(*) FROM receipts_owed", [], |r| {
-                Ok(r.get::<_, i64>(0)?.max(0) as u64)
-            })?,
-        )
+    /// How many receipts are owed at `now_ms`, to all peers.
+    pub fn receipts_owed(&self, now_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.query_one(
+            "SELECT count(*) FROM receipts_owed WHERE until_ms >= ?1",
+            params![ms(now_ms)],
+            |r| Ok(r.get::<_, i64>(0)?.max(0) as u64),
+        )?)
     }
 
     /// Forgets the receipts owed to `peer` for `ids` (one reached it); returns how many were
@@ -119,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn owed_receipts_last_until_settled_expired_or_their_contact_is_removed() {
+    fn owed_receipts_last_until_settled_or_expired_and_are_paid_to_contacts_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join(DB_FILE), &[3; 32]).unwrap();
         let (alpha, bravo) = (NodeId::from_bytes([1; 32]), NodeId::from_bytes([2; 32]));
@@ -135,7 +134,8 @@ mod tests {
         owed.sort_by_key(|id| *id.as_bytes());
         assert_eq!(owed, ids[..3]);
         assert_eq!(store.owed_receipts(&alpha, 2).unwrap().len(), 2);
-        assert_eq!(store.receipts_owed().unwrap(), 4);
+        assert_eq!(store.receipts_owed(0).unwrap(), 4);
+        assert_eq!(store.receipts_owed(1_500).unwrap(), 2);
         let peers = |store: &Store, now_ms| {
             let mut p = store.peers_owed_receipts(now_ms).unwrap();
             p.sort_by_key(|p| *p.as_bytes());
@@ -149,10 +149,13 @@ mod tests {
         // Past their time, Alpha's others go but the one owed again until later stays.
         assert_eq!(peers(&store, 1_500), [alpha, bravo]);
         assert_eq!(store.owed_receipts(&alpha, 10).unwrap(), ids[..1]);
-        // Bravo is removed: what it was owed goes with it.
+        // Bravo is removed: nothing is paid to it, but it is owed its receipt again once added
+        // again.
         store.remove_contact(&bravo).unwrap();
         assert_eq!(peers(&store, 1_500), [alpha]);
-        assert!(store.owed_receipts(&bravo, 10).unwrap().is_empty());
+        store.put_contact(&contact(bravo, "bravo")).unwrap();
+        assert_eq!(peers(&store, 1_500), [alpha, bravo]);
+        assert_eq!(store.owed_receipts(&bravo, 10).unwrap(), ids[3..]);
         // It survives a reopening.
         drop(store);
         let store = Store::open(&dir.path().join(DB_FILE), &[3; 32]).unwrap();

@@ -76,7 +76,7 @@ pub(super) fn run(global: &Global, args: &JsonArg) -> Result<()> {
     }
     if s.receipts_owed > 0 {
         outln!(
-            "Receipts     {} owed for messages taken from the mailbox, sent once their senders are reachable",
+            "Receipts     {} owed for messages taken from the mailbox: sent to their senders, or to their mailboxes, once either can be reached",
             s.receipts_owed
         );
     }
