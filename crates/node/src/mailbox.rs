@@ -482,9 +482,18 @@ impl Inner {
     /// become contacts since), and deletes what was taken.
     pub(crate) async fn check_mailbox(self: &Arc<Self>) -> Result<usize, NodeError> {
         let _one = self.mailbox_lock.lock().await;
-        let items = self.dht_fetch_mailbox().await?;
+        let fetched = self.dht_fetch_mailbox().await;
         let store = self.store.clone();
         let kept_senders = blocking(move || Ok(lock(&store).kept_senders(now_ms())?)).await?;
+        // What was kept here opens without the network.
+        let items = match fetched {
+            Ok(items) => items,
+            Err(e) if kept_senders.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "fetching the mailbox failed; opening what was kept");
+                Vec::new()
+            }
+        };
         if items.is_empty() && kept_senders.is_empty() {
             return Ok(0);
         }

@@ -687,6 +687,22 @@ impl Node {
             Ok(store.add_contact(&record)?)
         })
         .await
+        .inspect(|(c, _)| self.open_kept_from(c.node_id))
+    }
+
+    /// Opens now what was kept of `id`'s mailbox items while it was not a contact, if anything
+    /// was, instead of at the next mailbox check.
+    fn open_kept_from(&self, id: NodeId) {
+        let inner = self.inner.clone();
+        self.inner.tasks.spawn(async move {
+            let store = inner.store.clone();
+            let kept = blocking(move || Ok(!lock(&store).kept_from(&id, now_ms())?.is_empty()));
+            if matches!(kept.await, Ok(true)) {
+                if let Err(e) = inner.check_mailbox().await {
+                    tracing::debug!(error = %e, "opening the messages kept from a new contact failed");
+                }
+            }
+        });
     }
 
     /// Removes the contact `id`; returns it, or `None` if it was not a contact. Its history and
@@ -709,7 +725,9 @@ impl Node {
     pub async fn put_contact(&self, contact: &ContactRecord) -> Result<(), NodeError> {
         let store = self.inner.store.clone();
         let c = contact.clone();
-        blocking(move || Ok(lock(&store).put_contact(&c)?)).await
+        blocking(move || Ok(lock(&store).put_contact(&c)?))
+            .await
+            .inspect(|()| self.open_kept_from(contact.node_id))
     }
 
     /// The message `id` exchanged with `peer`.

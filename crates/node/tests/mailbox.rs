@@ -593,6 +593,44 @@ async fn messages_from_someone_not_yet_a_contact_are_kept_and_arrive_once_it_is_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_kept_from_someone_open_as_soon_as_it_is_added() {
+    let limits = MailboxLimits::default();
+    let (mut hosts, seed) = network(5, limits).await;
+    let (a, b) = (1, 2);
+    let to_b = contact("b", &hosts[b]);
+    hosts[a].node().put_contact(&to_b).await.unwrap();
+    take_offline(&mut hosts[b]).await;
+    let sent = queue(&hosts[a], &to_b, "add me", 1).await;
+    let alpha = hosts[a].node().clone();
+    wait_states("Alpha's message held", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(1))
+    })
+    .await;
+    drop(alpha);
+    take_offline(&mut hosts[a]).await;
+    // Bravo checks its mailbox when it joins, then not for 10 minutes.
+    bring_back_with(&mut hosts[b], seed, limits, |c| {
+        c.mailbox_poll = Duration::from_secs(600);
+    })
+    .await;
+    let bravo = hosts[b].node().clone();
+    let from_a = hosts[a].keys.identity().public().node_id();
+    eventually("Bravo keeps Alpha's message", || {
+        let bravo = bravo.clone();
+        async move { bravo.status().await.unwrap().strangers == [(from_a, 1)] }
+    })
+    .await;
+    // Adding Alpha opens it at once (Alpha is away: it cannot come directly).
+    bravo.put_contact(&contact("a", &hosts[a])).await.unwrap();
+    eventually("Bravo has Alpha's message", || {
+        let bravo = bravo.clone();
+        async move { !received(&bravo, &from_a).await.is_empty() }
+    })
+    .await;
+    assert_eq!(received(&bravo, &from_a).await, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_with_a_2_second_ttl_leaves_every_holder_and_reads_expired() {
     let limits = MailboxLimits::default();
     let (mut hosts, _seed) = network(7, limits).await;
