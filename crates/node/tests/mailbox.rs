@@ -512,23 +512,33 @@ async fn receipt_waits_for_its_sender(
     .await;
 }
 
+/// Host `a` adds host `b`, which has not added `a`; `b` goes away, `a` writes it `n` messages,
+/// which are held, and goes away too. Returns `b` as `a`'s contact and the messages.
+async fn held_for_one_who_did_not_add_its_sender(
+    hosts: &mut [Host],
+    (a, b): (usize, usize),
+    n: usize,
+) -> (ContactRecord, Vec<String>) {
+    let to_b = contact("b", &hosts[b]);
+    hosts[a].node().put_contact(&to_b).await.unwrap();
+    take_offline(&mut hosts[b]).await;
+    let sent = queue(&hosts[a], &to_b, "it's Alpha, add me", n).await;
+    let alpha = hosts[a].node().clone();
+    wait_states("Alpha's messages held", &alpha, &to_b, |s| {
+        all_in(s, MessageState::Held, Some(n))
+    })
+    .await;
+    drop(alpha);
+    take_offline(&mut hosts[a]).await;
+    (to_b, sent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_from_someone_not_yet_a_contact_are_kept_and_arrive_once_it_is_added() {
     let limits = MailboxLimits::default();
     let (mut hosts, seed) = network(6, limits).await;
     let (a, b) = (1, 2);
-    // Alpha added Bravo; Bravo has not added Alpha yet.
-    let to_b = contact("b", &hosts[b]);
-    hosts[a].node().put_contact(&to_b).await.unwrap();
-    take_offline(&mut hosts[b]).await;
-    let sent = queue(&hosts[a], &to_b, "it's Alpha, add me", 2).await;
-    let alpha = hosts[a].node().clone();
-    wait_states("Alpha's messages held", &alpha, &to_b, |s| {
-        all_in(s, MessageState::Held, Some(2))
-    })
-    .await;
-    drop(alpha);
-    take_offline(&mut hosts[a]).await;
+    let (to_b, sent) = held_for_one_who_did_not_add_its_sender(&mut hosts, (a, b), 2).await;
 
     // Bravo comes back: it takes them from its mailbox but cannot read them yet; it keeps
     // them, and says whose they are.
@@ -597,17 +607,7 @@ async fn messages_kept_from_someone_open_as_soon_as_it_is_added() {
     let limits = MailboxLimits::default();
     let (mut hosts, seed) = network(5, limits).await;
     let (a, b) = (1, 2);
-    let to_b = contact("b", &hosts[b]);
-    hosts[a].node().put_contact(&to_b).await.unwrap();
-    take_offline(&mut hosts[b]).await;
-    let sent = queue(&hosts[a], &to_b, "add me", 1).await;
-    let alpha = hosts[a].node().clone();
-    wait_states("Alpha's message held", &alpha, &to_b, |s| {
-        all_in(s, MessageState::Held, Some(1))
-    })
-    .await;
-    drop(alpha);
-    take_offline(&mut hosts[a]).await;
+    let (_, sent) = held_for_one_who_did_not_add_its_sender(&mut hosts, (a, b), 1).await;
     // Bravo checks its mailbox when it joins, then not for 10 minutes.
     bring_back_with(&mut hosts[b], seed, limits, |c| {
         c.mailbox_poll = Duration::from_secs(600);
