@@ -152,8 +152,6 @@ struct Done {
     delete: Vec<MessageId>,
     /// Items kept here (from senders not contacts then) that are taken or useless now.
     forget: BTreeMap<NodeId, Vec<MessageId>>,
-    /// Whether items were kept here in this check.
-    kept_now: bool,
 }
 
 /// What is kept of the mailbox items from nodes that are not contacts (PROTOCOL.md 11.8).
@@ -488,7 +486,9 @@ impl Inner {
         // What was kept here opens without the network.
         let items = match fetched {
             Ok(items) => items,
-            Err(e) if kept_senders.is_empty() => return Err(e),
+            Err(e) if kept_senders.is_empty() || matches!(e, NodeError::ShuttingDown) => {
+                return Err(e)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "fetching the mailbox failed; opening what was kept");
                 Vec::new()
@@ -499,22 +499,22 @@ impl Inner {
         }
         let n = items.len();
         let done = self.take_items(items, kept_senders).await;
-        if !done.forget.is_empty() || done.kept_now {
-            let (store, forget) = (self.store.clone(), done.forget);
-            let pinned = blocking(move || {
-                let store = lock(&store);
-                for (sender, ids) in &forget {
-                    store.forget_kept(sender, ids)?;
-                }
-                Ok(store.kept_signed_prekeys(now_ms())?)
-            })
-            .await;
-            match pinned {
-                Ok(pinned) => self.prekeys.pin(pinned),
-                Err(e) => {
-                    tracing::warn!(error = %e, "forgetting mailbox items kept and taken failed")
+        // What was kept and is taken now is forgotten; the prekeys what is still kept needs
+        // are pinned again (some kept now, others expired).
+        let (store, forget) = (self.store.clone(), done.forget);
+        let pinned = blocking(move || {
+            let store = lock(&store);
+            for (sender, ids) in &forget {
+                if let Err(e) = store.forget_kept(sender, ids) {
+                    tracing::warn!(error = %e, "forgetting mailbox items kept and taken failed");
                 }
             }
+            Ok(store.kept_signed_prekeys(now_ms())?)
+        })
+        .await;
+        match pinned {
+            Ok(pinned) => self.prekeys.pin(pinned),
+            Err(e) => tracing::warn!(error = %e, "reading the prekeys kept items need failed"),
         }
         for chunk in done.delete.chunks(dp2ptcs_dht::MAX_MAILBOX_DELETE_IDS) {
             if let Err(e) = self.dht_delete_from_mailbox(chunk.to_vec()).await {
@@ -580,20 +580,25 @@ impl Inner {
             };
             // A copy fetched of an item kept already is taken once, as kept.
             let mut kept_ids: Vec<MessageId> = Vec::new();
-            for bytes in kept {
-                let item = match MailboxItem::from_bytes(&bytes) {
-                    Ok(item) if item.sender_id() == sender && *item.recipient() == self.node_id => {
-                        item
-                    }
-                    _ => continue,
-                };
-                let id = *item.message_id();
-                match Payload::decode(item.payload(), &self.node_id) {
-                    Ok(p) => {
+            for (id, bytes) in kept {
+                let item = MailboxItem::from_bytes(&bytes).ok().filter(|i| {
+                    i.sender_id() == sender
+                        && *i.recipient() == self.node_id
+                        && *i.message_id() == id
+                });
+                let payload = item
+                    .as_ref()
+                    .and_then(|i| Payload::decode(i.payload(), &self.node_id).ok());
+                match (item, payload) {
+                    (Some(item), Some(p)) => {
                         kept_ids.push(id);
                         items.push((item, p, true));
                     }
-                    Err(_) => done.forget.entry(sender).or_default().push(id),
+                    // Stored whole and checked when kept: damaged since.
+                    _ => {
+                        tracing::info!(from = %sender.short(8), "a message kept until its sender was added is damaged; dropped");
+                        done.forget.entry(sender).or_default().push(id);
+                    }
                 }
             }
             items.retain(|(item, _, kept)| {
@@ -695,8 +700,11 @@ impl Inner {
                 let until = i
                     .expires_at_ms()
                     .min(now.saturating_add(MAX_MAILBOX_TTL_MS));
+                // Only a prekey the handshake could use now: a sender does not get to keep
+                // an older one for longer by naming it.
                 let prekey = match p {
-                    Payload::Handshake(init) => Some(init.signed_prekey_id),
+                    Payload::Handshake(init) => Some(init.signed_prekey_id)
+                        .filter(|id| self.prekeys.accepts_signed_prekey(*id)),
                     Payload::Envelope(_) => None,
                 };
                 (*i.message_id(), until, prekey, i.to_bytes())
@@ -719,7 +727,6 @@ impl Inner {
         .await;
         match outcome {
             Ok(n) => {
-                done.kept_now |= n > 0;
                 tracing::info!(from = %sender.short(8), kept = n, dropped = items.len() - n, "messages from a node that is not a contact: kept until it is added (beyond the bounds for such nodes, dropped)");
             }
             // Our failure: they stay at the holders for the next fetch.

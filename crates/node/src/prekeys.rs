@@ -127,6 +127,11 @@ impl PreKeys {
         *lock(&self.pinned) = ids;
     }
 
+    /// Whether an X3DH handshake naming signed prekey `id` is answered now.
+    pub(crate) fn accepts_signed_prekey(&self, id: u32) -> bool {
+        lock(&self.keys).accepts_signed_prekey(id, now_secs())
+    }
+
     /// The current bundle without a one-time prekey, as held now (no rotation, no write).
     pub(crate) fn current_bundle(&self) -> PreKeyBundle {
         lock(&self.keys).bundle(None)

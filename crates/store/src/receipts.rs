@@ -75,10 +75,12 @@ impl Store {
         Ok(out)
     }
 
-    /// How many receipts are owed at `now_ms`, to all peers.
+    /// How many receipts are owed at `now_ms` to contacts (those of a removed contact wait
+    /// until it is added again).
     pub fn receipts_owed(&self, now_ms: u64) -> Result<u64, StoreError> {
         Ok(self.query_one(
-            "SELECT count(*) FROM receipts_owed WHERE until_ms >= ?1",
+            "SELECT count(*) FROM receipts_owed
+             WHERE until_ms >= ?1 AND peer IN (SELECT node_id FROM contacts)",
             params![ms(now_ms)],
             |r| Ok(r.get::<_, i64>(0)?.max(0) as u64),
         )?)
@@ -153,6 +155,7 @@ mod tests {
         // again.
         store.remove_contact(&bravo).unwrap();
         assert_eq!(peers(&store, 1_500), [alpha]);
+        assert_eq!(store.receipts_owed(1_500).unwrap(), 1);
         store.put_contact(&contact(bravo, "bravo")).unwrap();
         assert_eq!(peers(&store, 1_500), [alpha, bravo]);
         assert_eq!(store.owed_receipts(&bravo, 10).unwrap(), ids[3..]);

@@ -135,15 +135,27 @@ impl Store {
         Ok(out)
     }
 
-    /// The items kept from `sender` (their encodings) that have not expired at `now_ms`.
-    pub fn kept_from(&self, sender: &NodeId, now_ms: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+    /// The items kept from `sender` that have not expired at `now_ms`: their ids and encodings.
+    pub fn kept_from(
+        &self,
+        sender: &NodeId,
+        now_ms: u64,
+    ) -> Result<Vec<(MessageId, Vec<u8>)>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT item FROM mailbox_strangers WHERE sender = ?1 AND expires_at_ms > ?2",
+            "SELECT message_id, item FROM mailbox_strangers
+             WHERE sender = ?1 AND expires_at_ms > ?2",
         )?;
         let rows = stmt.query_map(params![sender.as_bytes().as_slice(), ms(now_ms)], |r| {
-            r.get::<_, Vec<u8>>(0)
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, item) = row?;
+            let id = <[u8; 16]>::try_from(id.as_slice())
+                .map_err(|_| StoreError::Corrupt("a kept item has a bad id".into()))?;
+            out.push((MessageId::from_bytes(id), item));
+        }
+        Ok(out)
     }
 
     /// The signed prekeys named by items kept that have not expired at `now_ms`.
@@ -262,7 +274,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(store.kept_senders(1_000).unwrap(), [x]);
-        assert_eq!(store.kept_from(&x, 1_000).unwrap(), [b"x2".to_vec()]);
+        assert_eq!(
+            store.kept_from(&x, 1_000).unwrap(),
+            [(ids[2], b"x2".to_vec())]
+        );
         assert_eq!(store.strangers_waiting(1_000).unwrap(), [(y, 1), (z, 1)]);
         assert_eq!(store.forget_kept(&x, &[ids[2], ids[9]]).unwrap(), 1);
         assert!(store.kept_senders(1_000).unwrap().is_empty());

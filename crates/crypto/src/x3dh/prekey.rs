@@ -126,6 +126,12 @@ impl PreKeyStore {
         self.previous.iter().map(|(k, _)| k.id).collect()
     }
 
+    /// Whether an initial message naming signed prekey `id` is answered at `now`: the key is
+    /// current, or rotated out and within its grace period.
+    pub fn accepts_signed_prekey(&self, id: u32, now: u64) -> bool {
+        self.signed_prekey(id, now).is_some()
+    }
+
     /// Replaces the signed prekey by a fresh one (id + 1) made at `now`. The old one stays
     /// acceptable until `now + SIGNED_PREKEY_GRACE_PERIOD_SECS`, and so do older ones until their
     /// own grace period ends, at most [`MAX_PREVIOUS_SIGNED_PREKEYS`] of them (the oldest is
